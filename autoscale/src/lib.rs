@@ -1,0 +1,1 @@
+//! convoy-autoscale (under construction).

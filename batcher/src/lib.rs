@@ -1,0 +1,1 @@
+//! convoy-batcher (under construction).

@@ -1,0 +1,3 @@
+//! Run with `cargo run -p example-batch-axum` (under construction).
+
+fn main() {}

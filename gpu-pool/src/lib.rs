@@ -1,0 +1,1 @@
+//! convoy-gpu-pool (under construction).

@@ -1,0 +1,1 @@
+//! convoy-router (under construction).
