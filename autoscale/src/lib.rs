@@ -1,1 +1,3 @@
 //! convoy-autoscale (under construction).
+
+pub mod sim;
