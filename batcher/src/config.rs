@@ -1,0 +1,409 @@
+//! Batcher configuration: a plain struct with a builder and serde support,
+//! validated when it is built.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ConfigError, ConfigErrorKind};
+
+/// Largest supported `queue_capacity` (tokio's semaphore limit, rounded down).
+pub(crate) const MAX_QUEUE_CAPACITY: usize = 1 << 40;
+
+/// What a caller sees when the queue is at `queue_capacity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverflowPolicy {
+    /// `poll_ready` stays pending until there is room, like
+    /// `tower::buffer::Buffer`. Put `load_shed` in front of the batcher to
+    /// turn that into an immediate `Overloaded` error.
+    #[default]
+    Backpressure,
+    /// `poll_ready` is always ready and a request that finds the queue full
+    /// fails at once with [`QueueFull`](crate::QueueFull).
+    Reject,
+}
+
+/// How a batcher forms and dispatches batches.
+///
+/// Build one with [`BatchConfig::builder`]; every value is checked there, so
+/// a `BatchConfig` that exists is valid. Deserializing checks the same rules.
+/// Durations are serialized as whole microseconds (`max_wait_us`,
+/// `queue_timeout_us`).
+///
+/// | knob | default | meaning |
+/// |---|---|---|
+/// | `name` | `"default"` | label of this batcher's metrics and spans |
+/// | `max_batch_size` | 32 | most items in one batch |
+/// | `max_batch_cost` | none | most total cost in one batch (with a cost function) |
+/// | `max_wait` | 0 | how long the oldest queued item may wait for a fuller batch |
+/// | `preferred_batch_sizes` | none | sizes to dispatch when the oldest item may still wait |
+/// | `max_concurrent_batches` | 1 | batches running in the batch service at once |
+/// | `queue_capacity` | 1024 | most items queued (admitted but not dispatched) |
+/// | `queue_timeout` | none | deadline applied to every item from the moment it is queued |
+/// | `overflow` | `backpressure` | wait for room or reject with `QueueFull` |
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ConfigFields", into = "ConfigFields")]
+pub struct BatchConfig {
+    pub(crate) name: String,
+    pub(crate) max_batch_size: usize,
+    pub(crate) max_batch_cost: Option<u64>,
+    pub(crate) max_wait: Duration,
+    pub(crate) preferred_batch_sizes: Vec<usize>,
+    pub(crate) max_concurrent_batches: usize,
+    pub(crate) queue_capacity: usize,
+    pub(crate) queue_timeout: Option<Duration>,
+    pub(crate) overflow: OverflowPolicy,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            name: "default".to_owned(),
+            max_batch_size: 32,
+            max_batch_cost: None,
+            max_wait: Duration::ZERO,
+            preferred_batch_sizes: Vec::new(),
+            max_concurrent_batches: 1,
+            queue_capacity: 1024,
+            queue_timeout: None,
+            overflow: OverflowPolicy::Backpressure,
+        }
+    }
+}
+
+impl BatchConfig {
+    /// A builder starting from the defaults.
+    pub fn builder() -> BatchConfigBuilder {
+        BatchConfigBuilder {
+            config: Self::default(),
+        }
+    }
+
+    /// The name used as the `batcher` label of metrics and spans.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Most items in one batch.
+    pub fn max_batch_size(&self) -> usize {
+        self.max_batch_size
+    }
+
+    /// Most total cost in one batch, when a cost function is set.
+    pub fn max_batch_cost(&self) -> Option<u64> {
+        self.max_batch_cost
+    }
+
+    /// How long the oldest queued item may wait for a fuller batch.
+    pub fn max_wait(&self) -> Duration {
+        self.max_wait
+    }
+
+    /// Batch sizes preferred while the oldest item may still wait (sorted).
+    pub fn preferred_batch_sizes(&self) -> &[usize] {
+        &self.preferred_batch_sizes
+    }
+
+    /// Batches running in the batch service at once.
+    pub fn max_concurrent_batches(&self) -> usize {
+        self.max_concurrent_batches
+    }
+
+    /// Most items queued (admitted, not yet dispatched).
+    pub fn queue_capacity(&self) -> usize {
+        self.queue_capacity
+    }
+
+    /// Deadline applied to every item from the moment it is queued.
+    pub fn queue_timeout(&self) -> Option<Duration> {
+        self.queue_timeout
+    }
+
+    /// What happens when the queue is full.
+    pub fn overflow(&self) -> OverflowPolicy {
+        self.overflow
+    }
+
+    fn validate(mut self) -> Result<Self, ConfigError> {
+        check_batch_size(self.max_batch_size)?;
+        check_queue_capacity(self.queue_capacity)?;
+        if self.max_concurrent_batches == 0 {
+            return Err(ConfigError::new(
+                ConfigErrorKind::MaxConcurrentBatches,
+                "max_concurrent_batches must be at least 1",
+            ));
+        }
+        self.preferred_batch_sizes.sort_unstable();
+        self.preferred_batch_sizes.dedup();
+        check_preferred(&self.preferred_batch_sizes, self.max_batch_size)?;
+        if self.max_batch_cost == Some(0) {
+            return Err(ConfigError::new(
+                ConfigErrorKind::MaxBatchCost,
+                "max_batch_cost must be at least 1",
+            ));
+        }
+        if self.queue_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::new(
+                ConfigErrorKind::QueueTimeout,
+                "queue_timeout must be above zero (leave it unset for no timeout)",
+            ));
+        }
+        Ok(self)
+    }
+}
+
+pub(crate) fn check_batch_size(n: usize) -> Result<(), ConfigError> {
+    if n == 0 {
+        return Err(ConfigError::new(
+            ConfigErrorKind::MaxBatchSize,
+            "max_batch_size must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_queue_capacity(n: usize) -> Result<(), ConfigError> {
+    if n == 0 || n > MAX_QUEUE_CAPACITY {
+        return Err(ConfigError::new(
+            ConfigErrorKind::QueueCapacity,
+            format!("queue_capacity must be in 1..={MAX_QUEUE_CAPACITY}, got {n}"),
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn check_preferred(sizes: &[usize], max_batch_size: usize) -> Result<(), ConfigError> {
+    if let Some(&bad) = sizes.iter().find(|&&s| s == 0 || s > max_batch_size) {
+        return Err(ConfigError::new(
+            ConfigErrorKind::PreferredBatchSizes,
+            format!("preferred batch size {bad} is outside 1..={max_batch_size}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Builder for [`BatchConfig`]; [`build`](Self::build) validates.
+#[derive(Debug, Clone)]
+pub struct BatchConfigBuilder {
+    config: BatchConfig,
+}
+
+impl BatchConfigBuilder {
+    /// Name used as the `batcher` label of metrics and spans (default `"default"`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.config.name = name.into();
+        self
+    }
+
+    /// Most items in one batch (default 32, must be at least 1).
+    pub fn max_batch_size(mut self, n: usize) -> Self {
+        self.config.max_batch_size = n;
+        self
+    }
+
+    /// Most total cost in one batch (default: no cost cap). Costs come from
+    /// the layer's [`cost_fn`](crate::BatchLayer::cost_fn); without one every
+    /// item costs 1. An item that alone costs more than the cap is sent in a
+    /// batch of its own.
+    pub fn max_batch_cost(mut self, cost: u64) -> Self {
+        self.config.max_batch_cost = Some(cost);
+        self
+    }
+
+    /// How long the oldest queued item may wait for a fuller batch
+    /// (default zero: a batch goes out as soon as the batch service has a
+    /// free slot, so a lone request at low load pays no timer).
+    pub fn max_wait(mut self, wait: Duration) -> Self {
+        self.config.max_wait = wait;
+        self
+    }
+
+    /// Batch sizes the batch service runs best at (for example sizes with
+    /// compiled kernels). While the oldest item may still wait, the largest
+    /// preferred size that the queue can fill is dispatched; when its wait
+    /// runs out, whatever is queued goes. Each size must be in
+    /// `1..=max_batch_size`.
+    pub fn preferred_batch_sizes(mut self, sizes: impl IntoIterator<Item = usize>) -> Self {
+        self.config.preferred_batch_sizes = sizes.into_iter().collect();
+        self
+    }
+
+    /// Batches running in the batch service at once (default 1). While all
+    /// run, the next batch keeps filling.
+    pub fn max_concurrent_batches(mut self, n: usize) -> Self {
+        self.config.max_concurrent_batches = n;
+        self
+    }
+
+    /// Most items admitted but not yet dispatched (default 1024).
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.config.queue_capacity = n;
+        self
+    }
+
+    /// A deadline applied to every item from the moment it is queued
+    /// (default none). Combined with a per-request deadline, the earlier
+    /// one wins.
+    pub fn queue_timeout(mut self, timeout: Duration) -> Self {
+        self.config.queue_timeout = Some(timeout);
+        self
+    }
+
+    /// Wait for room (default) or reject with `QueueFull` when the queue is full.
+    pub fn overflow(mut self, policy: OverflowPolicy) -> Self {
+        self.config.overflow = policy;
+        self
+    }
+
+    /// Checks every value and returns the configuration.
+    pub fn build(self) -> Result<BatchConfig, ConfigError> {
+        self.config.validate()
+    }
+}
+
+/// Serialized form of [`BatchConfig`]; every field is optional.
+#[derive(Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct ConfigFields {
+    name: String,
+    max_batch_size: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_batch_cost: Option<u64>,
+    max_wait_us: u64,
+    preferred_batch_sizes: Vec<usize>,
+    max_concurrent_batches: usize,
+    queue_capacity: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue_timeout_us: Option<u64>,
+    overflow: OverflowPolicy,
+}
+
+impl Default for ConfigFields {
+    fn default() -> Self {
+        BatchConfig::default().into()
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+impl From<BatchConfig> for ConfigFields {
+    fn from(c: BatchConfig) -> Self {
+        Self {
+            name: c.name,
+            max_batch_size: c.max_batch_size,
+            max_batch_cost: c.max_batch_cost,
+            max_wait_us: micros(c.max_wait),
+            preferred_batch_sizes: c.preferred_batch_sizes,
+            max_concurrent_batches: c.max_concurrent_batches,
+            queue_capacity: c.queue_capacity,
+            queue_timeout_us: c.queue_timeout.map(micros),
+            overflow: c.overflow,
+        }
+    }
+}
+
+impl TryFrom<ConfigFields> for BatchConfig {
+    type Error = ConfigError;
+
+    fn try_from(f: ConfigFields) -> Result<Self, ConfigError> {
+        BatchConfig {
+            name: f.name,
+            max_batch_size: f.max_batch_size,
+            max_batch_cost: f.max_batch_cost,
+            max_wait: Duration::from_micros(f.max_wait_us),
+            preferred_batch_sizes: f.preferred_batch_sizes,
+            max_concurrent_batches: f.max_concurrent_batches,
+            queue_capacity: f.queue_capacity,
+            queue_timeout: f.queue_timeout_us.map(Duration::from_micros),
+            overflow: f.overflow,
+        }
+        .validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = BatchConfig::builder().build().unwrap();
+        assert_eq!(c, BatchConfig::default());
+        assert_eq!(c.max_batch_size(), 32);
+        assert_eq!(c.queue_capacity(), 1024);
+        assert_eq!(c.max_concurrent_batches(), 1);
+        assert_eq!(c.max_wait(), Duration::ZERO);
+    }
+
+    #[test]
+    fn impossible_values_are_errors() {
+        let kind = |b: BatchConfigBuilder| b.build().unwrap_err().kind();
+        assert_eq!(
+            kind(BatchConfig::builder().max_batch_size(0)),
+            ConfigErrorKind::MaxBatchSize
+        );
+        assert_eq!(
+            kind(BatchConfig::builder().queue_capacity(0)),
+            ConfigErrorKind::QueueCapacity
+        );
+        assert_eq!(
+            kind(BatchConfig::builder().max_concurrent_batches(0)),
+            ConfigErrorKind::MaxConcurrentBatches
+        );
+        assert_eq!(
+            kind(
+                BatchConfig::builder()
+                    .max_batch_size(8)
+                    .preferred_batch_sizes([4, 16])
+            ),
+            ConfigErrorKind::PreferredBatchSizes
+        );
+        assert_eq!(
+            kind(BatchConfig::builder().preferred_batch_sizes([0])),
+            ConfigErrorKind::PreferredBatchSizes
+        );
+        assert_eq!(
+            kind(BatchConfig::builder().max_batch_cost(0)),
+            ConfigErrorKind::MaxBatchCost
+        );
+        assert_eq!(
+            kind(BatchConfig::builder().queue_timeout(Duration::ZERO)),
+            ConfigErrorKind::QueueTimeout
+        );
+    }
+
+    #[test]
+    fn preferred_sizes_are_sorted() {
+        let c = BatchConfig::builder()
+            .preferred_batch_sizes([16, 4, 8, 4])
+            .build()
+            .unwrap();
+        assert_eq!(c.preferred_batch_sizes(), &[4, 8, 16]);
+    }
+
+    #[test]
+    fn serde_round_trip_and_validation() {
+        let c = BatchConfig::builder()
+            .name("bert")
+            .max_wait(Duration::from_millis(2))
+            .queue_timeout(Duration::from_millis(50))
+            .max_batch_cost(4096)
+            .overflow(OverflowPolicy::Reject)
+            .build()
+            .unwrap();
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains("\"max_wait_us\":2000"), "{json}");
+        let back: BatchConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c);
+
+        let partial: BatchConfig = serde_json::from_str(r#"{"max_batch_size": 8}"#).unwrap();
+        assert_eq!(partial.max_batch_size(), 8);
+        assert_eq!(partial.queue_capacity(), 1024);
+
+        let err = serde_json::from_str::<BatchConfig>(r#"{"max_batch_size": 0}"#).unwrap_err();
+        assert!(err.to_string().contains("max_batch_size"), "{err}");
+    }
+}

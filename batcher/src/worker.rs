@@ -1,0 +1,500 @@
+//! The background task that owns the queue and drives the batch service.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::CatchUnwind;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+use tower::{BoxError, Service};
+use tracing::instrument::Instrumented;
+use tracing::Instrument;
+
+use crate::error::{BatchFailed, BatchPanicked, LengthMismatch};
+use crate::queue::{PendingQueue, Pick, Policy, Removed};
+use crate::results::IntoItemResults;
+use crate::shared::{Control, Item, Sender, Shared};
+use crate::stats::{Outcome, Rejection};
+
+/// Most loop turns before the worker yields to the runtime.
+const BUDGET: usize = 64;
+/// Expired items are swept out at most this often.
+const SWEEP_GRANULARITY: Duration = Duration::from_millis(1);
+
+/// The batcher's background task; it owns the queue and the batch service.
+///
+/// [`BatchLayer`](crate::BatchLayer) spawns it on the current tokio runtime.
+/// Use [`BatchLayer::pair`](crate::BatchLayer::pair) to run it yourself. It
+/// ends once every [`Batch`](crate::Batch) handle is dropped (or the batcher
+/// is closed) and the queue is drained. If it is dropped early, every queued
+/// caller gets [`Closed`](crate::Closed).
+#[must_use = "the worker does nothing unless polled or spawned"]
+pub struct Worker<S, Req, Resp>
+where
+    S: Service<Vec<Req>>,
+{
+    shared: Arc<Shared<Req, Resp>>,
+    service: S,
+    /// Swapped with the inbound list so both keep their capacity.
+    spare: Vec<Item<Req, Resp>>,
+    queue: PendingQueue<Req, Resp>,
+    in_flight: FuturesUnordered<InFlight<S::Future, Resp>>,
+    max_concurrent: usize,
+    policy: Policy,
+    timer: Option<Pin<Box<Sleep>>>,
+    next_sweep: Option<Instant>,
+    waits: Vec<u64>,
+    finished: bool,
+}
+
+// The service is never pinned: it is only used through `&mut`.
+impl<S: Service<Vec<Req>>, Req, Resp> Unpin for Worker<S, Req, Resp> {}
+
+impl<S, Req, Resp> fmt::Debug for Worker<S, Req, Resp>
+where
+    S: Service<Vec<Req>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("name", &self.shared.control.name)
+            .field("queued", &self.queue.len())
+            .field("in_flight", &self.in_flight.len())
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, Req, Resp> Worker<S, Req, Resp>
+where
+    S: Service<Vec<Req>>,
+    S::Error: Into<BoxError>,
+    S::Response: IntoItemResults<Resp>,
+{
+    pub(crate) fn new(
+        shared: Arc<Shared<Req, Resp>>,
+        service: S,
+        max_concurrent: usize,
+        max_cost: Option<u64>,
+    ) -> Self {
+        let control = &shared.control;
+        let policy = Policy {
+            max_batch_size: control.max_batch_size.load(Ordering::Relaxed),
+            max_wait: control.max_wait(),
+            preferred: control.preferred.lock().clone(),
+            max_cost,
+        };
+        Self {
+            shared,
+            service,
+            spare: Vec::with_capacity(64),
+            queue: PendingQueue::new(),
+            in_flight: FuturesUnordered::new(),
+            max_concurrent,
+            policy,
+            timer: None,
+            next_sweep: None,
+            waits: Vec::new(),
+            finished: false,
+        }
+    }
+
+    fn control(&self) -> &Control {
+        &self.shared.control
+    }
+
+    /// Moves everything callers queued into the worker's queue. Returns
+    /// whether admission is over.
+    fn take_inbound(&mut self) -> bool {
+        let closing = self.control().closing.load(Ordering::Acquire);
+        {
+            let mut inbound = self.shared.inbound.lock();
+            if closing {
+                inbound.closed = true;
+            }
+            if inbound.items.is_empty() {
+                return closing;
+            }
+            std::mem::swap(&mut inbound.items, &mut self.spare);
+        }
+        let n = self.spare.len();
+        let mut earliest = self.next_sweep;
+        for item in self.spare.drain(..) {
+            if let Some(d) = item.deadline {
+                earliest = Some(earliest.map_or(d, |e| e.min(d)));
+            }
+            self.queue.push(item);
+        }
+        self.next_sweep = earliest;
+        let stats = &self.shared.control.stats;
+        stats.admitted.fetch_add(n as u64, Ordering::Relaxed);
+        closing
+    }
+
+    fn refresh_policy(&mut self) {
+        let control = &self.shared.control;
+        if control.settings_changed.swap(false, Ordering::AcqRel) {
+            self.policy.max_batch_size = control.max_batch_size.load(Ordering::Relaxed);
+            self.policy.max_wait = control.max_wait();
+            self.policy.preferred = control.preferred.lock().clone();
+        }
+    }
+
+    fn count_removed(&self, removed: &Removed) {
+        let control = self.control();
+        if removed.cancelled > 0 {
+            control
+                .stats
+                .cancelled
+                .fetch_add(removed.cancelled, Ordering::Relaxed);
+            control.telemetry.cancelled().increment(removed.cancelled);
+        }
+        control.stats.reject_n(
+            Rejection::DeadlineExceeded,
+            removed.expired,
+            &control.telemetry,
+        );
+        let gone = removed.cancelled + removed.expired;
+        control.release_permits(gone as usize);
+    }
+
+    fn sweep(&mut self, now: Instant) {
+        let mut removed = Removed::default();
+        let earliest = self.queue.sweep(now, &mut removed);
+        self.next_sweep = earliest.map(|e| e.max(now + SWEEP_GRANULARITY));
+        self.count_removed(&removed);
+    }
+
+    /// Forms one batch from group `gi` and starts it. Returns how many
+    /// items went out.
+    fn dispatch(&mut self, gi: usize, target: usize, now: Instant) -> usize {
+        let control = &self.shared.control;
+        let span = tracing::info_span!(
+            "convoy_batch",
+            batcher = %control.name,
+            size = tracing::field::Empty
+        );
+        let follow = !span.is_disabled();
+        let mut reqs = Vec::with_capacity(target);
+        let mut slots: Vec<Sender<Resp>> = Vec::with_capacity(target);
+        let mut removed = Removed::default();
+        let waits = &mut self.waits;
+        waits.clear();
+        let taken = self.queue.take(
+            gi,
+            target,
+            now,
+            self.policy.max_cost,
+            &mut removed,
+            |item| {
+                if follow {
+                    span.follows_from(&item.span);
+                }
+                waits.push(
+                    u64::try_from(now.saturating_duration_since(item.enqueued).as_nanos())
+                        .unwrap_or(u64::MAX),
+                );
+                reqs.push(item.req);
+                slots.push(item.tx);
+            },
+        );
+        self.count_removed(&removed);
+        if taken == 0 {
+            return 0;
+        }
+        let control = &self.shared.control;
+        control.release_permits(taken);
+        span.record("size", taken);
+        self.record_dispatch(taken);
+
+        let started = Instant::now();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(reqs))) {
+            Ok(fut) => {
+                let fut = AssertUnwindSafe(fut.instrument(span)).catch_unwind();
+                self.in_flight.push(InFlight {
+                    fut,
+                    slots,
+                    started,
+                });
+            }
+            Err(panic) => {
+                let err = BatchPanicked::from_payload(&*panic);
+                for tx in slots {
+                    let _ = tx.send(Err(err.clone().into()));
+                }
+                self.record_done(Done {
+                    size: taken,
+                    took: Duration::ZERO,
+                    outcome: Outcome::Panicked,
+                });
+            }
+        }
+        let control = &self.shared.control;
+        control
+            .stats
+            .in_flight
+            .store(self.in_flight.len(), Ordering::Relaxed);
+        taken
+    }
+
+    fn record_dispatch(&mut self, size: usize) {
+        let control = &self.shared.control;
+        let telemetry = &control.telemetry;
+        let stats = &control.stats;
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.queued.store(self.queue.len(), Ordering::Relaxed);
+        {
+            let mut recent = stats.recent.lock();
+            recent.batch_sizes.push(size as u64);
+            for &w in &self.waits {
+                recent.queue_waits.push(w);
+            }
+        }
+        telemetry.batch_size().record(size as f64);
+        let h = telemetry.queue_wait();
+        for &w in &self.waits {
+            h.record(w as f64 * 1e-9);
+        }
+        telemetry.queue_depth().set(self.queue.len() as f64);
+        telemetry.in_flight().set(self.in_flight.len() as f64);
+    }
+
+    fn record_done(&self, done: Done) {
+        let control = self.control();
+        let stats = &control.stats;
+        stats
+            .completed
+            .fetch_add(done.size as u64, Ordering::Relaxed);
+        stats
+            .in_flight
+            .store(self.in_flight.len(), Ordering::Relaxed);
+        stats.recent.lock().record_service(done.size, done.took);
+        control.telemetry.service().record(done.took.as_secs_f64());
+        control
+            .telemetry
+            .batches(done.outcome as usize)
+            .increment(1);
+        control
+            .telemetry
+            .in_flight()
+            .set(self.in_flight.len() as f64);
+    }
+
+    /// The batch service failed for good: fail everything queued with its
+    /// error and stop.
+    fn fail_all(&mut self, err: BoxError) {
+        let source: Arc<dyn std::error::Error + Send + Sync> = Arc::from(err);
+        self.control().close();
+        {
+            let mut inbound = self.shared.inbound.lock();
+            inbound.closed = true;
+            std::mem::swap(&mut inbound.items, &mut self.spare);
+        }
+        let mut n = self.spare.len();
+        for item in self.spare.drain(..) {
+            let _ = item.tx.send(Err(BatchFailed::new(source.clone()).into()));
+        }
+        for item in self.queue.drain_all() {
+            n += 1;
+            let _ = item.tx.send(Err(BatchFailed::new(source.clone()).into()));
+        }
+        self.control().release_permits(n);
+    }
+}
+
+impl<S, Req, Resp> Future for Worker<S, Req, Resp>
+where
+    S: Service<Vec<Req>>,
+    S::Error: Into<BoxError>,
+    S::Response: IntoItemResults<Resp>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(());
+        }
+        for _ in 0..BUDGET {
+            this.shared.control.worker.register(cx.waker());
+
+            while let Poll::Ready(Some(done)) = this.in_flight.poll_next_unpin(cx) {
+                this.record_done(done);
+            }
+
+            let closing = this.take_inbound();
+            this.refresh_policy();
+            let now = Instant::now();
+            if this.next_sweep.is_some_and(|t| t <= now) {
+                this.sweep(now);
+            }
+
+            let mut dispatched = false;
+            let mut wait_until = None;
+            while this.in_flight.len() < this.max_concurrent {
+                let (gi, target) = match this.queue.pick(now, &this.policy) {
+                    Pick::Go { group, target } => (group, target),
+                    Pick::WaitUntil(at) => {
+                        wait_until = Some(at);
+                        break;
+                    }
+                    Pick::Empty => break,
+                };
+                match this.service.poll_ready(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(Err(err)) => {
+                        this.fail_all(err.into());
+                        this.finished = true;
+                        return Poll::Ready(());
+                    }
+                    Poll::Ready(Ok(())) => {}
+                }
+                if this.dispatch(gi, target, now) > 0 {
+                    dispatched = true;
+                }
+            }
+            this.shared
+                .control
+                .stats
+                .queued
+                .store(this.queue.len(), Ordering::Relaxed);
+            if dispatched {
+                // Poll the new batches so they register for wake-ups.
+                continue;
+            }
+
+            if closing && this.queue.is_empty() && this.in_flight.is_empty() {
+                this.finished = true;
+                return Poll::Ready(());
+            }
+
+            let wake_at = match (wait_until, this.next_sweep) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(at) = wake_at {
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    continue;
+                }
+            }
+            return Poll::Pending;
+        }
+        // Out of budget: let other tasks run, then carry on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl<S, Req, Resp> Drop for Worker<S, Req, Resp>
+where
+    S: Service<Vec<Req>>,
+{
+    fn drop(&mut self) {
+        // Nobody may hang: refuse new items and drop queued ones, whose
+        // callers then see `Closed`.
+        let control = &self.shared.control;
+        control.closing.store(true, Ordering::Release);
+        control.semaphore.close();
+        let items = {
+            let mut inbound = self.shared.inbound.lock();
+            inbound.closed = true;
+            std::mem::take(&mut inbound.items)
+        };
+        let n = items.len() + self.queue.len();
+        if n > 0 && !self.finished {
+            control
+                .stats
+                .reject_n(Rejection::Closed, n as u64, &control.telemetry);
+        }
+        drop(items);
+        self.queue.drain_all().for_each(drop);
+        control.stats.queued.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Outcome of one finished batch, for the statistics.
+#[derive(Debug)]
+struct Done {
+    size: usize,
+    took: Duration,
+    outcome: Outcome,
+}
+
+pin_project! {
+    /// A running batch: the batch service's future and its callers.
+    struct InFlight<F, Resp> {
+        #[pin]
+        fut: CatchUnwind<AssertUnwindSafe<Instrumented<F>>>,
+        slots: Vec<Sender<Resp>>,
+        started: Instant,
+    }
+}
+
+impl<F, R, E, Resp> Future for InFlight<F, Resp>
+where
+    F: Future<Output = Result<R, E>>,
+    R: IntoItemResults<Resp>,
+    E: Into<BoxError>,
+{
+    type Output = Done;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Done> {
+        let this = self.project();
+        let result = std::task::ready!(this.fut.poll(cx));
+        let took = this.started.elapsed();
+        let slots = std::mem::take(this.slots);
+        let size = slots.len();
+        let outcome = match result {
+            Ok(Ok(response)) => {
+                let results = response.into_item_results();
+                if results.len() == size {
+                    for (tx, result) in slots.into_iter().zip(results) {
+                        let _ = tx.send(result);
+                    }
+                    Outcome::Ok
+                } else {
+                    let err = Arc::new(LengthMismatch {
+                        expected: size,
+                        actual: results.len(),
+                    });
+                    for tx in slots {
+                        let _ = tx.send(Err(BatchFailed::new(err.clone()).into()));
+                    }
+                    Outcome::Failed
+                }
+            }
+            Ok(Err(err)) => {
+                let source: Arc<dyn std::error::Error + Send + Sync> = Arc::from(err.into());
+                for tx in slots {
+                    let _ = tx.send(Err(BatchFailed::new(source.clone()).into()));
+                }
+                Outcome::Failed
+            }
+            Err(panic) => {
+                let err = BatchPanicked::from_payload(&*panic);
+                for tx in slots {
+                    let _ = tx.send(Err(err.clone().into()));
+                }
+                Outcome::Panicked
+            }
+        };
+        Poll::Ready(Done {
+            size,
+            took,
+            outcome,
+        })
+    }
+}
