@@ -55,7 +55,9 @@ pub mod split;
 pub mod stats;
 
 
+pub use balance::{Balancer, NoReadyReplica};
 pub use error::{ConfigError, ConfigErrorKind};
+pub use shadow::{Shadow, ShadowLayer};
 
 
 pub use split::{
