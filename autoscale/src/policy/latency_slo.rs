@@ -1,0 +1,244 @@
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ceil_count, floor_count, Policy, PolicyInput, Reason, Recommendation};
+use crate::error::{non_zero, positive, within, ConfigError, ConfigErrorKind};
+use crate::signal::Signal;
+
+/// Configuration of [`LatencySlo`]. No published system has this policy
+/// (Ray Serve, HPA and KPA cannot scale on latency directly); the defaults are convoy's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LatencySloConfig {
+    /// The latency objective for [`quantile`](Self::quantile). Default 100 ms. > 0.
+    pub target: Duration,
+    /// Which latency to keep under the target: one of the latency signals.
+    /// Default [`Signal::LatencyP99`].
+    pub quantile: Signal,
+    /// Latency is averaged over this look-back. Default 10 s. > 0.
+    pub look_back: Duration,
+    /// On violation, grow by at most this factor of the ready replicas per
+    /// decision. Default `2.0`. ≥ 1.
+    pub max_scale_up_factor: f64,
+    /// "Comfortably under": scale down only while every sample in the
+    /// look-back is below `scale_down_threshold · target`. Default `0.5`. Within `(0, 1)`.
+    pub scale_down_threshold: f64,
+    /// Remove this fraction of the replicas per decision when comfortable (at
+    /// least one). Default `0.1`. Within `(0, 1]`.
+    pub scale_down_step: f64,
+    /// Optional guard: never scale down if the remaining replicas would carry
+    /// more than this many ongoing requests each. Default `None`.
+    pub max_ongoing_per_replica: Option<f64>,
+}
+
+impl Default for LatencySloConfig {
+    fn default() -> Self {
+        Self {
+            target: Duration::from_millis(100),
+            quantile: Signal::LatencyP99,
+            look_back: Duration::from_secs(10),
+            max_scale_up_factor: 2.0,
+            scale_down_threshold: 0.5,
+            scale_down_step: 0.1,
+            max_ongoing_per_replica: None,
+        }
+    }
+}
+
+impl LatencySloConfig {
+    /// Sets [`target`](Self::target).
+    pub fn target(mut self, v: Duration) -> Self {
+        self.target = v;
+        self
+    }
+
+    /// Sets [`quantile`](Self::quantile).
+    pub fn quantile(mut self, v: Signal) -> Self {
+        self.quantile = v;
+        self
+    }
+
+    /// Sets [`look_back`](Self::look_back).
+    pub fn look_back(mut self, v: Duration) -> Self {
+        self.look_back = v;
+        self
+    }
+
+    /// Sets [`max_scale_up_factor`](Self::max_scale_up_factor).
+    pub fn max_scale_up_factor(mut self, v: f64) -> Self {
+        self.max_scale_up_factor = v;
+        self
+    }
+
+    /// Sets [`scale_down_threshold`](Self::scale_down_threshold).
+    pub fn scale_down_threshold(mut self, v: f64) -> Self {
+        self.scale_down_threshold = v;
+        self
+    }
+
+    /// Sets [`scale_down_step`](Self::scale_down_step).
+    pub fn scale_down_step(mut self, v: f64) -> Self {
+        self.scale_down_step = v;
+        self
+    }
+
+    /// Sets [`max_ongoing_per_replica`](Self::max_ongoing_per_replica).
+    pub fn max_ongoing_per_replica(mut self, v: Option<f64>) -> Self {
+        self.max_ongoing_per_replica = v;
+        self
+    }
+
+    /// Checks every value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        non_zero("target", self.target)?;
+        non_zero("look_back", self.look_back)?;
+        if !matches!(
+            self.quantile,
+            Signal::LatencyP50 | Signal::LatencyP90 | Signal::LatencyP99 | Signal::QueueWait
+        ) {
+            return Err(ConfigError::new(
+                ConfigErrorKind::InvalidNumber,
+                "quantile",
+                "must be a latency signal",
+            ));
+        }
+        within("max_scale_up_factor", self.max_scale_up_factor, 1.0, 1e6)?;
+        within(
+            "scale_down_threshold",
+            self.scale_down_threshold,
+            f64::MIN_POSITIVE,
+            0.999,
+        )?;
+        within(
+            "scale_down_step",
+            self.scale_down_step,
+            f64::MIN_POSITIVE,
+            1.0,
+        )?;
+        if let Some(m) = self.max_ongoing_per_replica {
+            positive("max_ongoing_per_replica", m)?;
+        }
+        Ok(())
+    }
+
+    /// Validates and builds the policy.
+    pub fn build(self) -> Result<LatencySlo, ConfigError> {
+        LatencySlo::new(self)
+    }
+}
+
+/// Keeps a latency quantile (p99 by default) under a target.
+///
+/// - **Violation** (look-back mean of the quantile above the target): fast up,
+///   `desired = ceil(ready · min(observed / target, max_scale_up_factor))`, at
+///   least `ready + 1`, never below current.
+/// - **Comfortable** (every sample of the look-back under
+///   `scale_down_threshold · target`, and no replica starting): slow, bounded
+///   down by `max(1, floor(current · scale_down_step))` replicas, less if the
+///   `max_ongoing_per_replica` guard would be crossed.
+/// - Otherwise hold.
+///
+/// Anti-windup: the increase is computed from the *ready* replicas, not from
+/// the previous recommendation, so a violation that persists while new replicas
+/// cold-start does not compound into more and more replicas. No completed
+/// requests and no load is idle (scale down a step); no latency data with load
+/// holds (or asks for one replica at zero).
+#[derive(Debug, Clone)]
+pub struct LatencySlo {
+    config: LatencySloConfig,
+}
+
+impl LatencySlo {
+    /// Validates `config` and builds the policy.
+    pub fn new(config: LatencySloConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self { config })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &LatencySloConfig {
+        &self.config
+    }
+
+    fn step_down(&self, input: &PolicyInput<'_>, ongoing: f64, reason: Reason) -> Recommendation {
+        let c = &self.config;
+        let current = input.current;
+        if current == 0 {
+            return Recommendation::new(0, reason);
+        }
+        if input.starting() > 0 {
+            return input.hold("cold_start");
+        }
+        let step = floor_count(f64::from(current) * c.scale_down_step).max(1);
+        let mut desired = current.saturating_sub(step);
+        if let Some(max_per) = c.max_ongoing_per_replica {
+            // The fewest replicas that keep the guard.
+            let needed = ceil_count(ongoing / max_per);
+            desired = desired.max(needed).min(current);
+        }
+        Recommendation::new(desired, reason)
+    }
+}
+
+impl Policy for LatencySlo {
+    fn name(&self) -> &str {
+        "latency_slo"
+    }
+
+    fn horizon(&self) -> Duration {
+        self.config.look_back
+    }
+
+    fn decide(&mut self, input: &PolicyInput<'_>) -> Recommendation {
+        let c = &self.config;
+        let view = input.window.view(input.now, c.look_back);
+        let target = c.target.as_secs_f64();
+        let Some(ongoing) = view.mean(Signal::Ongoing) else {
+            return input.hold("no_metrics");
+        };
+        let (Some(observed), Some(worst)) = (view.mean(c.quantile), view.max(c.quantile)) else {
+            if ongoing <= 0.0 {
+                return self.step_down(input, ongoing, Reason::new("idle"));
+            }
+            if input.current == 0 {
+                return Recommendation::new(
+                    1,
+                    Reason::new("scale_from_zero").with_values(ongoing, 0.0),
+                );
+            }
+            return input.hold("no_metrics");
+        };
+        if input.current == 0 {
+            let desired = u32::from(ongoing > 0.0);
+            return Recommendation::new(
+                desired,
+                Reason::new("scale_from_zero").with_values(ongoing, 0.0),
+            );
+        }
+        if observed > target {
+            let ratio = (observed / target).min(c.max_scale_up_factor);
+            let base = input.ready;
+            let wanted = ceil_count(f64::from(base) * ratio).max(base.saturating_add(1));
+            let reason = Reason::new("slo_violation").with_values(observed, target);
+            if wanted <= input.current && input.starting() > 0 {
+                return Recommendation::new(
+                    input.current,
+                    Reason::new("cold_start").with_values(observed, target),
+                );
+            }
+            return Recommendation::new(wanted.max(input.current), reason);
+        }
+        if worst < c.scale_down_threshold * target {
+            return self.step_down(
+                input,
+                ongoing,
+                Reason::new("slo_comfortable").with_values(observed, target),
+            );
+        }
+        Recommendation::new(
+            input.current,
+            Reason::new("within_slo").with_values(observed, target),
+        )
+    }
+}
