@@ -57,6 +57,7 @@ pub mod stats;
 
 pub use balance::{Balancer, NoReadyReplica};
 pub use error::{ConfigError, ConfigErrorKind};
+pub use rollout::{Rollout, RolloutConfig, RolloutHandle};
 pub use shadow::{Shadow, ShadowLayer};
 
 
