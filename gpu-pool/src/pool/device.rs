@@ -1,0 +1,412 @@
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tower::BoxError;
+
+use super::config::{PoolConfig, Share, TenantConfig};
+use super::tenant::{Tenant, TenantInner};
+use crate::alloc::{Allocator, AllocatorStats, StreamId};
+use crate::backend::{Backend, BackendKind, EventId, HostBackend, HostConfig};
+use crate::error::{ConfigError, ConfigErrorKind, FootprintExceeded, Overcommitted};
+use crate::gate::Gate;
+
+/// Events per stream kept before they are folded into the newest one.
+const MAX_EVENTS_PER_STREAM: usize = 256;
+
+/// The pool of one device: a budget shared by admitted tenants, the
+/// allocator over the device's chunks, and the compute gate.
+///
+/// Cloning is cheap and shares the pool. See the crate docs for an example.
+#[derive(Clone)]
+pub struct GpuPool {
+    pub(crate) inner: Arc<PoolInner>,
+}
+
+pub(crate) struct PoolInner {
+    pub(crate) backend: Arc<dyn Backend>,
+    pub(crate) state: Mutex<PoolState>,
+    pub(crate) gate: Arc<Gate>,
+    admission: Mutex<Admission>,
+    budget: u64,
+    used_at_start: u64,
+    fallback_reason: Option<String>,
+}
+
+pub(crate) struct PoolState {
+    pub(crate) alloc: Allocator,
+    epoch: u64,
+    /// Per stream: events recorded at frees, oldest first, with their epoch.
+    events: Vec<VecDeque<(u64, EventId)>>,
+}
+
+#[derive(Debug, Default)]
+struct Admission {
+    next_id: u32,
+    /// (id, name, reserved bytes, external footprint)
+    tenants: Vec<(u32, String, u64, u64)>,
+}
+
+impl fmt::Debug for GpuPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GpuPool")
+            .field("backend", &self.inner.backend.kind())
+            .field("budget", &self.inner.budget)
+            .field("admitted", &self.admitted_bytes())
+            .finish()
+    }
+}
+
+impl GpuPool {
+    /// A pool on `backend`.
+    pub fn new(backend: impl Backend, cfg: PoolConfig) -> Result<Self, BoxError> {
+        Self::from_arc(Arc::new(backend), cfg, None)
+    }
+
+    /// A pool on a shared backend (several pools must not share one device
+    /// budget; this is for keeping a handle to the backend, e.g. test hooks).
+    pub fn from_arc(
+        backend: Arc<dyn Backend>,
+        cfg: PoolConfig,
+        fallback_reason: Option<String>,
+    ) -> Result<Self, BoxError> {
+        cfg.validate()?;
+        let info = backend.memory_info()?;
+        let mut budget = (info.free as f64 * cfg.headroom).floor() as u64;
+        if let Some(cap) = cfg.budget_bytes {
+            budget = budget.min(cap);
+        }
+        let alloc = Allocator::new(cfg.allocator.clone())?;
+        tracing::info!(
+            backend = %backend.kind(),
+            device = %backend.device_name(),
+            budget,
+            "gpu pool created"
+        );
+        Ok(Self {
+            inner: Arc::new(PoolInner {
+                backend,
+                state: Mutex::new(PoolState {
+                    alloc,
+                    epoch: 0,
+                    events: Vec::new(),
+                }),
+                gate: Gate::new(cfg.compute_slots),
+                admission: Mutex::new(Admission::default()),
+                budget,
+                used_at_start: info.total.saturating_sub(info.free),
+                fallback_reason,
+            }),
+        })
+    }
+
+    /// A pool on the first CUDA device when the `cuda` feature is on and a
+    /// driver and device are present, else on a [`HostBackend`] of
+    /// `cfg.host_capacity` bytes. [`GpuPool::backend_kind`] and
+    /// [`GpuPool::fallback_reason`] say which and why.
+    pub fn auto(cfg: PoolConfig) -> Result<Self, BoxError> {
+        #[cfg(feature = "cuda")]
+        let reason = match crate::backend::CudaBackend::new(0) {
+            Ok(cuda) => return Self::new(cuda, cfg),
+            Err(e) => format!("{e}"),
+        };
+        #[cfg(not(feature = "cuda"))]
+        let reason = String::from("built without the `cuda` feature");
+        tracing::info!(%reason, "gpu pool falls back to the host backend");
+        let host = HostBackend::new(HostConfig::with_capacity(cfg.host_capacity));
+        Self::from_arc(Arc::new(host), cfg, Some(reason))
+    }
+
+    /// Which backend the pool runs on.
+    pub fn backend_kind(&self) -> BackendKind {
+        self.inner.backend.kind()
+    }
+
+    /// Why [`GpuPool::auto`] chose the host backend, if it did.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.inner.fallback_reason.as_deref()
+    }
+
+    /// The device name.
+    pub fn device_name(&self) -> String {
+        self.inner.backend.device_name()
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.inner.backend
+    }
+
+    /// Bytes tenants may reserve in total.
+    pub fn budget(&self) -> u64 {
+        self.inner.budget
+    }
+
+    /// Bytes reserved by admitted tenants (quotas plus external footprints).
+    pub fn admitted_bytes(&self) -> u64 {
+        self.inner
+            .admission
+            .lock()
+            .tenants
+            .iter()
+            .map(|t| t.2)
+            .sum()
+    }
+
+    /// Compute slots of the gate.
+    pub fn compute_slots(&self) -> u32 {
+        self.inner.gate.slots()
+    }
+
+    /// Compute slots free now.
+    pub fn free_compute_slots(&self) -> u32 {
+        self.inner.gate.free_slots()
+    }
+
+    /// Admits a tenant: validates the share, refuses duplicates and
+    /// over-commit (quotas plus external footprints past the budget, with
+    /// the tenants involved named), creates its streams and registers it
+    /// with the compute gate. The reservation is returned when the last
+    /// handle and buffer of the tenant are dropped.
+    pub fn tenant(&self, name: impl Into<String>, share: Share) -> Result<Tenant, BoxError> {
+        let mut v = self.admit_all([TenantConfig::new(name, share)])?;
+        Ok(v.pop().expect("one tenant admitted"))
+    }
+
+    /// Admits several tenants at once: all or none.
+    pub fn admit_all(
+        &self,
+        tenants: impl IntoIterator<Item = TenantConfig>,
+    ) -> Result<Vec<Tenant>, BoxError> {
+        let tenants: Vec<TenantConfig> = tenants.into_iter().collect();
+        let budget = self.inner.budget;
+        let mut adm = self.inner.admission.lock();
+        let mut planned: Vec<(String, u64, u64)> = Vec::new();
+        for t in &tenants {
+            t.share.validate()?;
+            if t.name.is_empty() {
+                return Err(
+                    ConfigError::new(ConfigErrorKind::EmptyName, "tenant name is empty").into(),
+                );
+            }
+            if adm.tenants.iter().any(|x| x.1 == t.name) || planned.iter().any(|x| x.0 == t.name) {
+                return Err(ConfigError::new(
+                    ConfigErrorKind::DuplicateTenant,
+                    format!("tenant {:?} is already admitted", t.name),
+                )
+                .into());
+            }
+            let quota = t.share.quota_bytes(budget);
+            let reserved = quota.saturating_add(t.share.external_footprint);
+            planned.push((t.name.clone(), quota, reserved));
+        }
+        let total = adm
+            .tenants
+            .iter()
+            .map(|t| t.2)
+            .chain(planned.iter().map(|p| p.2))
+            .fold(0u64, u64::saturating_add);
+        if total > budget {
+            let names = adm
+                .tenants
+                .iter()
+                .map(|t| t.1.clone())
+                .chain(planned.iter().map(|p| p.0.clone()))
+                .collect();
+            return Err(Overcommitted::new(names, total, budget).into());
+        }
+        let range = self.inner.backend.priority_range();
+        let mut out = Vec::with_capacity(tenants.len());
+        let mut ids = Vec::new();
+        for (t, (_, quota, reserved)) in tenants.iter().zip(&planned) {
+            let mut streams = Vec::with_capacity(t.share.streams as usize);
+            let prio = stream_priority(range, t.share.priority);
+            for _ in 0..t.share.streams {
+                streams.push(self.inner.backend.create_stream(prio)?);
+            }
+            let id = adm.next_id;
+            adm.next_id += 1;
+            ids.push((id, t.name.clone(), *reserved, t.share.external_footprint));
+            out.push(TenantInner::new(self.clone(), id, t, *quota, streams));
+        }
+        for t in &out {
+            self.inner
+                .gate
+                .add_tenant(t.id, t.weight, t.priority, t.metrics.clone());
+        }
+        adm.tenants.extend(ids);
+        Ok(out.into_iter().map(Tenant::from_inner).collect())
+    }
+
+    pub(crate) fn forget_tenant(&self, id: u32) {
+        self.inner.admission.lock().tenants.retain(|t| t.0 != id);
+        self.inner.gate.remove_tenant(id);
+    }
+
+    /// Allocator statistics of the whole pool (all tenants).
+    pub fn stats(&self) -> AllocatorStats {
+        self.inner.state.lock().alloc.stats()
+    }
+
+    /// Polls the events of freed blocks so completed ones become reusable
+    /// by every stream (also done on every allocation miss).
+    pub fn poll_events(&self) {
+        let mut st = self.inner.state.lock();
+        self.inner.poll_events(&mut st);
+    }
+
+    /// Gives cached chunks that hold no live buffer back to the device.
+    /// Returns the bytes released.
+    pub fn trim(&self) -> u64 {
+        let mut st = self.inner.state.lock();
+        self.inner.poll_events(&mut st);
+        self.inner.release_empty(&mut st)
+    }
+
+    /// Device bytes in use that the pool did not allocate and that were not
+    /// in use when it was created: what frameworks allocate on their own
+    /// (libtorch), plus other processes on the device.
+    pub fn unaccounted_device_bytes(&self) -> Result<u64, BoxError> {
+        let info = self.inner.backend.memory_info()?;
+        let used = info.total.saturating_sub(info.free);
+        let reserved = self.stats().reserved_bytes;
+        Ok(used
+            .saturating_sub(self.inner.used_at_start)
+            .saturating_sub(reserved))
+    }
+
+    /// Compares [`GpuPool::unaccounted_device_bytes`] with the sum of the
+    /// declared external footprints: `FootprintExceeded` (tenant `"*"`) when
+    /// frameworks use more than the tenants declared together.
+    pub fn check_external_usage(&self) -> Result<u64, BoxError> {
+        let measured = self.unaccounted_device_bytes()?;
+        let declared = self.declared_external();
+        if measured > declared {
+            return Err(FootprintExceeded::new("*", measured, declared).into());
+        }
+        Ok(measured)
+    }
+
+    fn declared_external(&self) -> u64 {
+        self.inner
+            .admission
+            .lock()
+            .tenants
+            .iter()
+            .map(|t| t.3)
+            .sum()
+    }
+}
+
+fn stream_priority(range: crate::backend::StreamPriorityRange, p: super::Priority) -> i32 {
+    use super::Priority::*;
+    match p {
+        Low => range.least,
+        High => range.greatest,
+        Normal => range.least + (range.greatest - range.least) / 2,
+    }
+}
+
+impl PoolInner {
+    /// Moves completed events forward; true if any block became reusable.
+    pub(crate) fn poll_events(&self, st: &mut PoolState) -> bool {
+        let mut progressed = false;
+        for s in 0..st.events.len() {
+            let mut done = None;
+            while let Some(&(epoch, ev)) = st.events[s].front() {
+                if !self.backend.event_complete(ev) {
+                    break;
+                }
+                self.backend.release_event(ev);
+                st.events[s].pop_front();
+                done = Some(epoch);
+            }
+            if let Some(epoch) = done {
+                st.alloc.settle(StreamId(s as u32), epoch);
+                progressed = true;
+            }
+        }
+        progressed
+    }
+
+    /// Synchronizes streams with pending blocks, then settles them.
+    pub(crate) fn drain_pending(&self, st: &mut PoolState) {
+        let streams: Vec<StreamId> = st.alloc.pending_streams().collect();
+        for s in streams {
+            if self.backend.synchronize(s).is_ok() {
+                if let Some(q) = st.events.get_mut(s.0 as usize) {
+                    for (_, ev) in q.drain(..) {
+                        self.backend.release_event(ev);
+                    }
+                }
+                st.alloc.settle(s, u64::MAX);
+            }
+        }
+    }
+
+    pub(crate) fn release_empty(&self, st: &mut PoolState) -> u64 {
+        let mut bytes = 0;
+        for c in st.alloc.release_empty_chunks() {
+            self.backend.free_chunk(c.base, c.size);
+            bytes += c.size;
+        }
+        bytes
+    }
+
+    /// The epoch a block freed on `stream` now waits for, or `None` when the
+    /// stream's work is already complete. Errors fall back to a synchronize.
+    pub(crate) fn record_free(
+        &self,
+        st: &mut PoolState,
+        stream: StreamId,
+    ) -> Result<Option<u64>, ()> {
+        match self.backend.record_event(stream) {
+            Ok(None) => Ok(None),
+            Ok(Some(ev)) => {
+                st.epoch += 1;
+                let epoch = st.epoch;
+                let si = stream.0 as usize;
+                if st.events.len() <= si {
+                    st.events.resize_with(si + 1, VecDeque::new);
+                }
+                st.events[si].push_back((epoch, ev));
+                if st.events[si].len() > MAX_EVENTS_PER_STREAM {
+                    // The newest event was recorded after every older one, so
+                    // waiting for it is a safe (later) stand-in for them all.
+                    let newest = st.events[si].pop_back().expect("just pushed");
+                    for (_, old) in st.events[si].drain(..) {
+                        self.backend.release_event(old);
+                    }
+                    st.events[si].push_back(newest);
+                }
+                Ok(Some(epoch))
+            }
+            Err(e) => {
+                tracing::warn!(%stream, error = %e, "recording a free event failed; synchronizing");
+                match self.backend.synchronize(stream) {
+                    Ok(()) => Ok(None),
+                    Err(_) => Err(()),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        // No buffer is alive (each holds the pool); wait for the streams and
+        // give every chunk back.
+        let st = self.state.get_mut();
+        for (s, q) in st.events.iter_mut().enumerate() {
+            let _ = self.backend.synchronize(StreamId(s as u32));
+            for (_, ev) in q.drain(..) {
+                self.backend.release_event(ev);
+            }
+        }
+        st.alloc.settle_all();
+        for c in st.alloc.release_empty_chunks() {
+            self.backend.free_chunk(c.base, c.size);
+        }
+    }
+}

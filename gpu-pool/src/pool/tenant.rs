@@ -1,0 +1,369 @@
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tower::BoxError;
+
+use super::buf::PoolBuf;
+use super::config::{Priority, TenantConfig};
+use super::device::GpuPool;
+use crate::alloc::{Miss, StreamId};
+use crate::error::{BackendError, DeviceOutOfMemory, FootprintExceeded, QuotaExceeded};
+use crate::gate::{Acquire, SlotPermit, SlotUsage};
+use crate::metrics::TenantMetrics;
+
+/// A tenant of a [`GpuPool`]: a memory quota, streams and a compute weight.
+///
+/// Cloning is cheap. The tenant's reservation returns to the pool when the
+/// last clone and the last of its buffers are dropped.
+#[derive(Clone)]
+pub struct Tenant {
+    pub(crate) inner: Arc<TenantInner>,
+}
+
+pub(crate) struct TenantInner {
+    pub(crate) pool: GpuPool,
+    pub(crate) id: u32,
+    pub(crate) name: Arc<str>,
+    pub(crate) limit: u64,
+    pub(crate) external: u64,
+    pub(crate) weight: u32,
+    pub(crate) priority: Priority,
+    pub(crate) streams: Vec<StreamId>,
+    next_stream: AtomicUsize,
+    pub(crate) used: AtomicU64,
+    peak: AtomicU64,
+    allocations: AtomicU64,
+    quota_rejections: AtomicU64,
+    ooms: AtomicU64,
+    pub(crate) metrics: TenantMetrics,
+}
+
+impl TenantInner {
+    pub(crate) fn new(
+        pool: GpuPool,
+        id: u32,
+        cfg: &TenantConfig,
+        limit: u64,
+        streams: Vec<StreamId>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            pool,
+            id,
+            name: Arc::from(cfg.name.as_str()),
+            limit,
+            external: cfg.share.external_footprint,
+            weight: cfg.share.compute_weight,
+            priority: cfg.share.priority,
+            streams,
+            next_stream: AtomicUsize::new(0),
+            used: AtomicU64::new(0),
+            peak: AtomicU64::new(0),
+            allocations: AtomicU64::new(0),
+            quota_rejections: AtomicU64::new(0),
+            ooms: AtomicU64::new(0),
+            metrics: TenantMetrics::new(&cfg.name, limit),
+        })
+    }
+
+    pub(crate) fn freed(&self, size: u64) {
+        let used = self.used.fetch_sub(size, Ordering::Relaxed) - size;
+        self.metrics.freed(used);
+    }
+}
+
+impl Drop for TenantInner {
+    fn drop(&mut self) {
+        self.pool.forget_tenant(self.id);
+    }
+}
+
+/// A snapshot of a tenant's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantStats {
+    /// Bytes its live buffers consume.
+    pub used_bytes: u64,
+    /// Highest `used_bytes`.
+    pub peak_bytes: u64,
+    /// Its quota.
+    pub quota_bytes: u64,
+    /// Successful allocations.
+    pub allocations: u64,
+    /// Allocations refused by the quota.
+    pub quota_rejections: u64,
+    /// Allocations failed with device out-of-memory.
+    pub out_of_memory: u64,
+    /// Compute slots granted.
+    pub slot_grants: u64,
+    /// Time its slots were held, in nanoseconds.
+    pub slot_busy_ns: u64,
+}
+
+impl fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tenant")
+            .field("name", &self.inner.name)
+            .field("quota", &self.inner.limit)
+            .field("used", &self.used())
+            .field("weight", &self.inner.weight)
+            .field("streams", &self.inner.streams)
+            .finish()
+    }
+}
+
+impl Tenant {
+    pub(crate) fn from_inner(inner: Arc<TenantInner>) -> Self {
+        Self { inner }
+    }
+
+    /// The tenant's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Its memory quota in bytes (enforced on every allocation).
+    pub fn quota(&self) -> u64 {
+        self.inner.limit
+    }
+
+    /// Bytes its live buffers consume now.
+    pub fn used(&self) -> u64 {
+        self.inner.used.load(Ordering::Relaxed)
+    }
+
+    /// The external footprint it declared (reserved, not allocated by the pool).
+    pub fn external_footprint(&self) -> u64 {
+        self.inner.external
+    }
+
+    /// Its compute weight.
+    pub fn compute_weight(&self) -> u32 {
+        self.inner.weight
+    }
+
+    /// Its priority.
+    pub fn priority(&self) -> Priority {
+        self.inner.priority
+    }
+
+    /// Its streams.
+    pub fn streams(&self) -> &[StreamId] {
+        &self.inner.streams
+    }
+
+    /// The pool it belongs to.
+    pub fn pool(&self) -> &GpuPool {
+        &self.inner.pool
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> TenantStats {
+        let t = &self.inner;
+        let SlotUsage {
+            grants, busy_ns, ..
+        } = t.pool.inner.gate.usage(t.id);
+        TenantStats {
+            used_bytes: t.used.load(Ordering::Relaxed),
+            peak_bytes: t.peak.load(Ordering::Relaxed),
+            quota_bytes: t.limit,
+            allocations: t.allocations.load(Ordering::Relaxed),
+            quota_rejections: t.quota_rejections.load(Ordering::Relaxed),
+            out_of_memory: t.ooms.load(Ordering::Relaxed),
+            slot_grants: grants,
+            slot_busy_ns: busy_ns,
+        }
+    }
+
+    /// Compute slot use (grants, busy time, waiting acquires).
+    pub fn slot_usage(&self) -> SlotUsage {
+        self.inner.pool.inner.gate.usage(self.inner.id)
+    }
+
+    /// Allocates `size` bytes on the tenant's first stream.
+    pub fn alloc(&self, size: u64) -> Result<PoolBuf, BoxError> {
+        self.alloc_on(self.inner.streams[0], size)
+    }
+
+    /// Allocates `size` bytes for use on `stream` (one of the tenant's).
+    ///
+    /// Checked against the quota atomically with every other allocation:
+    /// `QuotaExceeded` if the rounded size does not fit in what is left,
+    /// `DeviceOutOfMemory` if the quota allows it but the device has no room
+    /// for a new chunk even after the pool returned its empty ones.
+    pub fn alloc_on(&self, stream: StreamId, size: u64) -> Result<PoolBuf, BoxError> {
+        let t = &self.inner;
+        if !t.streams.contains(&stream) {
+            return Err(BackendError::new(format!(
+                "{stream} does not belong to tenant {:?}",
+                t.name
+            ))
+            .into());
+        }
+        let pool = &t.pool.inner;
+        let mut st = pool.state.lock();
+        let (mut polled, mut trimmed) = (false, false);
+        loop {
+            let used = t.used.load(Ordering::Relaxed);
+            let limit = t.limit;
+            let fits = |g: u64| used.checked_add(g).is_some_and(|n| n <= limit);
+            match st.alloc.alloc(size, stream, fits) {
+                Ok(a) => {
+                    let now = used + a.size;
+                    t.used.store(now, Ordering::Relaxed);
+                    let peak = t.peak.fetch_max(now, Ordering::Relaxed).max(now);
+                    t.allocations.fetch_add(1, Ordering::Relaxed);
+                    drop(st);
+                    t.metrics.allocated(now, peak);
+                    return Ok(PoolBuf::new(t.clone(), a, size, stream));
+                }
+                Err(Miss::Refused { granted }) => {
+                    drop(st);
+                    return Err(self.quota_error(granted, used));
+                }
+                Err(Miss::TooLarge) => {
+                    drop(st);
+                    return Err(self.quota_error(size, used));
+                }
+                Err(Miss::NeedChunk { class, chunk_size }) => {
+                    let rounded = st.alloc.round(size).unwrap_or(u64::MAX);
+                    if !fits(rounded) {
+                        drop(st);
+                        return Err(self.quota_error(rounded, used));
+                    }
+                    if !polled {
+                        polled = true;
+                        if pool.poll_events(&mut st) {
+                            continue;
+                        }
+                    }
+                    match pool.backend.alloc_chunk(chunk_size) {
+                        Ok(addr) => {
+                            st.alloc.add_chunk(addr, chunk_size, class);
+                        }
+                        Err(e) if e.is_out_of_memory() && !trimmed => {
+                            trimmed = true;
+                            pool.drain_pending(&mut st);
+                            pool.release_empty(&mut st);
+                        }
+                        Err(e) if e.is_out_of_memory() => {
+                            let reserved = st.alloc.stats().reserved_bytes;
+                            drop(st);
+                            t.ooms.fetch_add(1, Ordering::Relaxed);
+                            t.metrics.out_of_memory();
+                            return Err(DeviceOutOfMemory::new(chunk_size, reserved).into());
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+        }
+    }
+
+    fn quota_error(&self, requested: u64, used: u64) -> BoxError {
+        let t = &self.inner;
+        t.quota_rejections.fetch_add(1, Ordering::Relaxed);
+        t.metrics.quota_rejected();
+        QuotaExceeded::new(&t.name, requested, used, t.limit).into()
+    }
+
+    /// Waits for a compute slot at the tenant's priority.
+    pub fn acquire_slot(&self) -> Acquire {
+        self.acquire_slot_with(self.inner.priority)
+    }
+
+    /// Waits for a compute slot; `priority` orders this request among the
+    /// tenant's other waiting ones.
+    pub fn acquire_slot_with(&self, priority: Priority) -> Acquire {
+        self.inner.pool.inner.gate.acquire(self.inner.id, priority)
+    }
+
+    /// The next of the tenant's streams, round robin.
+    pub fn next_stream(&self) -> StreamId {
+        let i = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
+        self.inner.streams[i % self.inner.streams.len()]
+    }
+
+    /// Waits for a compute slot and picks a stream: what one batch needs.
+    pub async fn lease(&self) -> LeasePermit {
+        let slot = self.acquire_slot().await;
+        LeasePermit {
+            lease: self.lease_for_slot(),
+            slot,
+        }
+    }
+
+    pub(crate) fn lease_for_slot(&self) -> Lease {
+        Lease {
+            tenant: self.inner.name.clone(),
+            stream: self.next_stream(),
+            priority: self.inner.priority,
+        }
+    }
+
+    /// Checks a measurement of the device memory the tenant's framework
+    /// holds (e.g. libtorch's reserved bytes) against its declared
+    /// footprint. The pool cannot stop such allocations; this detects them.
+    pub fn check_external_usage(&self, measured: u64) -> Result<(), FootprintExceeded> {
+        if measured > self.inner.external {
+            return Err(FootprintExceeded::new(
+                &self.inner.name,
+                measured,
+                self.inner.external,
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What a request runs with: the tenant, the stream to launch on and the
+/// priority. Cheap to clone; attached to requests by
+/// [`GpuShareLayer`](crate::GpuShareLayer). The compute slot it stands for is
+/// held by the [`LeasePermit`] (or the layer's response future).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    tenant: Arc<str>,
+    stream: StreamId,
+    priority: Priority,
+}
+
+impl Lease {
+    /// The tenant's name.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The stream to launch on.
+    pub fn stream(&self) -> StreamId {
+        self.stream
+    }
+
+    /// The tenant's priority.
+    pub fn priority(&self) -> Priority {
+        self.priority
+    }
+}
+
+/// A [`Lease`] with its compute slot; dropping it frees the slot.
+#[derive(Debug)]
+pub struct LeasePermit {
+    lease: Lease,
+    slot: SlotPermit,
+}
+
+impl LeasePermit {
+    /// The lease.
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// The stream to launch on.
+    pub fn stream(&self) -> StreamId {
+        self.lease.stream
+    }
+
+    /// Splits into the lease and the slot.
+    pub fn into_parts(self) -> (Lease, SlotPermit) {
+        (self.lease, self.slot)
+    }
+}
