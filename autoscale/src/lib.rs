@@ -12,6 +12,8 @@
 //!   time, step limits, scale-down stabilization, scale-to-zero and cold-start
 //!   awareness; the [`Autoscaler`] drives it on the tokio clock against a
 //!   [`Scaler`].
+//! - [`replica_set`]: [`ReplicaSet`], an in-process [`Scaler`] of tower
+//!   services exposed as a `tower::discover::Discover` stream for a balancer.
 //! - [`sim`]: the deterministic simulator.
 //!
 //! Time is a [`Duration`](std::time::Duration) since an arbitrary epoch
@@ -45,6 +47,7 @@
 pub mod engine;
 mod error;
 pub mod policy;
+pub mod replica_set;
 pub mod signal;
 pub mod sim;
 
@@ -57,4 +60,5 @@ pub use crate::policy::{
     LatencySlo, LatencySloConfig, Max, Min, Policy, PolicyInput, QueueModel, QueueModelConfig,
     Reason, Recommendation, SelectPolicy, TargetOngoing, TargetOngoingConfig,
 };
+pub use crate::replica_set::{Replica, ReplicaId, ReplicaSet, ReplicaSetConfig};
 pub use crate::signal::{BatchCost, Counter, LoadSample, Signal, SignalSource, Window, WindowView};
