@@ -2,7 +2,7 @@
 //! device.
 //!
 //! Each tenant has a weight. When a slot frees up it goes to the waiting
-//! tenant with the smallest virtual finish tag (weighted fair queueing:
+//! tenant with the smallest virtual start tag (start-time fair queueing:
 //! each grant advances the tenant's tag by its expected hold time divided
 //! by its weight, corrected by the measured hold time on release). So
 //! saturated tenants get slot time in proportion to their weights, an idle

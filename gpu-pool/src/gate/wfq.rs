@@ -180,7 +180,7 @@ impl Gate {
         self.dispatch(&mut st);
     }
 
-    /// Hands free slots to waiters, smallest finish tag first.
+    /// Hands free slots to waiters, smallest start tag first.
     fn dispatch(self: &Arc<Self>, st: &mut GateState) {
         let now = Instant::now();
         while st.free > 0 {
@@ -190,11 +190,14 @@ impl Gate {
                 .iter()
                 .filter(|(_, t)| !t.waiters.is_empty())
                 .map(|(&id, t)| {
-                    let tag = t.finish.max(vclock) + t.avg_hold_ns / t.weight;
-                    (tag, std::cmp::Reverse(t.priority as u8), id)
+                    // Start-time fair queueing: smallest virtual start first,
+                    // then smallest finish, then priority.
+                    let start = t.finish.max(vclock);
+                    let finish = start + t.avg_hold_ns / t.weight;
+                    (start, finish, std::cmp::Reverse(t.priority as u8), id)
                 })
                 .min_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
-            let Some((_, _, id)) = pick else { return };
+            let Some((_, _, _, id)) = pick else { return };
             let t = st.tenants.get_mut(&id).expect("picked tenant exists");
             let (_, waiter) = t.waiters.pop_first().expect("picked tenant waits");
             if waiter.tx.is_closed() {
