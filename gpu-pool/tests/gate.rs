@@ -100,7 +100,10 @@ async fn an_idle_tenants_share_goes_to_the_busy_ones() {
     assert_eq!(s[2], 0.0);
     assert_within_5pct(&s[..2], &[1.0 / 3.0, 2.0 / 3.0]);
     let total: f64 = after.iter().zip(&before).map(|(a, b)| a - b).sum();
-    assert!(total >= 0.99 * 4.0 * 10e9, "idle share was not redistributed");
+    assert!(
+        total >= 0.99 * 4.0 * 10e9,
+        "idle share was not redistributed"
+    );
 
     // When t3 wakes up it gets its weight, not a burst from banked credit.
     tasks.extend(saturate(&ts[2], 8, Duration::from_millis(10)));

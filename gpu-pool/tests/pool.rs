@@ -24,7 +24,9 @@ fn pool(capacity: u64) -> (GpuPool, HostBackend) {
 }
 
 fn kind(e: &BoxError) -> ConfigErrorKind {
-    e.downcast_ref::<ConfigError>().expect("config error").kind()
+    e.downcast_ref::<ConfigError>()
+        .expect("config error")
+        .kind()
 }
 
 #[test]
@@ -105,9 +107,13 @@ fn bad_shares_are_typed_errors() {
     }
     let e = pool.tenant("x", Share::bytes(0)).unwrap_err();
     assert_eq!(kind(&e), ConfigErrorKind::InvalidMemoryShare);
-    let e = pool.tenant("x", Share::fraction(0.1).streams(0)).unwrap_err();
+    let e = pool
+        .tenant("x", Share::fraction(0.1).streams(0))
+        .unwrap_err();
     assert_eq!(kind(&e), ConfigErrorKind::ZeroStreams);
-    let e = pool.tenant("x", Share::fraction(0.1).compute_weight(0)).unwrap_err();
+    let e = pool
+        .tenant("x", Share::fraction(0.1).compute_weight(0))
+        .unwrap_err();
     assert_eq!(kind(&e), ConfigErrorKind::InvalidComputeWeight);
     let e = pool.tenant("", Share::fraction(0.1)).unwrap_err();
     assert_eq!(kind(&e), ConfigErrorKind::EmptyName);
@@ -190,9 +196,7 @@ fn oom_gives_cached_chunks_back_and_retries() {
 #[test]
 fn freed_range_waits_for_its_stream_before_other_streams_reuse_it() {
     let (pool, host) = pool(64 * MIB);
-    let t = pool
-        .tenant("t", Share::fraction(0.5).streams(2))
-        .unwrap();
+    let t = pool.tenant("t", Share::fraction(0.5).streams(2)).unwrap();
     let (s1, s2) = (t.streams()[0], t.streams()[1]);
     let first = t.alloc_on(s1, 2 * MIB).unwrap();
     let addr = first.device_ptr();
@@ -239,8 +243,12 @@ async fn simulated_latency_delays_cross_stream_reuse() {
 #[test]
 fn streams_get_device_priorities() {
     let (pool, host) = pool(64 * MIB);
-    let hi = pool.tenant("hi", Share::fraction(0.1).priority(Priority::High)).unwrap();
-    let lo = pool.tenant("lo", Share::fraction(0.1).priority(Priority::Low)).unwrap();
+    let hi = pool
+        .tenant("hi", Share::fraction(0.1).priority(Priority::High))
+        .unwrap();
+    let lo = pool
+        .tenant("lo", Share::fraction(0.1).priority(Priority::Low))
+        .unwrap();
     let range = host.priority_range();
     assert_eq!(host.stream_priority(hi.streams()[0]), Some(range.greatest));
     assert_eq!(host.stream_priority(lo.streams()[0]), Some(range.least));
@@ -251,10 +259,15 @@ fn streams_get_device_priorities() {
 #[test]
 fn external_footprint_is_reserved_and_checked() {
     let (pool, _) = pool(100 * MIB);
-    let torch = pool.tenant("torch", Share::external(60 * MIB, MIB)).unwrap();
+    let torch = pool
+        .tenant("torch", Share::external(60 * MIB, MIB))
+        .unwrap();
     assert_eq!(pool.admitted_bytes(), 61 * MIB);
     // Admission counts the footprint: 0.5 more would over-commit.
-    assert!(pool.tenant("x", Share::fraction(0.5)).unwrap_err().is::<Overcommitted>());
+    assert!(pool
+        .tenant("x", Share::fraction(0.5))
+        .unwrap_err()
+        .is::<Overcommitted>());
     torch.check_external_usage(59 * MIB).unwrap();
     let e = torch.check_external_usage(61 * MIB).unwrap_err();
     assert_eq!((e.measured(), e.declared()), (61 * MIB, 60 * MIB));
@@ -280,7 +293,10 @@ fn buffers_report_what_they_consume() {
     let (pool, _) = pool(64 * MIB);
     let t = pool.tenant("t", Share::fraction(0.5)).unwrap();
     let b = t.alloc(1000).unwrap();
-    assert_eq!((b.len(), b.consumed(), b.device_ptr() % 256), (1000, 1024, 0));
+    assert_eq!(
+        (b.len(), b.consumed(), b.device_ptr() % 256),
+        (1000, 1024, 0)
+    );
     assert_eq!(t.used(), 1024);
     let z = t.alloc(0).unwrap();
     assert!(z.is_empty());

@@ -124,7 +124,11 @@ fn stream_ordered_reuse() {
     assert_eq!(a.stats().largest_free_block, 12288);
     a.settle(s1, 8);
     assert_eq!(a.stats().pending_bytes, 0);
-    assert_eq!(a.stats().largest_free_block, 16384, "coalesced once settled");
+    assert_eq!(
+        a.stats().largest_free_block,
+        16384,
+        "coalesced once settled"
+    );
     let w = alloc(&mut a, 4096, s2, &mut base);
     assert_eq!(w.addr, x.addr);
     a.check_consistency().unwrap();
