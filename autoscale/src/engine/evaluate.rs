@@ -229,23 +229,8 @@ impl Engine {
         if current < min || current > max {
             self.pending = None;
             let fixed = current.clamp(min, max);
-            let kind = if current < min {
-                "min_replicas"
-            } else {
-                "max_replicas"
-            };
-            let desired = if (current < min && target > fixed) || (current > max && target < fixed)
-            {
-                target
-            } else {
-                fixed
-            };
-            let reason = if desired == fixed {
-                Reason::new(kind)
-            } else {
-                reason
-            };
-            return decision(desired, rec.desired, reason, policy_reason);
+            let kind = if current < min { "min_replicas" } else { "max_replicas" };
+            return decision(fixed, rec.desired, Reason::new(kind), policy_reason);
         }
 
         // Scale-down stabilization (HPA style): not below the recent maximum.
