@@ -46,8 +46,8 @@ pub(crate) fn key_hash<K: Hash + ?Sized>(key: &K) -> u64 {
 
 /// Maps a hash to a float in the open interval (0, 1).
 pub(crate) fn unit(h: u64) -> f64 {
-    // 53 significant bits, shifted away from zero.
-    ((h >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    // 52 bits plus a half: exactly representable, never 0 or 1.
+    ((h >> 12) as f64 + 0.5) / (1u64 << 52) as f64
 }
 
 const HLL_PRECISION: u32 = 12;

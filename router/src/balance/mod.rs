@@ -26,7 +26,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), BoxError> {
 //! let replica = |id: u32| service_fn(move |x: u32| async move { Ok::<_, BoxError>((id, x)) });
-//! let replicas = stream::iter((0..3).map(|id| Ok::<_, BoxError>(Change::Insert(id, replica(id)))));
+//! let replicas = stream::iter((0..3).map(move |id| Ok::<_, BoxError>(Change::Insert(id, replica(id)))));
 //! let balancer = Balancer::new(replicas, BalanceConfig::default())?;
 //! let (_replica, x) = balancer.clone().oneshot(7).await?;
 //! assert_eq!(x, 7);

@@ -6,12 +6,12 @@ use std::task::{ready, Context, Poll};
 
 use pin_project_lite::pin_project;
 use tokio::sync::oneshot;
-use tower::BoxError;
 
 use super::compare::Compare;
 
 pin_project! {
-    /// Response future of [`Shadow`](super::Shadow): the primary's future;
+    /// Response future of [`Shadow`](super::Shadow): the primary's future
+    /// (`PR` is its output);
     /// on completion it hands what the hook keeps to the shadow's task.
     pub struct ResponseFuture<F, H, PR, SR>
     where
@@ -38,17 +38,16 @@ impl<F, H: Compare<PR, SR>, PR, SR> ResponseFuture<F, H, PR, SR> {
     }
 }
 
-impl<F, E, H, PR, SR> Future for ResponseFuture<F, H, PR, SR>
+impl<F, H, PR, SR> Future for ResponseFuture<F, H, PR, SR>
 where
-    F: Future<Output = Result<PR, E>>,
-    E: Into<BoxError>,
+    F: Future<Output = PR>,
     H: Compare<PR, SR>,
 {
-    type Output = Result<PR, BoxError>;
+    type Output = PR;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let out = ready!(this.inner.poll(cx)).map_err(Into::into);
+        let out = ready!(this.inner.poll(cx));
         if let Some(tx) = this.tx.take() {
             if let Some(kept) = this.hook.keep(&out) {
                 // The shadow task may be gone (timed out): nothing to do then.

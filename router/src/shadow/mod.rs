@@ -4,7 +4,7 @@
 //! The primary path never waits for the shadow: the copy is sent from a
 //! spawned task, the number of shadow requests in flight is bounded by a
 //! semaphore taken with `try_acquire` (a mirror that finds no permit is
-//! dropped and counted, never queued), and shadow errors, panics-free
+//! dropped and counted, never queued), and shadow errors,
 //! timeouts and slowness stay inside that task. The shadow's response is
 //! discarded, or handed to a [`Compare`] hook together with what the hook
 //! kept of the primary's result.
@@ -21,7 +21,7 @@
 //! # Example
 //!
 //! ```
-//! use convoy_router::shadow::{CompareFn, ShadowConfig, ShadowLayer};
+//! use convoy_router::shadow::{CompareFn, ShadowConfig, ShadowError, ShadowLayer};
 //! use tower::{service_fn, BoxError, Layer, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -30,7 +30,7 @@
 //! let candidate = service_fn(|x: u32| async move { Ok::<_, BoxError>(x + x) });
 //! let config = ShadowConfig { fraction: 0.25, max_in_flight: 8, ..ShadowConfig::default() };
 //! let layer = ShadowLayer::new(candidate, config)?.compare(CompareFn::new(
-//!     |primary: Result<u32, String>, shadow: Result<u32, BoxError>| {
+//!     |primary: Result<u32, String>, shadow: Result<u32, ShadowError>| {
 //!         assert_eq!(primary.ok(), shadow.ok());
 //!     },
 //! ));
@@ -48,7 +48,7 @@ mod future;
 mod layer;
 mod service;
 
-pub use compare::{Compare, CompareFn, Discard};
+pub use compare::{Compare, CompareFn, Discard, ShadowError};
 pub use future::ResponseFuture;
 pub use layer::{clone_http_request, ShadowConfig, ShadowLayer, ShadowStats, SHADOW_TOTAL};
 pub use service::Shadow;

@@ -4,9 +4,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
-use tower::{BoxError, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
-use super::compare::Compare;
+use super::compare::{Compare, ShadowError};
 use super::future::ResponseFuture;
 use super::layer::Shared;
 use super::layer::ShadowStats;
@@ -62,21 +62,20 @@ impl<P, T, Req, H> Shadow<P, T, Req, H> {
 impl<P, T, Req, H> Service<Req> for Shadow<P, T, Req, H>
 where
     P: Service<Req>,
-    P::Error: Into<BoxError>,
     T: Service<Req> + Clone + Send + 'static,
     T::Future: Send,
     T::Response: Send + 'static,
-    T::Error: Into<BoxError>,
+    T::Error: fmt::Display,
     Req: Send + 'static,
-    H: Compare<P::Response, T::Response>,
+    H: Compare<Result<P::Response, P::Error>, T::Response>,
 {
     type Response = P::Response;
-    type Error = BoxError;
-    type Future = ResponseFuture<P::Future, H, P::Response, T::Response>;
+    type Error = P::Error;
+    type Future = ResponseFuture<P::Future, H, Result<P::Response, P::Error>, T::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Only the primary's readiness matters; the shadow is driven on its task.
-        self.primary.poll_ready(cx).map_err(Into::into)
+        self.primary.poll_ready(cx)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
@@ -96,7 +95,7 @@ where
         let hook = self.hook.clone();
         shared.count("mirrored", &shared.counters.mirrored);
         tokio::spawn(async move {
-            let result: Result<T::Response, BoxError> = match tokio::time::timeout(
+            let result: Result<T::Response, ShadowError> = match tokio::time::timeout(
                 shared.timeout,
                 shadow.oneshot(copy),
             )
@@ -108,11 +107,11 @@ where
                 }
                 Ok(Err(e)) => {
                     shared.count("failed", &shared.counters.failed);
-                    Err(e.into())
+                    Err(ShadowError::failed(e.to_string()))
                 }
-                Err(elapsed) => {
+                Err(_elapsed) => {
                     shared.count("timed_out", &shared.counters.timed_out);
-                    Err(elapsed.into())
+                    Err(ShadowError::timed_out())
                 }
             };
             drop(permit);

@@ -7,7 +7,7 @@ use futures::future::Either;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower::util::Oneshot;
-use tower::{BoxError, Service};
+use tower::Service;
 
 use crate::stats::BackendStats;
 
@@ -55,14 +55,13 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
 impl<S, Req> Future for ResponseFuture<S, Req>
 where
     S: Service<Req>,
-    S::Error: Into<BoxError>,
 {
-    type Output = Result<S::Response, BoxError>;
+    type Output = Result<S::Response, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = ready!(this.inner.poll(cx));
         this.stats.on_complete(out.is_ok(), this.start.elapsed());
-        Poll::Ready(out.map_err(Into::into))
+        Poll::Ready(out)
     }
 }

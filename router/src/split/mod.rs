@@ -45,6 +45,9 @@
 //! readiness of the picked backend alone (like `ServiceExt::oneshot`);
 //! sticky and overridden requests always wait for their backend.
 //!
+//! Errors are the backends' own: `Split`'s error type is the backends'
+//! error type, passed through unchanged.
+//!
 //! # Clones, backends and live updates
 //!
 //! Backends must be `Clone`. Every clone of a `Split` shares the routing
@@ -68,12 +71,13 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), BoxError> {
-//! let v1 = service_fn(|x: u32| async move { Ok::<_, BoxError>(format!("v1:{x}")) });
-//! let v2 = service_fn(|x: u32| async move { Ok::<_, BoxError>(format!("v2:{x}")) });
+//! let version = |v: &'static str| {
+//!     service_fn(move |x: u32| async move { Ok::<_, BoxError>(format!("{v}:{x}")) })
+//! };
 //! let (split, handle) = Split::builder()
 //!     .name("model")
-//!     .backend("v1", v1, 90.0)
-//!     .backend("v2", v2, 10.0)
+//!     .backend("v1", version("v1"), 90.0)
+//!     .backend("v2", version("v2"), 10.0)
 //!     .when_not_ready(WhenNotReady::Spill)
 //!     .override_when(|x: &u32| *x == 7, "v2")
 //!     .build()?;

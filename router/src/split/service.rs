@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use parking_lot::{Mutex, RwLock};
-use tower::{BoxError, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 use super::config::{PickStrategy, SplitConfig, StickyStrategy, WhenNotReady};
 use super::future::ResponseFuture;
@@ -161,10 +161,9 @@ impl<S: Clone, Req> Split<S, Req> {
 impl<S, Req> Split<S, Req>
 where
     S: Service<Req> + Clone,
-    S::Error: Into<BoxError>,
 {
-    fn poll_backend(&mut self, idx: usize, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.service(idx).poll_ready(cx).map_err(Into::into)
+    fn poll_backend(&mut self, idx: usize, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.service(idx).poll_ready(cx)
     }
 
     fn target(&self, req: &Req) -> Option<(usize, Option<u64>, bool)> {
@@ -187,10 +186,9 @@ where
 impl<S, Req> Service<Req> for Split<S, Req>
 where
     S: Service<Req> + Clone,
-    S::Error: Into<BoxError>,
 {
     type Response = S::Response;
-    type Error = BoxError;
+    type Error = S::Error;
     type Future = ResponseFuture<S, Req>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {

@@ -103,7 +103,7 @@ impl<S> Table<S> {
         }
         let weights: Vec<f64> = entries.iter().map(|e| e.weight).collect();
         let total: f64 = weights.iter().sum();
-        if !(total > 0.0) || !total.is_finite() {
+        if total <= 0.0 || !total.is_finite() {
             return Err(ConfigError::new(
                 ConfigErrorKind::AllWeightsZero,
                 "all weights are zero (or their sum overflows)",
@@ -257,7 +257,7 @@ fn interval_bounds(weights: &[f64]) -> Box<[u32]> {
 }
 
 fn rendezvous_buckets(names: &[&str], weights: &[f64]) -> Box<[u16]> {
-    let seeds: Vec<u64> = names.iter().map(|n| key_hash(n)).collect();
+    let seeds: Vec<u64> = names.iter().map(key_hash).collect();
     let live: Vec<usize> = (0..weights.len()).filter(|i| weights[*i] > 0.0).collect();
     (0..BUCKETS as u64)
         .map(|b| {
