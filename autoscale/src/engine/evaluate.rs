@@ -229,7 +229,11 @@ impl Engine {
         if current < min || current > max {
             self.pending = None;
             let fixed = current.clamp(min, max);
-            let kind = if current < min { "min_replicas" } else { "max_replicas" };
+            let kind = if current < min {
+                "min_replicas"
+            } else {
+                "max_replicas"
+            };
             return decision(fixed, rec.desired, Reason::new(kind), policy_reason);
         }
 

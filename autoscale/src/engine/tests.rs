@@ -46,7 +46,8 @@ fn engine(config: EngineConfig, n: u32) -> (Engine, Arc<Mutex<u32>>) {
 #[test]
 fn bad_config_is_rejected() {
     let p = || Box::new(Fixed::new(1).0) as Box<dyn Policy>;
-    let err = Engine::new(EngineConfig::default().min_replicas(5).max_replicas(2), p()).unwrap_err();
+    let err =
+        Engine::new(EngineConfig::default().min_replicas(5).max_replicas(2), p()).unwrap_err();
     assert_eq!(err.kind(), ConfigErrorKind::InvalidBounds);
     let err = Engine::new(EngineConfig::default().interval(Duration::ZERO), p()).unwrap_err();
     assert_eq!(err.kind(), ConfigErrorKind::ZeroDuration);
@@ -71,7 +72,11 @@ fn upscale_waits_for_the_delay_in_time_and_restarts_on_flip() {
     let c = ReplicaCounts::ready(2);
     for t in [0, 10, 29] {
         let d = e.evaluate(s(t), c);
-        assert_eq!((d.desired, d.reason.kind()), (2, "upscale_delay"), "t = {t}");
+        assert_eq!(
+            (d.desired, d.reason.kind()),
+            (2, "upscale_delay"),
+            "t = {t}"
+        );
     }
     // A dip resets the clock.
     *rec.lock() = 2;
@@ -94,7 +99,10 @@ fn downscale_then_scale_to_zero_with_its_own_delay() {
         .downscale_delay(s(60))
         .scale_to_zero_delay(Some(s(30)));
     let (mut e, _) = engine(cfg, 0);
-    assert_eq!(e.evaluate(s(0), ReplicaCounts::ready(4)).reason.kind(), "downscale_delay");
+    assert_eq!(
+        e.evaluate(s(0), ReplicaCounts::ready(4)).reason.kind(),
+        "downscale_delay"
+    );
     assert_eq!(e.evaluate(s(59), ReplicaCounts::ready(4)).desired, 4);
     // First to one replica...
     assert_eq!(e.evaluate(s(60), ReplicaCounts::ready(4)).desired, 1);
@@ -156,7 +164,9 @@ fn step_limits_per_evaluation() {
 
 #[test]
 fn downscale_stabilization_keeps_the_recent_max() {
-    let cfg = EngineConfig::default().no_delays().downscale_stabilization(s(60));
+    let cfg = EngineConfig::default()
+        .no_delays()
+        .downscale_stabilization(s(60));
     let (mut e, rec) = engine(cfg, 8);
     e.evaluate(s(0), ReplicaCounts::ready(8));
     *rec.lock() = 2;
@@ -168,7 +178,9 @@ fn downscale_stabilization_keeps_the_recent_max() {
 
 #[test]
 fn no_scale_down_while_replicas_cold_start() {
-    let cfg = EngineConfig::default().no_delays().cold_start_timeout(s(60));
+    let cfg = EngineConfig::default()
+        .no_delays()
+        .cold_start_timeout(s(60));
     let (mut e, _) = engine(cfg, 1);
     e.evaluate(s(0), ReplicaCounts::new(5, 2));
     let d = e.evaluate(s(10), ReplicaCounts::new(5, 2));
@@ -184,7 +196,11 @@ fn no_scale_down_while_replicas_cold_start() {
 #[test]
 fn missing_and_nan_samples_hold() {
     let policy = TargetOngoing::new(TargetOngoingConfig::default()).unwrap();
-    let mut e = Engine::new(EngineConfig::default().no_delays().max_replicas(100), Box::new(policy)).unwrap();
+    let mut e = Engine::new(
+        EngineConfig::default().no_delays().max_replicas(100),
+        Box::new(policy),
+    )
+    .unwrap();
     for t in 0..100 {
         assert!(!e.record(s(t), LoadSample::ongoing(f64::NAN)));
         let d = e.evaluate(s(t), ReplicaCounts::ready(3));
@@ -211,12 +227,21 @@ fn scenario() -> impl Strategy<Value = Scenario> {
     (0u32..5, 1u32..30, 0u64..60, 0u64..120)
         .prop_flat_map(|(min, span, up, down)| {
             let steps = prop::collection::vec(
-                (prop_oneof![Just(f64::NAN), Just(-1.0), 0.0f64..200.0], 1u64..20),
+                (
+                    prop_oneof![Just(f64::NAN), Just(-1.0), 0.0f64..200.0],
+                    1u64..20,
+                ),
                 1..150,
             );
             (Just(min), Just(min + span), Just(up), Just(down), steps)
         })
-        .prop_map(|(min, max, up, down, steps)| Scenario { min, max, up, down, steps })
+        .prop_map(|(min, max, up, down, steps)| Scenario {
+            min,
+            max,
+            up,
+            down,
+            steps,
+        })
 }
 
 proptest! {
@@ -272,7 +297,9 @@ impl Scaler for RecordingScaler {
     fn scale_to(&self, n: u32) -> BoxFuture<'_, Result<(), BoxError>> {
         Box::pin(async move {
             *self.counts.lock() = ReplicaCounts::ready(n);
-            self.calls.lock().push((tokio::time::Instant::now().elapsed(), n));
+            self.calls
+                .lock()
+                .push((tokio::time::Instant::now().elapsed(), n));
             Ok(())
         })
     }
@@ -306,14 +333,28 @@ async fn driver_ticks_on_the_tokio_clock_and_scales() {
     tokio::time::sleep(s(4)).await;
     assert_eq!(scaler.replicas().current, 2);
     tokio::time::sleep(s(3)).await;
-    assert_eq!(scaler.replicas().current, 5, "{:?} {:?}", seen.lock(), handle.last_decision());
+    assert_eq!(
+        scaler.replicas().current,
+        5,
+        "{:?} {:?}",
+        seen.lock(),
+        handle.last_decision()
+    );
     assert_eq!(handle.last_decision().unwrap().desired, 5);
     assert!(seen.lock().len() >= 7);
     assert!(handle.record(LoadSample::ongoing(1.0)));
 
     handle.shutdown();
     task.await.unwrap();
-    assert_eq!(scaler.calls.lock().iter().map(|(_, n)| *n).collect::<Vec<_>>(), vec![2, 5]);
+    assert_eq!(
+        scaler
+            .calls
+            .lock()
+            .iter()
+            .map(|(_, n)| *n)
+            .collect::<Vec<_>>(),
+        vec![2, 5]
+    );
 }
 
 #[tokio::test(start_paused = true)]

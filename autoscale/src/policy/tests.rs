@@ -74,7 +74,8 @@ fn ray_uses_ready_replicas_and_holds_without_metrics() {
 #[test]
 fn bad_targets_are_rejected_at_construction() {
     for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
-        let err = TargetOngoing::new(TargetOngoingConfig::default().target_ongoing_requests(bad)).unwrap_err();
+        let err = TargetOngoing::new(TargetOngoingConfig::default().target_ongoing_requests(bad))
+            .unwrap_err();
         assert_eq!(err.kind(), ConfigErrorKind::InvalidNumber);
         assert_eq!(err.field(), "target_ongoing_requests");
         assert!(Hpa::new(HpaConfig::default().target(HpaTarget::AverageValue(bad))).is_err());
@@ -118,7 +119,13 @@ fn hpa_tolerance_band() {
 fn reporting(total: f64, replicas: u32) -> Window {
     let mut w = Window::new(s(600));
     for t in 0..=30 {
-        w.push(s(t), LoadSample { replicas_reporting: Some(replicas), ..LoadSample::ongoing(total) });
+        w.push(
+            s(t),
+            LoadSample {
+                replicas_reporting: Some(replicas),
+                ..LoadSample::ongoing(total)
+            },
+        );
     }
     w
 }
@@ -188,9 +195,17 @@ fn hpa_scale_up_rate_rules() {
 fn hpa_value_target() {
     let mut w = Window::new(s(60));
     for t in 0..=30 {
-        w.push(s(t), LoadSample { latency_p99: Some(Duration::from_millis(300)), ..Default::default() });
+        w.push(
+            s(t),
+            LoadSample {
+                latency_p99: Some(Duration::from_millis(300)),
+                ..Default::default()
+            },
+        );
     }
-    let cfg = HpaConfig::default().metric(crate::Signal::LatencyP99).target(HpaTarget::Value(0.1));
+    let cfg = HpaConfig::default()
+        .metric(crate::Signal::LatencyP99)
+        .target(HpaTarget::Value(0.1));
     let mut p = Hpa::new(cfg).unwrap();
     // ratio 3 on 2 ready → 6 (within the 4-pods / 100 % rule: max(6, 4) = 6).
     assert_eq!(decide(&mut p, &w, 30, 2, 2).desired, 6);
@@ -286,12 +301,18 @@ fn latency_slo_scales_up_fast_on_violation_without_windup() {
     let rec = decide(&mut p, &latency_window(200, 10.0), 30, 4, 4);
     assert_eq!((rec.desired, rec.reason.kind()), (8, "slo_violation"));
     // Ratio 5 is capped at max_scale_up_factor 2.
-    assert_eq!(decide(&mut p, &latency_window(500, 10.0), 30, 4, 4).desired, 8);
+    assert_eq!(
+        decide(&mut p, &latency_window(500, 10.0), 30, 4, 4).desired,
+        8
+    );
     // The same violation while the 4 new replicas cold-start: no compounding.
     let rec = decide(&mut p, &latency_window(200, 10.0), 30, 8, 4);
     assert_eq!((rec.desired, rec.reason.kind()), (8, "cold_start"));
     // A slight violation still adds at least one replica.
-    assert_eq!(decide(&mut p, &latency_window(101, 10.0), 30, 4, 4).desired, 5);
+    assert_eq!(
+        decide(&mut p, &latency_window(101, 10.0), 30, 4, 4).desired,
+        5
+    );
 }
 
 #[test]
@@ -300,16 +321,29 @@ fn latency_slo_scales_down_slowly_when_comfortable() {
     // p99 20 ms < 0.5 · 100 ms: remove max(1, 10 %) of 20 → 18.
     let rec = decide(&mut p, &latency_window(20, 10.0), 30, 20, 20);
     assert_eq!((rec.desired, rec.reason.kind()), (18, "slo_comfortable"));
-    assert_eq!(decide(&mut p, &latency_window(20, 10.0), 30, 5, 5).desired, 4);
+    assert_eq!(
+        decide(&mut p, &latency_window(20, 10.0), 30, 5, 5).desired,
+        4
+    );
     // Between the threshold and the target: hold.
     let rec = decide(&mut p, &latency_window(70, 10.0), 30, 5, 5);
     assert_eq!((rec.desired, rec.reason.kind()), (5, "within_slo"));
     // Not while replicas are starting.
-    assert_eq!(decide(&mut p, &latency_window(20, 10.0), 30, 5, 4).desired, 5);
+    assert_eq!(
+        decide(&mut p, &latency_window(20, 10.0), 30, 5, 4).desired,
+        5
+    );
     // The ongoing guard: 10 in flight with at most 4 per replica needs 3.
-    let mut p = LatencySlo::new(LatencySloConfig::default().max_ongoing_per_replica(Some(4.0))).unwrap();
-    assert_eq!(decide(&mut p, &latency_window(20, 10.0), 30, 3, 3).desired, 3);
-    assert_eq!(decide(&mut p, &latency_window(20, 10.0), 30, 4, 4).desired, 3);
+    let mut p =
+        LatencySlo::new(LatencySloConfig::default().max_ongoing_per_replica(Some(4.0))).unwrap();
+    assert_eq!(
+        decide(&mut p, &latency_window(20, 10.0), 30, 3, 3).desired,
+        3
+    );
+    assert_eq!(
+        decide(&mut p, &latency_window(20, 10.0), 30, 4, 4).desired,
+        3
+    );
 }
 
 #[test]
@@ -327,7 +361,10 @@ fn latency_slo_idle_and_missing() {
 fn arrivals(rate: u64, batches: Option<(u64, u64, Duration)>) -> Window {
     let mut w = Window::new(s(600));
     for t in 0..=60 {
-        let mut sample = LoadSample { arrivals: rate, ..Default::default() };
+        let mut sample = LoadSample {
+            arrivals: rate,
+            ..Default::default()
+        };
         if let Some((b, items, busy)) = batches {
             sample.batches = b;
             sample.batch_items = items;
@@ -344,7 +381,9 @@ fn cost_10ms_plus_1ms() -> BatchCost {
 
 #[test]
 fn queue_model_hand_computed() {
-    let cfg = QueueModelConfig::default().cost(Some(cost_10ms_plus_1ms())).learn_cost(false);
+    let cfg = QueueModelConfig::default()
+        .cost(Some(cost_10ms_plus_1ms()))
+        .learn_cost(false);
     // 1000 req/s; a replica peaks at 32 / 42 ms = 762 req/s, 80 % of that is 610:
     // 2 replicas by utilisation. At 500 req/s each the batch fixed point is
     // k = 500 · 0.01 / (1 − 0.5) = 10, tail ≈ 2 · cost(10) = 40 ms ≤ 100 ms.
@@ -377,12 +416,20 @@ fn queue_model_unbatched_md1() {
     // No batching (max batch 1), 10 ms per request, 50 req/s on one replica:
     // ρ = 0.5, wait = 0.5 · 10 / (2 · 0.5) = 5 ms, tail 3 · 5 + 10 = 25 ms.
     let cfg = QueueModelConfig::default()
-        .cost(Some(BatchCost::new(Duration::from_millis(10), Duration::ZERO)))
+        .cost(Some(BatchCost::new(
+            Duration::from_millis(10),
+            Duration::ZERO,
+        )))
         .learn_cost(false)
         .max_batch_size(1)
         .slo(Duration::from_millis(25));
     let p = QueueModel::new(cfg).unwrap();
-    let l = p.predicted_latency(&BatchCost::new(Duration::from_millis(10), Duration::ZERO), 50.0).unwrap();
+    let l = p
+        .predicted_latency(
+            &BatchCost::new(Duration::from_millis(10), Duration::ZERO),
+            50.0,
+        )
+        .unwrap();
     assert!((l - 0.025).abs() < 1e-12);
     let mut p = p;
     assert_eq!(decide(&mut p, &arrivals(50, None), 60, 1, 1).desired, 1);
@@ -394,10 +441,14 @@ fn queue_model_unbatched_md1() {
 #[test]
 fn max_and_min_pick_extremes_with_reasons() {
     let w = steady(10.0, 60);
-    let ray = || Box::new(TargetOngoing::new(TargetOngoingConfig::default()).unwrap()) as Box<dyn Policy>;
-    let ray4 =
-        || Box::new(TargetOngoing::new(TargetOngoingConfig::default().target_ongoing_requests(4.0)).unwrap())
-            as Box<dyn Policy>;
+    let ray =
+        || Box::new(TargetOngoing::new(TargetOngoingConfig::default()).unwrap()) as Box<dyn Policy>;
+    let ray4 = || {
+        Box::new(
+            TargetOngoing::new(TargetOngoingConfig::default().target_ongoing_requests(4.0))
+                .unwrap(),
+        ) as Box<dyn Policy>
+    };
     let mut max = Max::new(vec![ray4(), ray()]).unwrap();
     assert_eq!(decide(&mut max, &w, 60, 2, 2).desired, 5);
     let mut min = Min::new(vec![ray4(), ray()]).unwrap();

@@ -54,7 +54,12 @@ pub struct Replica<S> {
 }
 
 impl<S> Replica<S> {
-    pub(crate) fn new(id: ReplicaId, inner: S, load: Arc<ReplicaLoad>, counters: Arc<SetCounters>) -> Self {
+    pub(crate) fn new(
+        id: ReplicaId,
+        inner: S,
+        load: Arc<ReplicaLoad>,
+        counters: Arc<SetCounters>,
+    ) -> Self {
         Self {
             id,
             inner,

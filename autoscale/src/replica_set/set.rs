@@ -163,7 +163,9 @@ impl<S: Send + 'static> ReplicaSet<S> {
             let fut = factory();
             Box::pin(async move {
                 let mut svc = fut.await.map_err(Into::into)?;
-                ServiceExt::<Req>::ready(&mut svc).await.map_err(Into::into)?;
+                ServiceExt::<Req>::ready(&mut svc)
+                    .await
+                    .map_err(Into::into)?;
                 Ok(svc)
             })
         });
@@ -207,7 +209,13 @@ impl<S: Send + 'static> ReplicaSet<S> {
 
     /// The ids of the ready replicas.
     pub fn ready_ids(&self) -> Vec<ReplicaId> {
-        self.shared.state.lock().ready.iter().map(|r| r.id).collect()
+        self.shared
+            .state
+            .lock()
+            .ready
+            .iter()
+            .map(|r| r.id)
+            .collect()
     }
 
     fn start_one(&self, state: &mut State<S>) {
@@ -257,7 +265,12 @@ impl<S: Send + 'static> ReplicaSet<S> {
             .ready
             .iter()
             .enumerate()
-            .min_by_key(|(_, r)| (r.load.in_flight.load(Ordering::Acquire), std::cmp::Reverse(r.id)))
+            .min_by_key(|(_, r)| {
+                (
+                    r.load.in_flight.load(Ordering::Acquire),
+                    std::cmp::Reverse(r.id),
+                )
+            })
             .map(|(i, _)| i);
         if let Some(pos) = pos {
             let replica = state.ready.remove(pos);
@@ -322,6 +335,11 @@ impl<S: Send + 'static> SignalSource for ReplicaSet<S> {
 }
 
 /// Builds the [`Replica`] handed to the balancer for a ready replica.
-pub(crate) fn replica_for<S>(shared: &Shared<S>, id: ReplicaId, service: S, load: Arc<ReplicaLoad>) -> Replica<S> {
+pub(crate) fn replica_for<S>(
+    shared: &Shared<S>,
+    id: ReplicaId,
+    service: S,
+    load: Arc<ReplicaLoad>,
+) -> Replica<S> {
     Replica::new(id, service, load, Arc::clone(&shared.counters))
 }

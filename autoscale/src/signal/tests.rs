@@ -50,8 +50,20 @@ fn invalid_and_backwards_samples_are_rejected() {
 fn same_time_samples_merge_counters() {
     let mut w = Window::new(s(60));
     w.push(s(0), LoadSample::default());
-    w.push(s(1), LoadSample { arrivals: 3, ..LoadSample::ongoing(1.0) });
-    w.push(s(1), LoadSample { arrivals: 4, ..LoadSample::ongoing(2.0) });
+    w.push(
+        s(1),
+        LoadSample {
+            arrivals: 3,
+            ..LoadSample::ongoing(1.0)
+        },
+    );
+    w.push(
+        s(1),
+        LoadSample {
+            arrivals: 4,
+            ..LoadSample::ongoing(2.0)
+        },
+    );
     assert_eq!(w.len(), 2);
     assert_eq!(w.latest().unwrap().1.arrivals, 7);
     assert_eq!(w.latest().unwrap().1.ongoing, 2.0);
@@ -61,7 +73,14 @@ fn same_time_samples_merge_counters() {
 fn rate_divides_counts_by_covered_time() {
     let mut w = Window::new(s(60));
     for t in 0..=20 {
-        w.push(s(t), LoadSample { arrivals: 10, completions: 5, ..Default::default() });
+        w.push(
+            s(t),
+            LoadSample {
+                arrivals: 10,
+                completions: 5,
+                ..Default::default()
+            },
+        );
     }
     assert_eq!(w.rate(s(20), s(10), Counter::Arrivals), Some(10.0));
     assert_eq!(w.rate(s(20), s(10), Counter::Completions), Some(5.0));
@@ -79,7 +98,10 @@ fn percentile_is_weighted() {
     let p99 = w.percentile(s(100), s(100), Signal::Ongoing, 0.99).unwrap();
     assert_eq!(p50, 50.0);
     assert_eq!(p99, 99.0);
-    assert_eq!(w.percentile(s(100), s(100), Signal::Ongoing, f64::NAN), Some(100.0));
+    assert_eq!(
+        w.percentile(s(100), s(100), Signal::Ongoing, f64::NAN),
+        Some(100.0)
+    );
 }
 
 #[test]
@@ -92,7 +114,12 @@ fn batch_cost_is_learned_by_least_squares() {
         let n = if t % 2 == 0 { 2 } else { 16 };
         w.push(
             s(t),
-            LoadSample { batches: 10, batch_items: 10 * n, batch_busy: cost(n) * 10, ..Default::default() },
+            LoadSample {
+                batches: 10,
+                batch_items: 10 * n,
+                batch_busy: cost(n) * 10,
+                ..Default::default()
+            },
         );
     }
     let fit = w.batch_cost(s(20), s(30)).unwrap();
@@ -106,7 +133,12 @@ fn batch_cost_from_one_size_is_proportional() {
     w.push(s(0), LoadSample::default());
     w.push(
         s(1),
-        LoadSample { batches: 4, batch_items: 32, batch_busy: Duration::from_millis(80), ..Default::default() },
+        LoadSample {
+            batches: 4,
+            batch_items: 32,
+            batch_busy: Duration::from_millis(80),
+            ..Default::default()
+        },
     );
     let fit = w.batch_cost(s(1), s(10)).unwrap();
     assert_eq!(fit.fixed, Duration::ZERO);
@@ -131,8 +163,16 @@ fn memory_is_bounded_by_horizon_and_capacity() {
 
 #[test]
 fn sum_merges_replica_samples() {
-    let a = LoadSample { latency_p99: Some(Duration::from_millis(5)), arrivals: 2, ..LoadSample::ongoing(1.0) };
-    let b = LoadSample { latency_p99: Some(Duration::from_millis(9)), arrivals: 3, ..LoadSample::ongoing(2.0) };
+    let a = LoadSample {
+        latency_p99: Some(Duration::from_millis(5)),
+        arrivals: 2,
+        ..LoadSample::ongoing(1.0)
+    };
+    let b = LoadSample {
+        latency_p99: Some(Duration::from_millis(9)),
+        arrivals: 3,
+        ..LoadSample::ongoing(2.0)
+    };
     let total = LoadSample::sum([&a, &b]).unwrap();
     assert_eq!(total.ongoing, 3.0);
     assert_eq!(total.arrivals, 5);
