@@ -61,4 +61,6 @@ pub use crate::policy::{
     Reason, Recommendation, SelectPolicy, TargetOngoing, TargetOngoingConfig,
 };
 pub use crate::replica_set::{Replica, ReplicaId, ReplicaSet, ReplicaSetConfig};
+#[cfg(feature = "batcher")]
+pub use crate::signal::BatcherSource;
 pub use crate::signal::{BatchCost, Counter, LoadSample, Signal, SignalSource, Window, WindowView};

@@ -6,11 +6,15 @@
 //! once per tick from a [`SignalSource`] given to the
 //! [`Autoscaler`](crate::Autoscaler).
 
+#[cfg(feature = "batcher")]
+mod batcher;
 mod sample;
 mod window;
 
 use std::time::Duration;
 
+#[cfg(feature = "batcher")]
+pub use self::batcher::BatcherSource;
 pub use self::sample::{BatchCost, Counter, LoadSample, Signal};
 pub use self::window::{Window, WindowView};
 
