@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ReplicaModel {
-    /// Batches a replica runs at the same time. Default 2.
+    /// Batches a replica runs at the same time. Default 1 (Ray Serve's
+    /// `max_concurrent_batches`, one Triton instance).
     pub slots: u32,
     /// Largest batch. Default 8.
     pub max_batch_size: u32,
@@ -32,7 +33,7 @@ pub struct ReplicaModel {
 impl Default for ReplicaModel {
     fn default() -> Self {
         Self {
-            slots: 2,
+            slots: 1,
             max_batch_size: 8,
             batch_overhead: Duration::from_millis(20),
             per_item: Duration::from_millis(5),

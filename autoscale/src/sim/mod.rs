@@ -6,8 +6,9 @@
 //! Poisson process with that rate. Replicas follow a [`ReplicaModel`]:
 //! concurrency slots, a batched service-time curve `cost(n) = a + b·n`
 //! with batch-when-busy, and a cold start. Each sample interval the
-//! simulator feeds the autoscaler an [`IntervalSample`] and, each of its
-//! intervals, applies the replica count it asks for: new replicas serve
+//! simulator feeds a [`Controller`] (usually an [`Engine`](crate::Engine))
+//! a [`LoadSample`](crate::LoadSample) and, each of its intervals, applies
+//! the replica count it asks for: new replicas serve
 //! after their cold start, removed ones finish their in-flight batches.
 //!
 //! The [`Report`] counts SLO-violating requests, one-minute windows with
@@ -22,7 +23,7 @@
 //! let sim = Simulation::new(SimConfig::default()).unwrap();
 //! let trace = Trace::step(100.0, 400.0, Duration::from_secs(120), Duration::from_secs(600)).unwrap();
 //! let small = sim.run(&trace, &mut FixedReplicas::new(1));
-//! let large = sim.run(&trace, &mut FixedReplicas::new(3));
+//! let large = sim.run(&trace, &mut FixedReplicas::new(4));
 //! assert!(large.violating() < small.violating());
 //! assert!(large.replica_seconds > small.replica_seconds);
 //! ```
@@ -31,6 +32,7 @@ mod config;
 mod oracle;
 mod report;
 mod run;
+mod standard;
 mod trace;
 
 #[cfg(test)]
@@ -39,5 +41,6 @@ mod tests;
 pub use config::{ReplicaModel, SimConfig, SimConfigBuilder, SimConfigError};
 pub use oracle::Oracle;
 pub use report::{comparison_table, Report, TimelinePoint};
-pub use run::{Autoscaler, FixedReplicas, IntervalSample, Simulation};
+pub use run::{Controller, FixedReplicas, Simulation};
+pub use standard::{builtin_contenders, standard_traces, Contender, STANDARD_MAX_REPLICAS};
 pub use trace::{CsvResolution, Mmpp, Spike, Trace, TraceError, TraceErrorKind, MAX_TRACE_STEPS};

@@ -8,9 +8,9 @@
 //! bounded ring buffer, so a run allocates nothing per request.
 //!
 //! A request's latency is known when its batch is dispatched (service time
-//! is deterministic), so latency is recorded then; the load sample of an
-//! interval therefore describes the requests *dispatched* in it, at most one
-//! batch time ahead of their completion.
+//! is deterministic), so latency is recorded then; the latency quantiles of
+//! a load sample therefore describe the requests *dispatched* in the
+//! interval, at most one batch time ahead of their completion.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -24,61 +24,49 @@ use super::config::{SimConfig, SimConfigError};
 use super::oracle::Oracle;
 use super::report::{Report, TimelinePoint};
 use super::trace::{exp_sample, Trace};
+use crate::{Engine, LoadSample, ReplicaCounts};
 
-/// What the simulator measured over one sample interval, fed to the
-/// autoscaler.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct IntervalSample {
-    /// Length of the interval.
-    pub interval: Duration,
-    /// Requests waiting in the queue at the end of the interval.
-    pub queued: u64,
-    /// Requests in running batches at the end of the interval.
-    pub running: u64,
-    /// Requests that arrived during the interval (dropped ones included).
-    pub arrivals: u64,
-    /// Requests whose batch completed during the interval.
-    pub completions: u64,
-    /// Requests dropped because the queue was full.
-    pub dropped: u64,
-    /// Median latency of the requests dispatched in the interval.
-    pub latency_p50: Option<Duration>,
-    /// 90th percentile latency.
-    pub latency_p90: Option<Duration>,
-    /// 99th percentile latency.
-    pub latency_p99: Option<Duration>,
-    /// Mean queue wait of the requests dispatched in the interval.
-    pub queue_wait: Option<Duration>,
-    /// Mean batch size dispatched in the interval.
-    pub mean_batch_size: Option<f64>,
-}
-
-impl IntervalSample {
-    /// Queued plus running requests.
-    pub fn ongoing(&self) -> u64 {
-        self.queued + self.running
-    }
-}
-
-/// Anything the simulator can drive: it is fed a sample each sample
-/// interval and asked for a replica count each `interval()`.
-pub trait Autoscaler {
+/// Anything the simulator can drive: an [`Engine`] (a policy with its guard
+/// rails), a [`FixedReplicas`] baseline, or your own.
+///
+/// Each sample interval the simulator calls [`observe`](Controller::observe)
+/// with a deployment-level [`LoadSample`], and each
+/// [`interval`](Controller::interval) it asks [`desired`](Controller::desired)
+/// for a replica count and applies it.
+pub trait Controller {
     /// Name shown in reports.
     fn name(&self) -> &str;
-    /// How often [`desired`](Autoscaler::desired) is called; at least one
-    /// sample interval.
+    /// How often [`desired`](Controller::desired) is called (rounded up to
+    /// whole sample intervals).
     fn interval(&self) -> Duration;
     /// Replicas ready at time zero.
     fn initial_replicas(&self) -> u32;
-    /// Takes the load measured over the interval ending at `now`.
-    fn observe(&mut self, now: Duration, sample: &IntervalSample);
-    /// Returns the replica count wanted at `now`, given `current` (ready
-    /// plus starting) and `ready` replicas.
-    fn desired(&mut self, now: Duration, current: u32, ready: u32) -> u32;
+    /// Takes the load measured over the sample interval ending at `now`.
+    fn observe(&mut self, now: Duration, sample: &LoadSample);
+    /// Returns the replica count wanted at `now`.
+    fn desired(&mut self, now: Duration, counts: ReplicaCounts) -> u32;
+}
+
+impl Controller for Engine {
+    fn name(&self) -> &str {
+        self.policy().name()
+    }
+    fn interval(&self) -> Duration {
+        self.config().interval
+    }
+    fn initial_replicas(&self) -> u32 {
+        self.config().initial()
+    }
+    fn observe(&mut self, now: Duration, sample: &LoadSample) {
+        self.record(now, *sample);
+    }
+    fn desired(&mut self, now: Duration, counts: ReplicaCounts) -> u32 {
+        self.evaluate(now, counts).desired
+    }
 }
 
 /// A deterministic simulation: a [`SimConfig`] that can replay any
-/// [`Trace`] against any [`Autoscaler`].
+/// [`Trace`] against any [`Controller`].
 ///
 /// ```
 /// use std::time::Duration;
@@ -95,7 +83,7 @@ pub struct Simulation {
     config: SimConfig,
 }
 
-/// An [`Autoscaler`] that never scales: a fixed deployment.
+/// A [`Controller`] that never scales: a fixed deployment.
 #[derive(Debug, Clone)]
 pub struct FixedReplicas {
     replicas: u32,
@@ -112,7 +100,7 @@ impl FixedReplicas {
     }
 }
 
-impl Autoscaler for FixedReplicas {
+impl Controller for FixedReplicas {
     fn name(&self) -> &str {
         &self.name
     }
@@ -122,8 +110,8 @@ impl Autoscaler for FixedReplicas {
     fn initial_replicas(&self) -> u32 {
         self.replicas
     }
-    fn observe(&mut self, _now: Duration, _sample: &IntervalSample) {}
-    fn desired(&mut self, _now: Duration, _current: u32, _ready: u32) -> u32 {
+    fn observe(&mut self, _now: Duration, _sample: &LoadSample) {}
+    fn desired(&mut self, _now: Duration, _counts: ReplicaCounts) -> u32 {
         self.replicas
     }
 }
@@ -201,6 +189,7 @@ struct Tally {
     dropped: u64,
     dispatched: u64,
     batches: u64,
+    busy_ns: u64,
     wait_ns: u128,
 }
 
@@ -269,6 +258,7 @@ impl World {
             let n = n as u32;
             self.interval.dispatched += u64::from(n);
             self.interval.batches += 1;
+            self.interval.busy_ns += finish - now;
             self.served += u64::from(n);
             self.running += u64::from(n);
             self.replicas[r as usize].busy += 1;
@@ -394,22 +384,26 @@ impl World {
         self.peak_replicas = self.peak_replicas.max(self.current());
     }
 
-    fn sample(&mut self, interval: Duration) -> IntervalSample {
+    fn sample(&self) -> LoadSample {
         let t = &self.interval;
         let h = &self.interval_hist;
-        IntervalSample {
-            interval,
-            queued: self.queue.len() as u64,
-            running: self.running,
+        let queued = self.queue.len() as f64;
+        let running = self.running as f64;
+        LoadSample {
+            ongoing: queued + running,
+            queued,
+            running,
             arrivals: t.arrivals,
             completions: t.completions,
-            dropped: t.dropped,
             latency_p50: quantile(h, 0.50),
             latency_p90: quantile(h, 0.90),
             latency_p99: quantile(h, 0.99),
             queue_wait: (t.dispatched > 0)
                 .then(|| Duration::from_nanos((t.wait_ns / u128::from(t.dispatched)) as u64)),
-            mean_batch_size: (t.batches > 0).then(|| t.dispatched as f64 / t.batches as f64),
+            batches: t.batches,
+            batch_items: t.dispatched,
+            batch_busy: Duration::from_nanos(t.busy_ns),
+            replicas_reporting: None,
         }
     }
 }
@@ -427,11 +421,11 @@ impl Simulation {
     }
 
     /// Replays `trace` against `autoscaler` and reports what happened.
-    pub fn run(&self, trace: &Trace, autoscaler: &mut dyn Autoscaler) -> Report {
+    pub fn run(&self, trace: &Trace, controller: &mut dyn Controller) -> Report {
         let c = &self.config;
         let sample_ns = nanos(c.sample_interval);
         let timeline_ns = nanos(c.timeline_interval);
-        let eval_ns = nanos(autoscaler.interval()).max(sample_ns);
+        let eval_ns = nanos(controller.interval()).max(sample_ns);
         let trace_end = nanos(trace.duration());
         let hard_end = trace_end.saturating_add(nanos(c.drain));
 
@@ -462,7 +456,7 @@ impl Simulation {
             last_direction: 0,
             peak_replicas: 0,
         };
-        for _ in 0..autoscaler.initial_replicas().min(MAX_REPLICAS) {
+        for _ in 0..controller.initial_replicas().min(MAX_REPLICAS) {
             w.start_replica(0, false);
         }
         w.peak_replicas = w.current();
@@ -503,8 +497,8 @@ impl Simulation {
                 if now > hard_end {
                     break;
                 }
-                let sample = w.sample(c.sample_interval);
-                autoscaler.observe(Duration::from_nanos(now), &sample);
+                let sample = w.sample();
+                controller.observe(Duration::from_nanos(now), &sample);
                 timeline_arrivals += w.interval.arrivals;
                 minute_hist.add(&w.interval_hist).expect("same bounds");
                 timeline_hist.add(&w.interval_hist).expect("same bounds");
@@ -534,8 +528,8 @@ impl Simulation {
                 }
                 if now >= next_eval {
                     next_eval += eval_ns;
-                    let desired =
-                        autoscaler.desired(Duration::from_nanos(now), w.current(), w.n_ready);
+                    let counts = ReplicaCounts::new(w.current(), w.n_ready);
+                    let desired = controller.desired(Duration::from_nanos(now), counts);
                     w.scale_to(now, desired);
                 }
                 next_tick += sample_ns;
@@ -559,7 +553,7 @@ impl Simulation {
             .sum();
         let oracle = Oracle::plan(trace, c);
         Report {
-            policy: autoscaler.name().to_owned(),
+            policy: controller.name().to_owned(),
             trace: trace.name().to_owned(),
             duration: trace.duration(),
             slo: c.slo,

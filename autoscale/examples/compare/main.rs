@@ -1,0 +1,113 @@
+//! Run with `cargo run --release -p convoy-autoscale --example compare`.
+//!
+//! Replays the standard traces (spike, MMPP, diurnal, step, ramp) against
+//! every built-in policy, prints the comparison table (Markdown) and writes
+//! a plot of load, replicas and p99 over time on the spike and MMPP traces
+//! to `autoscale/docs/compare.png` (or the path given as first argument).
+
+mod plot;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use convoy_autoscale::sim::{
+    builtin_contenders, comparison_table, standard_traces, Oracle, Report, SimConfig, Simulation,
+    Trace,
+};
+use plot::Panel;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let config = SimConfig::default();
+    let sim = Simulation::new(config.clone())?;
+    let model = &config.replica;
+    println!(
+        "replica: cost(n) = {} ms + {} ms·n, max batch {}, {} slot(s), cold start {} s; \
+         SLO {} ms; queue {}; seed {}",
+        model.batch_overhead.as_millis(),
+        model.per_item.as_millis(),
+        model.max_batch_size,
+        model.slots,
+        model.cold_start.as_secs(),
+        config.slo.as_millis(),
+        config.queue_capacity,
+        config.seed,
+    );
+    println!(
+        "SLO-feasible capacity per replica: {:.0} requests/s\n",
+        model.capacity_rps(config.slo)
+    );
+
+    let traces = standard_traces();
+    let mut reports: Vec<Report> = Vec::new();
+    for trace in &traces {
+        // Every policy starts where an operator would have left it: sized
+        // for the trace's initial load.
+        let initial = Oracle::plan(trace, &config).replicas_at(Duration::ZERO);
+        for mut contender in builtin_contenders(&config, initial)? {
+            reports.push(sim.run(trace, &mut contender));
+        }
+    }
+    println!("{}", comparison_table(&reports));
+    print_verdict(&reports);
+
+    let out = std::env::args_os()
+        .nth(1)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/compare.png"));
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let oracles: Vec<(&Trace, Oracle)> = traces
+        .iter()
+        .filter(|t| ["spike", "mmpp"].contains(&t.name()))
+        .map(|t| (t, Oracle::plan(t, &config)))
+        .collect();
+    let panels: Vec<Panel<'_>> = oracles
+        .iter()
+        .map(|(trace, oracle)| Panel {
+            trace: trace.name(),
+            reports: reports.iter().filter(|r| r.trace == trace.name()).collect(),
+            oracle: oracle.replicas_per_minute(),
+        })
+        .collect();
+    plot::draw(&out, &panels, config.slo)?;
+    println!("plot written to {}", out.display());
+    Ok(())
+}
+
+/// The issue's target: `LatencySlo` or `QueueModel` with at most half the
+/// SLO-violating requests of the Ray default at most 1.1x its replica-seconds.
+fn print_verdict(reports: &[Report]) {
+    println!(
+        "target: ≤ 0.5x the violating requests of Ray's default at ≤ 1.1x its replica-seconds"
+    );
+    for trace in ["spike", "mmpp", "diurnal", "step", "ramp"] {
+        let find = |policy: &str| {
+            reports
+                .iter()
+                .find(|r| r.trace == trace && r.policy == policy)
+        };
+        let Some(ray) = find("TargetOngoing (Ray default)") else {
+            continue;
+        };
+        for policy in ["LatencySlo", "QueueModel", "Max(LatencySlo, QueueModel)"] {
+            let Some(r) = find(policy) else { continue };
+            let violations = if ray.violating() == 0 {
+                if r.violating() == 0 {
+                    0.0
+                } else {
+                    f64::INFINITY
+                }
+            } else {
+                r.violating() as f64 / ray.violating() as f64
+            };
+            let cost = r.replica_seconds / ray.replica_seconds;
+            let met = violations <= 0.5 && cost <= 1.1;
+            println!(
+                "  {trace:8} {policy:28} violations {violations:6.2}x  replica-s {cost:5.2}x  {}",
+                if met { "MET" } else { "not met" }
+            );
+        }
+    }
+    println!();
+}

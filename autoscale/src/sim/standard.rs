@@ -1,0 +1,177 @@
+//! The standard traces and the built-in policies as the comparison runs
+//! them.
+
+use std::time::Duration;
+
+use super::config::SimConfig;
+use super::run::Controller;
+use super::trace::{Mmpp, Spike, Trace};
+use crate::{
+    BatchCost, ConfigError, Engine, EngineConfig, Hpa, HpaConfig, Kpa, KpaConfig, LatencySlo,
+    LatencySloConfig, LoadSample, Max, Policy, QueueModel, QueueModelConfig, ReplicaCounts,
+    TargetOngoing, TargetOngoingConfig,
+};
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+/// The standard traces, sized for the default [`ReplicaModel`](super::ReplicaModel)
+/// (about 133 requests/s per replica at the default SLO):
+///
+/// | name | shape | length |
+/// |---|---|---|
+/// | `spike` | 200 rps, ramp over 30 s to 5x at 20 min, hold 5 min, ramp back | 1 h |
+/// | `mmpp` | MMPP-2: 150 rps calm (mean 10 min), 8x bursts (mean 2 min) | 2 h |
+/// | `diurnal` | sine around 300 rps, ±80 %, 24 h period | 24 h |
+/// | `step` | 200 rps, then 1000 rps from 15 min | 1 h |
+/// | `ramp` | 100 rps, linear to 1500 rps from 10 to 40 min | 1 h |
+pub fn standard_traces() -> Vec<Trace> {
+    let traces = [
+        Trace::spike(Spike {
+            base_rps: 200.0,
+            magnitude: 5.0,
+            start: secs(20 * 60),
+            ramp: secs(30),
+            hold: secs(5 * 60),
+            duration: secs(3600),
+        }),
+        Trace::mmpp(Mmpp {
+            base_rps: 150.0,
+            burst_factor: 8.0,
+            mean_calm: secs(600),
+            mean_burst: secs(120),
+            duration: secs(2 * 3600),
+            seed: 42,
+        }),
+        Trace::diurnal(300.0, 0.8, secs(86_400), secs(86_400)),
+        Trace::step(200.0, 1000.0, secs(15 * 60), secs(3600)),
+        Trace::ramp(100.0, 1500.0, secs(10 * 60), secs(30 * 60), secs(3600)),
+    ];
+    traces
+        .into_iter()
+        .map(|t| t.expect("standard trace parameters are valid"))
+        .collect()
+}
+
+/// An [`Engine`] with the name it carries in reports.
+#[derive(Debug)]
+pub struct Contender {
+    name: String,
+    engine: Engine,
+}
+
+impl Contender {
+    /// Wraps `engine` under `name`.
+    pub fn new(name: impl Into<String>, engine: Engine) -> Self {
+        Self {
+            name: name.into(),
+            engine,
+        }
+    }
+
+    /// Builds an engine from `config` and `policy`.
+    pub fn build(
+        name: impl Into<String>,
+        config: EngineConfig,
+        policy: impl Policy + 'static,
+    ) -> Result<Self, ConfigError> {
+        Ok(Self::new(name, Engine::new(config, Box::new(policy))?))
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+impl Controller for Contender {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn interval(&self) -> Duration {
+        Controller::interval(&self.engine)
+    }
+    fn initial_replicas(&self) -> u32 {
+        Controller::initial_replicas(&self.engine)
+    }
+    fn observe(&mut self, now: Duration, sample: &LoadSample) {
+        Controller::observe(&mut self.engine, now, sample);
+    }
+    fn desired(&mut self, now: Duration, counts: ReplicaCounts) -> u32 {
+        Controller::desired(&mut self.engine, now, counts)
+    }
+}
+
+/// Upper bound on replicas for every contender.
+pub const STANDARD_MAX_REPLICAS: u32 = 64;
+
+/// The built-in policies, each in the engine configuration its semantics
+/// come from, sized for `config`'s replica model and SLO:
+///
+/// - `TargetOngoing (Ray default)`: Ray Serve's defaults: 2 ongoing requests
+///   per replica, 30 s look-back, upscale delay 30 s, downscale delay 600 s.
+/// - `Hpa`: Kubernetes defaults (15 s sync period, tolerance 0.1, 300 s
+///   scale-down stabilization, 4 pods / 100 % per 15 s up) on 2 ongoing
+///   requests per replica, like Ray.
+/// - `Kpa`: Knative defaults (2 s tick, 60 s stable, 6 s panic window,
+///   panic at 200 %, 70 % target utilisation) on a concurrency target of the
+///   replica's SLO-feasible batch, `max_batch_size` (Knative's default of
+///   100 would let a batch-of-8 replica queue 70 requests).
+/// - `LatencySlo`: p99 under the SLO, no upscale delay, 60 s downscale delay.
+/// - `QueueModel`: the replica's batch cost curve, batch size and slots,
+///   learned online from the samples; no upscale delay, 60 s downscale delay.
+/// - `Max(LatencySlo, QueueModel)`: both, the larger wins.
+///
+/// Every contender is bounded to `[1, STANDARD_MAX_REPLICAS]` and starts
+/// with `initial_replicas` ready (clamped to the bounds); a fair start sizes
+/// it for the trace's initial load, e.g. with
+/// [`Oracle::replicas_at`](super::Oracle::replicas_at) at time zero.
+pub fn builtin_contenders(
+    config: &SimConfig,
+    initial_replicas: u32,
+) -> Result<Vec<Contender>, ConfigError> {
+    let base = EngineConfig::default()
+        .max_replicas(STANDARD_MAX_REPLICAS)
+        .initial_replicas(Some(initial_replicas.clamp(1, STANDARD_MAX_REPLICAS)));
+    let convoy = base
+        .clone()
+        .upscale_delay(Duration::ZERO)
+        .downscale_delay(secs(60));
+    let model = &config.replica;
+
+    let latency_slo = || LatencySlo::new(LatencySloConfig::default().target(config.slo));
+    let queue_model = || {
+        QueueModel::new(
+            QueueModelConfig::default()
+                .slo(config.slo)
+                .cost(Some(BatchCost::new(model.batch_overhead, model.per_item)))
+                .max_batch_size(model.max_batch_size)
+                .concurrency(model.slots),
+        )
+    };
+    Ok(vec![
+        Contender::build(
+            "TargetOngoing (Ray default)",
+            base.clone(),
+            TargetOngoing::new(TargetOngoingConfig::default())?,
+        )?,
+        Contender::build(
+            "Hpa",
+            base.clone().no_delays().interval(secs(15)),
+            Hpa::new(HpaConfig::default())?,
+        )?,
+        Contender::build(
+            "Kpa",
+            base.clone().no_delays().interval(secs(2)),
+            Kpa::new(KpaConfig::default().target(f64::from(model.max_batch_size)))?,
+        )?,
+        Contender::build("LatencySlo", convoy.clone(), latency_slo()?)?,
+        Contender::build("QueueModel", convoy.clone(), queue_model()?)?,
+        Contender::build(
+            "Max(LatencySlo, QueueModel)",
+            convoy,
+            Max::new(vec![Box::new(latency_slo()?), Box::new(queue_model()?)])?,
+        )?,
+    ])
+}
