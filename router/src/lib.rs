@@ -54,12 +54,10 @@ pub mod shadow;
 pub mod split;
 pub mod stats;
 
-
 pub use balance::{Balancer, NoReadyReplica};
 pub use error::{ConfigError, ConfigErrorKind};
 pub use rollout::{Rollout, RolloutConfig, RolloutHandle};
 pub use shadow::{Shadow, ShadowLayer};
-
 
 pub use split::{
     PickStrategy, Split, SplitBuilder, SplitConfig, SplitHandle, StickyStrategy, WhenNotReady,

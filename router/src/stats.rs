@@ -73,10 +73,7 @@ pub(crate) struct BackendStats {
 
 impl BackendStats {
     pub(crate) fn new(split: &Arc<str>, name: &Arc<str>) -> Self {
-        let labels = [
-            ("split", split.to_string()),
-            ("backend", name.to_string()),
-        ];
+        let labels = [("split", split.to_string()), ("backend", name.to_string())];
         Self {
             name: name.clone(),
             requests: AtomicU64::new(0),
@@ -124,7 +121,9 @@ impl BackendStats {
         }
         self.handles.latency.record(latency.as_secs_f64());
         let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.latency.lock().saturating_record(us.clamp(1, LATENCY_MAX_US));
+        self.latency
+            .lock()
+            .saturating_record(us.clamp(1, LATENCY_MAX_US));
     }
 
     pub(crate) fn set_weight(&self, weight: f64) {

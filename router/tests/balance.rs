@@ -60,16 +60,18 @@ async fn fails_fast_without_replicas_then_recovers() {
     assert!(err.is::<NoReadyReplica>());
     assert_eq!(start.elapsed(), Duration::ZERO);
 
-    tx.unbounded_send(Ok(Change::Insert(7, replica(7)))).unwrap();
+    tx.unbounded_send(Ok(Change::Insert(7, replica(7))))
+        .unwrap();
     assert_eq!(balancer.clone().oneshot(3).await.unwrap(), 7);
 }
 
 #[tokio::test(start_paused = true)]
 async fn fails_fast_when_replicas_never_become_ready() {
-    let replicas = futures::stream::iter((0..2u32).map(|k| {
-        Ok::<_, BoxError>(Change::Insert(k, tower::util::BoxService::new(NeverReady)))
-    }))
-    .chain(futures::stream::pending());
+    let replicas =
+        futures::stream::iter((0..2u32).map(|k| {
+            Ok::<_, BoxError>(Change::Insert(k, tower::util::BoxService::new(NeverReady)))
+        }))
+        .chain(futures::stream::pending());
     let balancer = Balancer::new(replicas, config()).unwrap();
     let start = Instant::now();
     let err = balancer.oneshot(1).await.unwrap_err();
@@ -80,8 +82,10 @@ async fn fails_fast_when_replicas_never_become_ready() {
 #[tokio::test(start_paused = true)]
 async fn balances_over_replicas_from_clones_and_tasks() {
     for load in [LoadMetric::PendingRequests, LoadMetric::default()] {
-        let replicas = futures::stream::iter((0..3u32).map(|k| Ok::<_, BoxError>(Change::Insert(k, replica(k)))))
-            .chain(futures::stream::pending());
+        let replicas = futures::stream::iter(
+            (0..3u32).map(|k| Ok::<_, BoxError>(Change::Insert(k, replica(k)))),
+        )
+        .chain(futures::stream::pending());
         let balancer = Balancer::new(replicas, BalanceConfig { load, ..config() }).unwrap();
         let tasks: Vec<_> = (0..300)
             .map(|x| tokio::spawn(balancer.clone().oneshot(x)))
@@ -98,8 +102,10 @@ async fn balances_over_replicas_from_clones_and_tasks() {
 #[tokio::test(start_paused = true)]
 async fn removed_replicas_get_no_more_requests() {
     let (tx, rx) = mpsc::unbounded::<Result<Change<u32, Replica>, BoxError>>();
-    tx.unbounded_send(Ok(Change::Insert(1, replica(1)))).unwrap();
-    tx.unbounded_send(Ok(Change::Insert(2, replica(2)))).unwrap();
+    tx.unbounded_send(Ok(Change::Insert(1, replica(1))))
+        .unwrap();
+    tx.unbounded_send(Ok(Change::Insert(2, replica(2))))
+        .unwrap();
     let balancer = Balancer::new(rx, config()).unwrap();
     balancer.clone().oneshot(0).await.unwrap();
     tx.unbounded_send(Ok(Change::Remove(1))).unwrap();

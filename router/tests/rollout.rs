@@ -73,7 +73,11 @@ impl RolloutTarget for Fake {
 
     fn snapshot(&self, backend: &str) -> Option<BackendSnapshot> {
         let s = self.state.lock();
-        Some(if backend == "canary" { s.canary.clone() } else { s.stable.clone() })
+        Some(if backend == "canary" {
+            s.canary.clone()
+        } else {
+            s.stable.clone()
+        })
     }
 }
 
@@ -121,19 +125,36 @@ async fn promotes_step_by_step_on_good_analysis() {
     let events = drain(&mut events);
     assert_eq!(
         kinds(&events),
-        vec![StepStarted, AnalysisPassed, StepStarted, AnalysisPassed, Promoted]
+        vec![
+            StepStarted,
+            AnalysisPassed,
+            StepStarted,
+            AnalysisPassed,
+            Promoted
+        ]
     );
     assert_eq!(fake.percents(), vec![10.0, 50.0, 100.0]);
     // Each step lasted at least its minimum duration.
     assert!(events[2].at - start >= Duration::from_secs(30));
     assert!(events[4].at - events[2].at >= Duration::from_secs(30));
-    assert!(events[1].reason.contains("error rate"), "{}", events[1].reason);
+    assert!(
+        events[1].reason.contains("error rate"),
+        "{}",
+        events[1].reason
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn rolls_back_in_ramped_steps_after_the_failure_limit() {
     let fake = Fake::new();
-    let rollout = Rollout::new(fake.clone(), RolloutConfig { steps: vec![20.0, 100.0], ..config() }).unwrap();
+    let rollout = Rollout::new(
+        fake.clone(),
+        RolloutConfig {
+            steps: vec![20.0, 100.0],
+            ..config()
+        },
+    )
+    .unwrap();
     let mut events = rollout.subscribe();
     let feeder = fake.feeder(10, 3, Duration::from_millis(20));
     let handle = rollout.start();
@@ -155,7 +176,11 @@ async fn rolls_back_in_ramped_steps_after_the_failure_limit() {
             RolledBack
         ]
     );
-    assert!(events[1].reason.contains("error rate 30.00% > 10.00%"), "{}", events[1].reason);
+    assert!(
+        events[1].reason.contains("error rate 30.00% > 10.00%"),
+        "{}",
+        events[1].reason
+    );
     // No cliff: 20 -> 15 -> 10 -> 5 -> 0, 5 s apart.
     assert_eq!(fake.percents(), vec![20.0, 15.0, 10.0, 5.0, 0.0]);
     for pair in events[4..8].windows(2) {
@@ -168,7 +193,11 @@ async fn no_verdict_below_the_minimum_sample_count() {
     let fake = Fake::new();
     let rollout = Rollout::new(
         fake.clone(),
-        RolloutConfig { min_samples: 10_000, failure_limit: 1, ..config() },
+        RolloutConfig {
+            min_samples: 10_000,
+            failure_limit: 1,
+            ..config()
+        },
     )
     .unwrap();
     let mut events = rollout.subscribe();
@@ -176,11 +205,23 @@ async fn no_verdict_below_the_minimum_sample_count() {
     let feeder = fake.feeder(2, 2, Duration::from_millis(20));
     let handle = rollout.start();
     tokio::time::sleep(Duration::from_secs(3_000)).await;
-    assert_eq!(handle.state(), RolloutState::Progressing { step: 0, canary_percent: 10.0 });
-    assert_eq!(kinds(&drain(&mut events)), vec![RolloutEventKind::StepStarted, RolloutEventKind::Waiting]);
+    assert_eq!(
+        handle.state(),
+        RolloutState::Progressing {
+            step: 0,
+            canary_percent: 10.0
+        }
+    );
+    assert_eq!(
+        kinds(&drain(&mut events)),
+        vec![RolloutEventKind::StepStarted, RolloutEventKind::Waiting]
+    );
     // Once enough samples exist, the verdict comes.
     tokio::time::sleep(Duration::from_secs(3_000)).await;
-    assert!(matches!(handle.state(), RolloutState::RollingBack { .. } | RolloutState::RolledBack));
+    assert!(matches!(
+        handle.state(),
+        RolloutState::RollingBack { .. } | RolloutState::RolledBack
+    ));
     feeder.abort();
 }
 
@@ -220,16 +261,31 @@ async fn pause_resume_abort_and_promote() {
     tokio::task::yield_now().await;
     handle.pause().await.unwrap();
     tokio::time::sleep(Duration::from_secs(600)).await;
-    assert_eq!(handle.state(), RolloutState::Paused { step: 0, canary_percent: 10.0 });
+    assert_eq!(
+        handle.state(),
+        RolloutState::Paused {
+            step: 0,
+            canary_percent: 10.0
+        }
+    );
     assert_eq!(fake.percents(), vec![10.0]);
     handle.resume().await.unwrap();
     tokio::time::sleep(Duration::from_secs(45)).await;
-    assert_eq!(handle.state(), RolloutState::Progressing { step: 1, canary_percent: 50.0 });
+    assert_eq!(
+        handle.state(),
+        RolloutState::Progressing {
+            step: 1,
+            canary_percent: 50.0
+        }
+    );
     handle.abort("operator saw a bad dashboard").await.unwrap();
     assert_eq!(handle.finished().await, RolloutState::RolledBack);
     assert_eq!(fake.percents(), vec![10.0, 50.0, 37.5, 25.0, 12.5, 0.0]);
     let events = drain(&mut events);
-    let started = events.iter().find(|e| e.kind == RolloutEventKind::RollbackStarted).unwrap();
+    let started = events
+        .iter()
+        .find(|e| e.kind == RolloutEventKind::RollbackStarted)
+        .unwrap();
     assert!(started.reason.contains("operator saw a bad dashboard"));
     assert!(events.iter().any(|e| e.kind == RolloutEventKind::Paused));
     assert!(events.iter().any(|e| e.kind == RolloutEventKind::Resumed));
@@ -247,14 +303,38 @@ async fn pause_resume_abort_and_promote() {
 #[test]
 fn invalid_rollout_config_is_rejected() {
     for cfg in [
-        RolloutConfig { steps: vec![], ..config() },
-        RolloutConfig { steps: vec![10.0, 5.0], ..config() },
-        RolloutConfig { steps: vec![0.0], ..config() },
-        RolloutConfig { steps: vec![150.0], ..config() },
-        RolloutConfig { max_error_rate: 2.0, ..config() },
-        RolloutConfig { min_samples: 0, ..config() },
-        RolloutConfig { rollback_steps: 0, ..config() },
-        RolloutConfig { canary: "stable".into(), ..config() },
+        RolloutConfig {
+            steps: vec![],
+            ..config()
+        },
+        RolloutConfig {
+            steps: vec![10.0, 5.0],
+            ..config()
+        },
+        RolloutConfig {
+            steps: vec![0.0],
+            ..config()
+        },
+        RolloutConfig {
+            steps: vec![150.0],
+            ..config()
+        },
+        RolloutConfig {
+            max_error_rate: 2.0,
+            ..config()
+        },
+        RolloutConfig {
+            min_samples: 0,
+            ..config()
+        },
+        RolloutConfig {
+            rollback_steps: 0,
+            ..config()
+        },
+        RolloutConfig {
+            canary: "stable".into(),
+            ..config()
+        },
     ] {
         assert!(Rollout::new(Fake::new(), cfg).is_err());
     }
@@ -293,7 +373,10 @@ async fn end_to_end_with_a_split_rolls_back_a_failing_canary() {
     });
     assert_eq!(rollout.finished().await, RolloutState::RolledBack);
     traffic.abort();
-    assert_eq!(handle.weights(), vec![("v1".into(), 100.0), ("v2".into(), 0.0)]);
+    assert_eq!(
+        handle.weights(),
+        vec![("v1".into(), 100.0), ("v2".into(), 0.0)]
+    );
     let v2 = handle.backend("v2").unwrap();
     assert!(v2.error_rate() > 0.4, "{}", v2.error_rate());
 }

@@ -4,14 +4,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use convoy_router::shadow::{clone_http_request, CompareFn, ShadowConfig, ShadowError, ShadowLayer};
+use convoy_router::shadow::{
+    clone_http_request, CompareFn, ShadowConfig, ShadowError, ShadowLayer,
+};
 use convoy_router::Split;
 use parking_lot::Mutex;
 use proptest::prelude::*;
 use tokio::time::Instant;
 use tower::{service_fn, BoxError, Layer, ServiceExt};
 
-fn primary() -> impl tower::Service<u32, Response = u32, Error = BoxError, Future = impl Send> + Clone {
+fn primary(
+) -> impl tower::Service<u32, Response = u32, Error = BoxError, Future = impl Send> + Clone {
     service_fn(|x: u32| async move {
         tokio::time::sleep(Duration::from_millis(5)).await;
         Ok::<_, BoxError>(x * 2)
@@ -27,7 +30,10 @@ impl tower::Service<u32> for NeverReady {
     type Error = BoxError;
     type Future = std::future::Ready<Result<u32, BoxError>>;
 
-    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), BoxError>> {
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
         std::task::Poll::Pending
     }
 
@@ -150,10 +156,15 @@ async fn shadow_of_a_split_with_http_requests() {
     let got = Arc::new(Mutex::new(Vec::new()));
     let g = got.clone();
     let mirror = service_fn(move |req: http::Request<String>| {
-        g.lock().push((req.uri().to_string(), req.headers()["x-a"].clone(), req.body().clone()));
+        g.lock().push((
+            req.uri().to_string(),
+            req.headers()["x-a"].clone(),
+            req.body().clone(),
+        ));
         async { Ok::<_, BoxError>(()) }
     });
-    let layer = ShadowLayer::with_cloner(mirror, ShadowConfig::default(), clone_http_request).unwrap();
+    let layer =
+        ShadowLayer::with_cloner(mirror, ShadowConfig::default(), clone_http_request).unwrap();
     let svc = layer.layer(split);
     let req = http::Request::builder()
         .uri("/infer")
@@ -172,11 +183,23 @@ async fn shadow_of_a_split_with_http_requests() {
 fn invalid_config_is_rejected() {
     let calls = Arc::new(AtomicUsize::new(0));
     for config in [
-        ShadowConfig { fraction: 1.5, ..ShadowConfig::default() },
-        ShadowConfig { fraction: f64::NAN, ..ShadowConfig::default() },
-        ShadowConfig { max_in_flight: 0, ..ShadowConfig::default() },
+        ShadowConfig {
+            fraction: 1.5,
+            ..ShadowConfig::default()
+        },
+        ShadowConfig {
+            fraction: f64::NAN,
+            ..ShadowConfig::default()
+        },
+        ShadowConfig {
+            max_in_flight: 0,
+            ..ShadowConfig::default()
+        },
     ] {
-        assert!(ShadowLayer::<_, u32>::new(shadow(ShadowBehaviour::Fail, calls.clone()), config).is_err());
+        assert!(
+            ShadowLayer::<_, u32>::new(shadow(ShadowBehaviour::Fail, calls.clone()), config)
+                .is_err()
+        );
     }
 }
 

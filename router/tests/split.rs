@@ -117,7 +117,10 @@ async fn spill_sends_to_a_ready_backend_and_counts_it() {
 #[tokio::test]
 async fn clones_do_not_copy_readiness() {
     let v1 = Probe::new("v1", true);
-    let (split, _h) = Split::builder().backend("v1", v1.clone(), 1.0).build().unwrap();
+    let (split, _h) = Split::builder()
+        .backend("v1", v1.clone(), 1.0)
+        .build()
+        .unwrap();
     let mut a = task::spawn(split);
     assert_ready_ok!(a.enter(|cx, mut s| s.poll_ready(cx)));
     let mut b = task::spawn(a.clone());
@@ -132,11 +135,16 @@ async fn clones_do_not_copy_readiness() {
 #[tokio::test]
 #[should_panic(expected = "poll_ready must be called first")]
 async fn call_without_poll_ready_on_a_clone_panics() {
-    let (split, _h) = Split::builder().backend("v1", named("v1"), 1.0).build().unwrap();
+    let (split, _h) = Split::builder()
+        .backend("v1", named("v1"), 1.0)
+        .build()
+        .unwrap();
     let mut a = split.clone();
-    futures::future::poll_fn(|cx| a.poll_ready(cx)).await.unwrap();
+    futures::future::poll_fn(|cx| a.poll_ready(cx))
+        .await
+        .unwrap();
     let mut b = a.clone();
-    let _ = b.call(1);
+    drop(b.call(1));
 }
 
 #[tokio::test]
@@ -200,7 +208,9 @@ async fn live_updates_reach_every_clone_and_spare_in_flight_requests() {
         .unwrap();
     let mut a = split.clone();
     let b = split.clone();
-    futures::future::poll_fn(|cx| a.poll_ready(cx)).await.unwrap();
+    futures::future::poll_fn(|cx| a.poll_ready(cx))
+        .await
+        .unwrap();
     let in_flight = tokio::spawn(a.call(0));
     tokio::task::yield_now().await;
 
@@ -228,10 +238,16 @@ async fn backends_are_added_and_removed_at_run_time() {
     // Removing the only weighted backend would leave nothing to route to.
     let err = handle.remove_backend("v2").unwrap_err();
     assert_eq!(err.kind(), ConfigErrorKind::AllWeightsZero);
-    assert_eq!(handle.remove_backend("nope").unwrap_err().kind(), ConfigErrorKind::UnknownBackend);
+    assert_eq!(
+        handle.remove_backend("nope").unwrap_err().kind(),
+        ConfigErrorKind::UnknownBackend
+    );
     // A rejected update changes nothing.
     assert!(handle.set_weights([("v1", 5.0), ("v2", f64::NAN)]).is_err());
-    assert_eq!(handle.weights(), vec![("v1".into(), 0.0), ("v2".into(), 1.0)]);
+    assert_eq!(
+        handle.weights(),
+        vec![("v1".into(), 0.0), ("v2".into(), 1.0)]
+    );
     handle.set_weight("v1", 1.0).unwrap();
     handle.remove_backend("v2").unwrap();
     assert_eq!(split.clone().oneshot(1).await.unwrap(), "v1");
@@ -303,7 +319,9 @@ async fn weighted_random_follows_weights() {
     assert!((1_760..=2_240).contains(&v2), "{v2}");
 }
 
-fn http_backend(name: &'static str) -> tower::util::BoxCloneService<http::Request<()>, &'static str, BoxError> {
+fn http_backend(
+    name: &'static str,
+) -> tower::util::BoxCloneService<http::Request<()>, &'static str, BoxError> {
     tower::util::BoxCloneService::new(service_fn(move |_: http::Request<()>| async move {
         Ok::<_, BoxError>(name)
     }))
@@ -317,7 +335,10 @@ async fn unknown_override_falls_back_to_the_split() {
         .override_header(http::HeaderName::from_static("x-version"))
         .build()
         .unwrap();
-    let req = http::Request::builder().header("x-version", "v9").body(()).unwrap();
+    let req = http::Request::builder()
+        .header("x-version", "v9")
+        .body(())
+        .unwrap();
     assert_eq!(split.clone().oneshot(req).await.unwrap(), "v1");
 }
 

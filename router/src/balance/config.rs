@@ -53,7 +53,12 @@ impl Default for BalanceConfig {
 
 impl BalanceConfig {
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        let zero = |what: &str| Err(ConfigError::new(ConfigErrorKind::Zero, format!("{what} must be positive")));
+        let zero = |what: &str| {
+            Err(ConfigError::new(
+                ConfigErrorKind::Zero,
+                format!("{what} must be positive"),
+            ))
+        };
         if self.ready_timeout.is_zero() {
             return zero("ready_timeout");
         }

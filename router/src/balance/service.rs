@@ -3,9 +3,9 @@ use std::hash::Hash;
 use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
+use futures::Stream;
 use tower::balance::p2c::Balance;
 use tower::buffer::Buffer;
-use futures::Stream;
 use tower::discover::Change;
 use tower::load::{CompleteOnResponse, PeakEwmaDiscover, PendingRequestsDiscover};
 use tower::util::BoxService;
@@ -73,7 +73,8 @@ where
                 BoxService::new(FailFast::new(Balance::new(d), config.ready_timeout))
             }
             LoadMetric::PendingRequests => {
-                let d = PendingRequestsDiscover::new::<Req>(discover, CompleteOnResponse::default());
+                let d =
+                    PendingRequestsDiscover::new::<Req>(discover, CompleteOnResponse::default());
                 BoxService::new(FailFast::new(Balance::new(d), config.ready_timeout))
             }
         };

@@ -119,7 +119,10 @@ impl RolloutConfig {
             return zero("min_samples");
         }
         if !(0.0..=1.0).contains(&self.max_error_rate) {
-            return range(format!("max_error_rate {} is not in 0..=1", self.max_error_rate));
+            return range(format!(
+                "max_error_rate {} is not in 0..=1",
+                self.max_error_rate
+            ));
         }
         if let Some(l) = &self.latency {
             if !(0.0..=1.0).contains(&l.quantile) {

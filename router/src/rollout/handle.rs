@@ -75,7 +75,10 @@ impl RolloutHandle {
     /// Waits until the rollout is promoted or rolled back.
     pub async fn finished(&self) -> RolloutState {
         let mut state = self.state.clone();
-        let result = state.wait_for(RolloutState::is_finished).await.map(|s| s.clone());
+        let result = state
+            .wait_for(RolloutState::is_finished)
+            .await
+            .map(|s| s.clone());
         match result {
             Ok(s) => s,
             // The worker is gone: its last state is final.

@@ -131,7 +131,11 @@ impl<T: RolloutTarget> Worker<T> {
         });
         self.emit(
             RolloutEventKind::StepStarted,
-            format!("step {} of {}: canary at {percent}%", step + 1, self.config.steps.len()),
+            format!(
+                "step {} of {}: canary at {percent}%",
+                step + 1,
+                self.config.steps.len()
+            ),
         );
         true
     }
@@ -139,7 +143,9 @@ impl<T: RolloutTarget> Worker<T> {
     pub(crate) async fn run(mut self) {
         self.stable_baseline = self.snapshot(&self.config.stable.clone());
         if !self.start_step(0) {
-            return self.rollback("could not apply the first step".to_owned()).await;
+            return self
+                .rollback("could not apply the first step".to_owned())
+                .await;
         }
         let interval = self.config.analysis_interval;
         let mut ticker = tokio::time::interval_at(Instant::now() + interval, interval);
@@ -283,7 +289,10 @@ impl<T: RolloutTarget> Worker<T> {
         });
         self.emit(
             RolloutEventKind::RollbackStarted,
-            format!("{reason}; ramping {from}% -> 0% in {} steps", self.config.rollback_steps),
+            format!(
+                "{reason}; ramping {from}% -> 0% in {} steps",
+                self.config.rollback_steps
+            ),
         );
         let n = self.config.rollback_steps;
         for k in 1..=n {

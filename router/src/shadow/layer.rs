@@ -211,7 +211,12 @@ impl<P, T: Clone, Req, H> Layer<P> for ShadowLayer<T, Req, H> {
     type Service = Shadow<P, T, Req, H>;
 
     fn layer(&self, primary: P) -> Self::Service {
-        Shadow::new(primary, self.shadow.clone(), self.shared.clone(), self.hook.clone())
+        Shadow::new(
+            primary,
+            self.shadow.clone(),
+            self.shared.clone(),
+            self.hook.clone(),
+        )
     }
 }
 

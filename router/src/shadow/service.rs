@@ -8,8 +8,8 @@ use tower::{Service, ServiceExt};
 
 use super::compare::{Compare, ShadowError};
 use super::future::ResponseFuture;
-use super::layer::Shared;
 use super::layer::ShadowStats;
+use super::layer::Shared;
 
 /// Sends every request to the primary service and mirrors a fraction to a
 /// shadow service on a spawned task. Built by [`ShadowLayer`](super::ShadowLayer).
@@ -95,25 +95,21 @@ where
         let hook = self.hook.clone();
         shared.count("mirrored", &shared.counters.mirrored);
         tokio::spawn(async move {
-            let result: Result<T::Response, ShadowError> = match tokio::time::timeout(
-                shared.timeout,
-                shadow.oneshot(copy),
-            )
-            .await
-            {
-                Ok(Ok(rsp)) => {
-                    shared.count("completed", &shared.counters.completed);
-                    Ok(rsp)
-                }
-                Ok(Err(e)) => {
-                    shared.count("failed", &shared.counters.failed);
-                    Err(ShadowError::failed(e.to_string()))
-                }
-                Err(_elapsed) => {
-                    shared.count("timed_out", &shared.counters.timed_out);
-                    Err(ShadowError::timed_out())
-                }
-            };
+            let result: Result<T::Response, ShadowError> =
+                match tokio::time::timeout(shared.timeout, shadow.oneshot(copy)).await {
+                    Ok(Ok(rsp)) => {
+                        shared.count("completed", &shared.counters.completed);
+                        Ok(rsp)
+                    }
+                    Ok(Err(e)) => {
+                        shared.count("failed", &shared.counters.failed);
+                        Err(ShadowError::failed(e.to_string()))
+                    }
+                    Err(_elapsed) => {
+                        shared.count("timed_out", &shared.counters.timed_out);
+                        Err(ShadowError::timed_out())
+                    }
+                };
             drop(permit);
             if let Some(rx) = rx {
                 // The primary may have been cancelled: then there is nothing to compare.

@@ -95,8 +95,11 @@ impl<S: Clone> SplitHandle<S> {
     ) -> Result<(), ConfigError> {
         let name = name.into();
         self.update(|table| {
-            let mut entries: Vec<Entry<S>> =
-                table.entries.iter().map(|e| e.with_weight(e.weight)).collect();
+            let mut entries: Vec<Entry<S>> = table
+                .entries
+                .iter()
+                .map(|e| e.with_weight(e.weight))
+                .collect();
             entries.push(self.control.new_entry(&name, service, weight));
             Ok(entries)
         })

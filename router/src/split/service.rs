@@ -55,7 +55,13 @@ impl<S> Control<S> {
     }
 }
 
-fn new_entry<S>(split: &Arc<str>, next_id: &AtomicU64, name: &str, service: S, weight: f64) -> Entry<S> {
+fn new_entry<S>(
+    split: &Arc<str>,
+    next_id: &AtomicU64,
+    name: &str,
+    service: S,
+    weight: f64,
+) -> Entry<S> {
     let name: Arc<str> = name.into();
     Entry {
         id: next_id.fetch_add(1, Ordering::Relaxed),
@@ -177,7 +183,11 @@ where
         }
         let key = self.routing.key.as_ref()?;
         Some(match key(req) {
-            Some(h) => (self.table.sticky(h, self.control.config.pick), Some(h), false),
+            Some(h) => (
+                self.table.sticky(h, self.control.config.pick),
+                Some(h),
+                false,
+            ),
             None => (self.table.pick(self.control.config.pick), None, false),
         })
     }

@@ -197,8 +197,13 @@ pub(crate) fn integer_weights(weights: &[f64]) -> Vec<u64> {
         let mut ints: Vec<u64> = exact.iter().map(|x| x.floor() as u64).collect();
         let assigned: u64 = ints.iter().sum();
         let mut order: Vec<usize> = (0..weights.len()).filter(|i| weights[*i] > 0.0).collect();
-        order.sort_by(|a, b| (exact[*b] - exact[*b].floor()).total_cmp(&(exact[*a] - exact[*a].floor())));
-        for i in order.iter().take(RESOLUTION.saturating_sub(assigned) as usize) {
+        order.sort_by(|a, b| {
+            (exact[*b] - exact[*b].floor()).total_cmp(&(exact[*a] - exact[*a].floor()))
+        });
+        for i in order
+            .iter()
+            .take(RESOLUTION.saturating_sub(assigned) as usize)
+        {
             ints[*i] += 1;
         }
         for (i, w) in weights.iter().enumerate() {

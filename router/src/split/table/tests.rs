@@ -75,7 +75,10 @@ fn zero_weight_is_never_picked() {
     for i in 0..10_000u64 {
         assert!(matches!(t.pick(PickStrategy::SmoothRoundRobin), 1 | 3));
         assert!(matches!(t.pick(PickStrategy::WeightedRandom), 1 | 3));
-        assert!(matches!(t.sticky(key_hash(&i), PickStrategy::SmoothRoundRobin), 1 | 3));
+        assert!(matches!(
+            t.sticky(key_hash(&i), PickStrategy::SmoothRoundRobin),
+            1 | 3
+        ));
     }
     let t = table(&[0.0, 1.0], Some(StickyStrategy::Intervals));
     for i in 0..10_000u64 {
@@ -88,7 +91,10 @@ fn fractional_weights_are_apportioned() {
     assert_eq!(integer_weights(&[90.0, 10.0]), vec![9, 1]);
     assert_eq!(integer_weights(&[0.5, 0.5]), vec![1, 1]);
     let w = integer_weights(&[1.0, 1.0, 1.0, 1e-9]);
-    assert!(w[..3].iter().max().unwrap() - w[..3].iter().min().unwrap() <= 1, "{w:?}");
+    assert!(
+        w[..3].iter().max().unwrap() - w[..3].iter().min().unwrap() <= 1,
+        "{w:?}"
+    );
     assert!(w[3] >= 1, "a positive weight keeps a slot");
 }
 
