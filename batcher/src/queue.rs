@@ -14,6 +14,8 @@ fn answer_expired<Req, Resp>(item: Item<Req, Resp>) {
 }
 
 const LANES: usize = 3;
+/// Up to this many groups stay allocated when they run empty.
+const KEEP_EMPTY_GROUPS: usize = 8;
 
 /// Lane 0 holds the highest priority.
 fn lane(item_priority: crate::Priority) -> usize {
@@ -248,7 +250,8 @@ impl<Req, Resp> PendingQueue<Req, Resp> {
                 }
             }
         }
-        if g.len == 0 {
+        // Empty groups are kept for reuse while there are few of them.
+        if g.len == 0 && self.groups.len() > KEEP_EMPTY_GROUPS {
             self.remove_group(gi);
             self.next = gi;
         } else {

@@ -1,10 +1,17 @@
-//! `metrics`-crate instruments. Keys are built once per batcher; the
-//! recorder is looked up per batch (not per item), so a recorder installed
-//! after the batcher was built still sees every metric.
+//! `metrics`-crate instruments. Keys are built once per batcher. The worker
+//! keeps registered handles and registers them again every
+//! [`REFRESH`] so that a recorder installed after the batcher was built is
+//! picked up; between refreshes recording costs no registry lookup.
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Level, Metadata};
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// How often the worker registers its handles again.
+pub(crate) const REFRESH: Duration = Duration::from_secs(1);
 
 /// Histogram: items per dispatched batch.
 pub const BATCH_SIZE: &str = "convoy_batcher_batch_size";
@@ -76,35 +83,86 @@ impl Telemetry {
         }
     }
 
-    pub(crate) fn batch_size(&self) -> Histogram {
-        metrics::with_recorder(|r| r.register_histogram(&self.batch_size, &METADATA))
-    }
-
-    pub(crate) fn queue_wait(&self) -> Histogram {
-        metrics::with_recorder(|r| r.register_histogram(&self.queue_wait, &METADATA))
-    }
-
-    pub(crate) fn service(&self) -> Histogram {
-        metrics::with_recorder(|r| r.register_histogram(&self.service, &METADATA))
-    }
-
-    pub(crate) fn queue_depth(&self) -> Gauge {
-        metrics::with_recorder(|r| r.register_gauge(&self.queue_depth, &METADATA))
-    }
-
-    pub(crate) fn in_flight(&self) -> Gauge {
-        metrics::with_recorder(|r| r.register_gauge(&self.in_flight, &METADATA))
-    }
-
     pub(crate) fn rejected(&self, reason: usize) -> Counter {
         metrics::with_recorder(|r| r.register_counter(&self.rejected[reason], &METADATA))
     }
+}
 
-    pub(crate) fn cancelled(&self) -> Counter {
-        metrics::with_recorder(|r| r.register_counter(&self.cancelled, &METADATA))
+/// Handles the worker records into, refreshed every [`REFRESH`].
+pub(crate) struct Handles {
+    pub(crate) batch_size: Histogram,
+    pub(crate) queue_wait: Histogram,
+    pub(crate) service: Histogram,
+    pub(crate) queue_depth: Gauge,
+    pub(crate) in_flight: Gauge,
+    pub(crate) cancelled: Counter,
+    pub(crate) deadline_exceeded: Counter,
+    pub(crate) batches: [Counter; 3],
+    refreshed: Option<Instant>,
+}
+
+impl fmt::Debug for Handles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handles")
+            .field("refreshed", &self.refreshed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Handles {
+    pub(crate) fn new() -> Self {
+        Self {
+            batch_size: Histogram::noop(),
+            queue_wait: Histogram::noop(),
+            service: Histogram::noop(),
+            queue_depth: Gauge::noop(),
+            in_flight: Gauge::noop(),
+            cancelled: Counter::noop(),
+            deadline_exceeded: Counter::noop(),
+            batches: [Counter::noop(), Counter::noop(), Counter::noop()],
+            refreshed: None,
+        }
     }
 
-    pub(crate) fn batches(&self, outcome: usize) -> Counter {
-        metrics::with_recorder(|r| r.register_counter(&self.batches[outcome], &METADATA))
+    /// Registers again if [`REFRESH`] has passed since the last time.
+    pub(crate) fn refresh(&mut self, t: &Telemetry, now: Instant) {
+        if self.refreshed.is_some_and(|at| now < at + REFRESH) {
+            return;
+        }
+        self.refreshed = Some(now);
+        metrics::with_recorder(|r| {
+            self.batch_size = r.register_histogram(&t.batch_size, &METADATA);
+            self.queue_wait = r.register_histogram(&t.queue_wait, &METADATA);
+            self.service = r.register_histogram(&t.service, &METADATA);
+            self.queue_depth = r.register_gauge(&t.queue_depth, &METADATA);
+            self.in_flight = r.register_gauge(&t.in_flight, &METADATA);
+            self.cancelled = r.register_counter(&t.cancelled, &METADATA);
+            self.deadline_exceeded = r.register_counter(&t.rejected[1], &METADATA);
+            for (h, k) in self.batches.iter_mut().zip(&t.batches) {
+                *h = r.register_counter(k, &METADATA);
+            }
+        });
+    }
+
+    /// Records per-item queue waits (ns) with at most 16 samples per batch,
+    /// each weighted by the items it stands for.
+    pub(crate) fn record_waits(&self, waits: &[u64]) {
+        const SAMPLES: usize = 16;
+        if waits.len() <= SAMPLES {
+            for &w in waits {
+                self.queue_wait.record(w as f64 * 1e-9);
+            }
+            return;
+        }
+        let stride = waits.len() / SAMPLES;
+        for i in 0..SAMPLES {
+            let count = if i == SAMPLES - 1 {
+                waits.len() - stride * (SAMPLES - 1)
+            } else {
+                stride
+            };
+            self.queue_wait
+                .record_many(waits[i * stride] as f64 * 1e-9, count);
+        }
     }
 }

@@ -10,8 +10,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::CatchUnwind;
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower::{BoxError, Service};
@@ -23,6 +22,7 @@ use crate::queue::{PendingQueue, Pick, Policy, Removed};
 use crate::results::IntoItemResults;
 use crate::shared::{Control, Item, Sender, Shared};
 use crate::stats::{Outcome, Rejection};
+use crate::telemetry::Handles;
 
 /// Most loop turns before the worker yields to the runtime.
 const BUDGET: usize = 64;
@@ -46,12 +46,17 @@ where
     /// Swapped with the inbound list so both keep their capacity.
     spare: Vec<Item<Req, Resp>>,
     queue: PendingQueue<Req, Resp>,
-    in_flight: FuturesUnordered<InFlight<S::Future, Resp>>,
-    max_concurrent: usize,
+    /// One pinned slot per concurrent batch, allocated once.
+    in_flight: Vec<Slot<S::Future, Resp>>,
+    running: usize,
+    /// Emptied caller lists of finished batches, reused.
+    spare_senders: Vec<Vec<Sender<Resp>>>,
+    handles: Handles,
     policy: Policy,
     timer: Option<Pin<Box<Sleep>>>,
     next_sweep: Option<Instant>,
     waits: Vec<u64>,
+    yielded: bool,
     finished: bool,
 }
 
@@ -66,7 +71,7 @@ where
         f.debug_struct("Worker")
             .field("name", &self.shared.control.name)
             .field("queued", &self.queue.len())
-            .field("in_flight", &self.in_flight.len())
+            .field("in_flight", &self.running)
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
@@ -84,6 +89,7 @@ where
         max_concurrent: usize,
         max_cost: Option<u64>,
     ) -> Self {
+        debug_assert!(max_concurrent > 0);
         let control = &shared.control;
         let policy = Policy {
             max_batch_size: control.max_batch_size.load(Ordering::Relaxed),
@@ -96,12 +102,15 @@ where
             service,
             spare: Vec::with_capacity(64),
             queue: PendingQueue::new(),
-            in_flight: FuturesUnordered::new(),
-            max_concurrent,
+            in_flight: (0..max_concurrent).map(|_| Box::pin(None)).collect(),
+            running: 0,
+            spare_senders: Vec::new(),
+            handles: Handles::new(),
             policy,
             timer: None,
             next_sweep: None,
             waits: Vec::new(),
+            yielded: false,
             finished: false,
         }
     }
@@ -154,13 +163,13 @@ where
                 .stats
                 .cancelled
                 .fetch_add(removed.cancelled, Ordering::Relaxed);
-            control.telemetry.cancelled().increment(removed.cancelled);
+            self.handles.cancelled.increment(removed.cancelled);
         }
-        control.stats.reject_n(
-            Rejection::DeadlineExceeded,
-            removed.expired,
-            &control.telemetry,
-        );
+        if removed.expired > 0 {
+            control.stats.rejected[Rejection::DeadlineExceeded as usize]
+                .fetch_add(removed.expired, Ordering::Relaxed);
+            self.handles.deadline_exceeded.increment(removed.expired);
+        }
         let gone = removed.cancelled + removed.expired;
         control.release_permits(gone as usize);
     }
@@ -172,9 +181,16 @@ where
         self.count_removed(&removed);
     }
 
-    /// Forms one batch from group `gi` and starts it. Returns how many
-    /// items went out.
-    fn dispatch(&mut self, gi: usize, target: usize, now: Instant) -> usize {
+    /// Forms one batch from group `gi`, starts it in free slot `slot` and
+    /// polls it once. Returns how many items went out.
+    fn dispatch(
+        &mut self,
+        slot: usize,
+        gi: usize,
+        target: usize,
+        now: Instant,
+        cx: &mut Context<'_>,
+    ) -> usize {
         let control = &self.shared.control;
         let span = tracing::info_span!(
             "convoy_batch",
@@ -183,7 +199,7 @@ where
         );
         let follow = !span.is_disabled();
         let mut reqs = Vec::with_capacity(target);
-        let mut slots: Vec<Sender<Resp>> = Vec::with_capacity(target);
+        let mut senders = self.spare_senders.pop().unwrap_or_default();
         let mut removed = Removed::default();
         let waits = &mut self.waits;
         waits.clear();
@@ -202,52 +218,68 @@ where
                         .unwrap_or(u64::MAX),
                 );
                 reqs.push(item.req);
-                slots.push(item.tx);
+                senders.push(item.tx);
             },
         );
         self.count_removed(&removed);
         if taken == 0 {
+            self.spare_senders.push(senders);
             return 0;
         }
-        let control = &self.shared.control;
-        control.release_permits(taken);
+        self.shared.control.release_permits(taken);
         span.record("size", taken);
         self.record_dispatch(taken);
 
-        let started = Instant::now();
         match std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(reqs))) {
             Ok(fut) => {
                 let fut = AssertUnwindSafe(fut.instrument(span)).catch_unwind();
-                self.in_flight.push(InFlight {
+                self.in_flight[slot].set(Some(InFlight {
                     fut,
-                    slots,
-                    started,
-                });
+                    senders,
+                    started: now,
+                }));
+                self.running += 1;
+                self.poll_slot(slot, cx);
             }
             Err(panic) => {
                 let err = BatchPanicked::from_payload(&*panic);
-                for tx in slots {
+                for tx in senders.drain(..) {
                     let _ = tx.send(Err(err.clone().into()));
                 }
                 self.record_done(Done {
                     size: taken,
                     took: Duration::ZERO,
                     outcome: Outcome::Panicked,
+                    senders,
                 });
             }
         }
-        let control = &self.shared.control;
-        control
+        self.shared
+            .control
             .stats
             .in_flight
-            .store(self.in_flight.len(), Ordering::Relaxed);
+            .store(self.running, Ordering::Relaxed);
         taken
     }
 
+    /// Polls the batch in `slot`; frees the slot if it finished.
+    fn poll_slot(&mut self, slot: usize, cx: &mut Context<'_>) -> bool {
+        let Some(batch) = self.in_flight[slot].as_mut().as_pin_mut() else {
+            return false;
+        };
+        match batch.poll(cx) {
+            Poll::Ready(done) => {
+                self.in_flight[slot].set(None);
+                self.running -= 1;
+                self.record_done(done);
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+
     fn record_dispatch(&mut self, size: usize) {
-        let control = &self.shared.control;
-        let telemetry = &control.telemetry;
-        let stats = &control.stats;
+        let stats = &self.shared.control.stats;
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats.queued.store(self.queue.len(), Ordering::Relaxed);
         {
@@ -257,34 +289,28 @@ where
                 recent.queue_waits.push(w);
             }
         }
-        telemetry.batch_size().record(size as f64);
-        let h = telemetry.queue_wait();
-        for &w in &self.waits {
-            h.record(w as f64 * 1e-9);
-        }
-        telemetry.queue_depth().set(self.queue.len() as f64);
-        telemetry.in_flight().set(self.in_flight.len() as f64);
+        let h = &self.handles;
+        h.batch_size.record(size as f64);
+        h.record_waits(&self.waits);
+        h.queue_depth.set(self.queue.len() as f64);
+        h.in_flight.set((self.running + 1) as f64);
     }
 
-    fn record_done(&self, done: Done) {
-        let control = self.control();
-        let stats = &control.stats;
+    fn record_done(&mut self, mut done: Done<Resp>) {
+        let stats = &self.shared.control.stats;
         stats
             .completed
             .fetch_add(done.size as u64, Ordering::Relaxed);
-        stats
-            .in_flight
-            .store(self.in_flight.len(), Ordering::Relaxed);
+        stats.in_flight.store(self.running, Ordering::Relaxed);
         stats.recent.lock().record_service(done.size, done.took);
-        control.telemetry.service().record(done.took.as_secs_f64());
-        control
-            .telemetry
-            .batches(done.outcome as usize)
-            .increment(1);
-        control
-            .telemetry
-            .in_flight()
-            .set(self.in_flight.len() as f64);
+        let h = &self.handles;
+        h.service.record(done.took.as_secs_f64());
+        h.batches[done.outcome as usize].increment(1);
+        h.in_flight.set(self.running as f64);
+        done.senders.clear();
+        if self.spare_senders.len() < self.in_flight.len() {
+            self.spare_senders.push(done.senders);
+        }
     }
 
     /// The batch service failed for good: fail everything queued with its
@@ -322,24 +348,44 @@ where
         if this.finished {
             return Poll::Ready(());
         }
+        // Registered before the inbound list is read, so an item pushed
+        // after that read wakes this task again.
+        this.shared.control.worker.register(cx.waker());
+        // A caller's push puts this task in the runtime's LIFO slot, right
+        // behind that caller: dispatching at once would send batches of
+        // one while other callers are ready to push. With several request
+        // handles alive, yield once so they can; a lone caller pays nothing.
+        if !this.yielded
+            && this.running < this.in_flight.len()
+            && this.shared.control.senders.load(Ordering::Relaxed) > 2
+        {
+            this.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        this.yielded = false;
         for _ in 0..BUDGET {
-            this.shared.control.worker.register(cx.waker());
-
-            while let Poll::Ready(Some(done)) = this.in_flight.poll_next_unpin(cx) {
-                this.record_done(done);
+            if this.running > 0 {
+                for slot in 0..this.in_flight.len() {
+                    this.poll_slot(slot, cx);
+                }
             }
 
             let closing = this.take_inbound();
             this.refresh_policy();
-            let now = Instant::now();
-            if this.next_sweep.is_some_and(|t| t <= now) {
-                this.sweep(now);
+            let mut now = None;
+            if let Some(at) = this.next_sweep {
+                let t = *now.get_or_insert_with(Instant::now);
+                if at <= t {
+                    this.sweep(t);
+                }
             }
 
             let mut dispatched = false;
             let mut wait_until = None;
-            while this.in_flight.len() < this.max_concurrent {
-                let (gi, target) = match this.queue.pick(now, &this.policy) {
+            while this.running < this.in_flight.len() && !this.queue.is_empty() {
+                let t = *now.get_or_insert_with(Instant::now);
+                let (gi, target) = match this.queue.pick(t, &this.policy) {
                     Pick::Go { group, target } => (group, target),
                     Pick::WaitUntil(at) => {
                         wait_until = Some(at);
@@ -356,7 +402,13 @@ where
                     }
                     Poll::Ready(Ok(())) => {}
                 }
-                if this.dispatch(gi, target, now) > 0 {
+                this.handles.refresh(&this.shared.control.telemetry, t);
+                let slot = this
+                    .in_flight
+                    .iter()
+                    .position(|s| s.is_none())
+                    .expect("a slot is free while running < max_concurrent");
+                if this.dispatch(slot, gi, target, t, cx) > 0 {
                     dispatched = true;
                 }
             }
@@ -366,11 +418,11 @@ where
                 .queued
                 .store(this.queue.len(), Ordering::Relaxed);
             if dispatched {
-                // Poll the new batches so they register for wake-ups.
+                // New items may have arrived meanwhile.
                 continue;
             }
 
-            if closing && this.queue.is_empty() && this.in_flight.is_empty() {
+            if closing && this.queue.is_empty() && this.running == 0 {
                 this.finished = true;
                 return Poll::Ready(());
             }
@@ -425,12 +477,17 @@ where
     }
 }
 
+/// Room for one running batch, pinned once and reused.
+type Slot<F, Resp> = Pin<Box<Option<InFlight<F, Resp>>>>;
+
 /// Outcome of one finished batch, for the statistics.
 #[derive(Debug)]
-struct Done {
+struct Done<Resp> {
     size: usize,
     took: Duration,
     outcome: Outcome,
+    /// The emptied caller list, for reuse.
+    senders: Vec<Sender<Resp>>,
 }
 
 pin_project! {
@@ -438,7 +495,7 @@ pin_project! {
     struct InFlight<F, Resp> {
         #[pin]
         fut: CatchUnwind<AssertUnwindSafe<Instrumented<F>>>,
-        slots: Vec<Sender<Resp>>,
+        senders: Vec<Sender<Resp>>,
         started: Instant,
     }
 }
@@ -449,19 +506,19 @@ where
     R: IntoItemResults<Resp>,
     E: Into<BoxError>,
 {
-    type Output = Done;
+    type Output = Done<Resp>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Done> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Done<Resp>> {
         let this = self.project();
         let result = std::task::ready!(this.fut.poll(cx));
         let took = this.started.elapsed();
-        let slots = std::mem::take(this.slots);
+        let mut slots = std::mem::take(this.senders);
         let size = slots.len();
         let outcome = match result {
             Ok(Ok(response)) => {
                 let results = response.into_item_results();
                 if results.len() == size {
-                    for (tx, result) in slots.into_iter().zip(results) {
+                    for (tx, result) in slots.drain(..).zip(results) {
                         let _ = tx.send(result);
                     }
                     Outcome::Ok
@@ -470,7 +527,7 @@ where
                         expected: size,
                         actual: results.len(),
                     });
-                    for tx in slots {
+                    for tx in slots.drain(..) {
                         let _ = tx.send(Err(BatchFailed::new(err.clone()).into()));
                     }
                     Outcome::Failed
@@ -478,14 +535,14 @@ where
             }
             Ok(Err(err)) => {
                 let source: Arc<dyn std::error::Error + Send + Sync> = Arc::from(err.into());
-                for tx in slots {
+                for tx in slots.drain(..) {
                     let _ = tx.send(Err(BatchFailed::new(source.clone()).into()));
                 }
                 Outcome::Failed
             }
             Err(panic) => {
                 let err = BatchPanicked::from_payload(&*panic);
-                for tx in slots {
+                for tx in slots.drain(..) {
                     let _ = tx.send(Err(err.clone().into()));
                 }
                 Outcome::Panicked
@@ -495,6 +552,7 @@ where
             size,
             took,
             outcome,
+            senders: slots,
         })
     }
 }

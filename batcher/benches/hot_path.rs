@@ -1,0 +1,155 @@
+//! Tuning bench for the batcher's hot path (the official side-by-side
+//! comparison with peers lives in `benches/benches/batcher.rs`).
+//!
+//! Run with `cargo bench -p convoy-batcher --bench hot_path`.
+
+// criterion_group! generates undocumented items.
+#![allow(missing_docs)]
+
+use std::convert::Infallible;
+use std::future::ready;
+use std::hint::black_box;
+use std::mem;
+use std::sync::Arc;
+use std::time::Duration;
+
+use convoy_batcher::{BatchConfig, BatchLayer, Priority};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use parking_lot::Mutex;
+use tokio::runtime::Runtime;
+use tokio::sync::{oneshot, Notify};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tower::{service_fn, Layer, Service, ServiceExt};
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+async fn closed_loop<S>(svc: S, callers: usize, iters: u64) -> Duration
+where
+    S: Service<u64, Response = u64> + Clone + Send + 'static,
+    S::Future: Send,
+    S::Error: std::fmt::Debug,
+{
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    let per = iters / callers as u64 + 1;
+    for _ in 0..callers {
+        let mut svc = svc.clone();
+        tasks.spawn(async move {
+            for i in 0..per {
+                let svc = svc.ready().await.expect("ready");
+                black_box(svc.call(i).await.expect("answer"));
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("caller");
+    }
+    start.elapsed()
+}
+
+type Waiter = (u64, oneshot::Sender<u64>);
+
+#[derive(Clone)]
+struct Floor {
+    queue: Arc<(Mutex<Vec<Waiter>>, Notify)>,
+}
+
+impl Floor {
+    fn spawn() -> Self {
+        let queue: Arc<(Mutex<Vec<Waiter>>, Notify)> = Arc::default();
+        let worker = Arc::clone(&queue);
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            loop {
+                worker.1.notified().await;
+                mem::swap(&mut batch, &mut *worker.0.lock());
+                for (item, reply) in batch.drain(..) {
+                    let _ = reply.send(item);
+                }
+            }
+        });
+        Self { queue }
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("hot_path");
+    group
+        .throughput(Throughput::Elements(1))
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    for callers in [1usize, 64, 1024] {
+        let rt = runtime();
+        let svc = rt.block_on(async {
+            let config = BatchConfig::builder()
+                .max_batch_size(1024)
+                .queue_capacity(4096)
+                .build()
+                .unwrap();
+            BatchLayer::<u64, u64>::new(config).layer(service_fn(|items: Vec<u64>| {
+                ready(Ok::<_, Infallible>(items))
+            }))
+        });
+        group.bench_with_input(BenchmarkId::new("convoy", callers), &callers, |b, &n| {
+            b.iter_custom(|iters| rt.block_on(closed_loop(svc.clone(), n, iters)))
+        });
+        let stats = svc.handle().stats();
+        eprintln!(
+            "convoy/{callers}: {} batches, mean batch {:.1}, p99 queue wait {:.1} µs",
+            stats.batches_total,
+            stats.batch_size.mean,
+            stats.queue_wait_seconds.p99 * 1e6
+        );
+        drop(svc);
+
+        let svc = rt.block_on(async {
+            let config = BatchConfig::builder()
+                .max_batch_size(1024)
+                .queue_capacity(4096)
+                .queue_timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+            BatchLayer::<u64, u64>::new(config)
+                .priority_fn(|x: &u64| {
+                    if x % 2 == 0 {
+                        Priority::High
+                    } else {
+                        Priority::Normal
+                    }
+                })
+                .deadline_fn(|_: &u64| Some(Instant::now() + Duration::from_secs(10)))
+                .layer(service_fn(|items: Vec<u64>| {
+                    ready(Ok::<_, Infallible>(items))
+                }))
+        });
+        group.bench_with_input(
+            BenchmarkId::new("convoy_full", callers),
+            &callers,
+            |b, &n| b.iter_custom(|iters| rt.block_on(closed_loop(svc.clone(), n, iters))),
+        );
+        drop(svc);
+
+        let floor = rt.block_on(async { Floor::spawn() });
+        let svc = service_fn(move |x: u64| {
+            let (tx, rx) = oneshot::channel();
+            floor.queue.0.lock().push((x, tx));
+            floor.queue.1.notify_one();
+            async move { Ok::<_, Infallible>(rx.await.expect("floor")) }
+        });
+        group.bench_with_input(BenchmarkId::new("floor", callers), &callers, |b, &n| {
+            b.iter_custom(|iters| rt.block_on(closed_loop(svc.clone(), n, iters)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
