@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ceil_count, floor_count, Policy, PolicyInput, Reason, Recommendation};
 use crate::error::{non_zero, positive, within, ConfigError, ConfigErrorKind};
-use crate::signal::Signal;
+use crate::signal::{Counter, Signal};
 
 /// Configuration of [`LatencySlo`]. No published system has this policy
 /// (Ray Serve, HPA and KPA cannot scale on latency directly); the defaults are convoy's.
@@ -132,7 +132,9 @@ impl LatencySloConfig {
 ///
 /// - **Violation** (look-back mean of the quantile above the target): fast up,
 ///   `desired = ceil(ready · min(observed / target, max_scale_up_factor))`, at
-///   least `ready + 1`, never below current.
+///   least `ready + 1`, never below current; and when the replicas are
+///   saturated (arrival rate above completion rate over the look-back), at
+///   least `ceil(ready · arrivals / completions)`, uncapped.
 /// - **Comfortable** (every sample of the look-back under
 ///   `scale_down_threshold · target`, and no replica starting): slow, bounded
 ///   down by `max(1, floor(current · scale_down_step))` replicas, less if the
@@ -219,7 +221,17 @@ impl Policy for LatencySlo {
         if observed > target {
             let ratio = (observed / target).min(c.max_scale_up_factor);
             let base = input.ready;
-            let wanted = ceil_count(f64::from(base) * ratio).max(base.saturating_add(1));
+            let mut wanted = ceil_count(f64::from(base) * ratio).max(base.saturating_add(1));
+            // Saturated replicas complete less than arrives: scale by the
+            // shortfall at once, however large.
+            if let (Some(arrivals), Some(completions)) = (
+                view.rate(Counter::Arrivals),
+                view.rate(Counter::Completions),
+            ) {
+                if completions > 0.0 && arrivals > completions {
+                    wanted = wanted.max(ceil_count(f64::from(base) * arrivals / completions));
+                }
+            }
             let reason = Reason::new("slo_violation").with_values(observed, target);
             if wanted <= input.current && input.starting() > 0 {
                 return Recommendation::new(

@@ -42,6 +42,12 @@ pub struct QueueModelConfig {
     /// A queued backlog is planned to drain within this time (it adds
     /// `queued / backlog_drain` to the arrival rate). Default 10 s. > 0.
     pub backlog_drain: Duration,
+    /// Look ahead: a significantly rising arrival rate (the last fast
+    /// look-back against the one before, beyond two Poisson standard
+    /// deviations) is projected linearly this far ahead, so replicas start
+    /// before the load arrives. Set it to the replica cold-start time.
+    /// Default 30 s; zero disables. Falling rates are never projected.
+    pub lead_time: Duration,
 }
 
 impl Default for QueueModelConfig {
@@ -58,6 +64,7 @@ impl Default for QueueModelConfig {
             fast_look_back: Duration::from_secs(5),
             tail_factor: 3.0,
             backlog_drain: Duration::from_secs(10),
+            lead_time: Duration::from_secs(30),
         }
     }
 }
@@ -129,6 +136,12 @@ impl QueueModelConfig {
         self
     }
 
+    /// Sets [`lead_time`](Self::lead_time).
+    pub fn lead_time(mut self, v: Duration) -> Self {
+        self.lead_time = v;
+        self
+    }
+
     /// Checks every value.
     pub fn validate(&self) -> Result<(), ConfigError> {
         non_zero("slo", self.slo)?;
@@ -186,7 +199,9 @@ impl QueueModelConfig {
 /// and the predicted tail latency under the objective.
 ///
 /// Inputs: the arrival rate `λ` (the larger of the look-back and fast
-/// look-back rates, plus `queued / backlog_drain` to drain a backlog) and the
+/// look-back rates and, when the rate rises significantly, its linear
+/// projection `lead_time` ahead; plus `queued / backlog_drain` to drain a
+/// backlog) and the
 /// batch cost curve `cost(n) = a + b·n` (learned from batcher statistics in
 /// the samples, else configured). Each of the `n · concurrency` batch slots
 /// receives `r = λ / (n · concurrency)`. Replica count `n` is feasible when
@@ -260,6 +275,25 @@ impl QueueModel {
             .is_some_and(|l| l <= c.slo.as_secs_f64())
     }
 
+    /// The arrival rate projected `lead_time` ahead when it is rising
+    /// significantly; `None` otherwise.
+    fn projected_rate(&self, input: &PolicyInput<'_>) -> Option<f64> {
+        let c = &self.config;
+        if c.lead_time.is_zero() {
+            return None;
+        }
+        let f = c.fast_look_back;
+        let earlier = input.now.checked_sub(f)?;
+        let w = input.window;
+        let recent = w.rate(input.now, f, Counter::Arrivals)?;
+        let before = w.rate(earlier, f, Counter::Arrivals)?;
+        let secs = f.as_secs_f64();
+        // Two standard deviations of the difference of two Poisson rate estimates.
+        let noise = 2.0 * ((recent + before) / secs).sqrt();
+        let rise = recent - before;
+        (rise > noise).then(|| recent + rise / secs * c.lead_time.as_secs_f64())
+    }
+
     fn cost(&self, input: &PolicyInput<'_>) -> Option<BatchCost> {
         let c = &self.config;
         let learned = if c.learn_cost {
@@ -296,6 +330,7 @@ impl Policy for QueueModel {
                 None => return input.hold("no_metrics"),
             },
         };
+        let rate = rate.max(self.projected_rate(input).unwrap_or(0.0));
         let lambda = rate + queued.unwrap_or(0.0) / c.backlog_drain.as_secs_f64();
         let Some(cost) = self.cost(input) else {
             return input.hold("no_cost_model");

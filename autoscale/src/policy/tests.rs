@@ -520,3 +520,52 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn queue_model_projects_a_rising_rate_over_the_lead_time() {
+    let mut w = Window::new(s(600));
+    for t in 0..=60 {
+        let rate = if t > 55 { 400 } else { 200 };
+        w.push(
+            s(t),
+            LoadSample {
+                arrivals: rate,
+                ..Default::default()
+            },
+        );
+    }
+    let cfg = QueueModelConfig::default()
+        .cost(Some(cost_10ms_plus_1ms()))
+        .learn_cost(false);
+    // 400 req/s now, 200 the 5 s before: projected 30 s ahead, 400 + 40 · 30 = 1600
+    // req/s → 1600 / 610 per replica → 3.
+    let mut p = QueueModel::new(cfg.clone()).unwrap();
+    assert_eq!(decide(&mut p, &w, 60, 1, 1).desired, 3);
+    // Without look-ahead, 400 req/s fit one replica.
+    let mut p = QueueModel::new(cfg.clone().lead_time(Duration::ZERO)).unwrap();
+    assert_eq!(decide(&mut p, &w, 60, 1, 1).desired, 1);
+    // A steady rate is not projected.
+    let mut p = QueueModel::new(cfg).unwrap();
+    assert_eq!(decide(&mut p, &arrivals(400, None), 60, 1, 1).desired, 1);
+}
+
+#[test]
+fn latency_slo_scales_by_the_shortfall_when_saturated() {
+    let mut w = Window::new(s(600));
+    for t in 0..=30 {
+        w.push(
+            s(t),
+            LoadSample {
+                latency_p99: Some(Duration::from_millis(500)),
+                arrivals: 1000,
+                completions: 200,
+                ..LoadSample::ongoing(500.0)
+            },
+        );
+    }
+    let mut p = LatencySlo::new(LatencySloConfig::default()).unwrap();
+    // The latency ratio alone (capped at 2x) would give 8; 4 ready replicas
+    // completing 200 of 1000 arriving per second need 20.
+    let rec = decide(&mut p, &w, 30, 4, 4);
+    assert_eq!((rec.desired, rec.reason.kind()), (20, "slo_violation"));
+}
