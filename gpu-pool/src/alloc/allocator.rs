@@ -138,12 +138,31 @@ pub struct AllocatorStats {
     pub pending_bytes: u64,
     /// Largest single free block.
     pub largest_free_block: u64,
+    /// Sum over chunks of each chunk's largest free block.
+    pub largest_free_per_chunk_sum: u64,
 }
 
 impl AllocatorStats {
-    /// `1 - largest_free_block / free_bytes`: 0 when all free space is one
-    /// block (or there is none), close to 1 when it is in crumbs.
+    /// Fragmentation inside chunks: `1 - Σ largest_free(chunk) / free_bytes`,
+    /// the formula `1 - largest_free / total_free` applied chunk by chunk.
+    /// 0 when each chunk's free space is one block (or there is none), close
+    /// to 1 when it is in crumbs.
+    ///
+    /// Chunks are separate device allocations, never adjacent, so free space
+    /// in two chunks can never be one block; counting that as fragmentation
+    /// (see [`AllocatorStats::global_fragmentation`]) would report a pool
+    /// with every chunk empty as fragmented.
     pub fn fragmentation(&self) -> f64 {
+        if self.free_bytes == 0 {
+            0.0
+        } else {
+            1.0 - self.largest_free_per_chunk_sum as f64 / self.free_bytes as f64
+        }
+    }
+
+    /// `1 - largest_free_block / free_bytes` over the whole pool: how far the
+    /// free space is from one single block (across chunks too).
+    pub fn global_fragmentation(&self) -> f64 {
         if self.free_bytes == 0 {
             0.0
         } else {
@@ -334,7 +353,15 @@ impl Allocator {
     ) -> Result<Allocation, Miss> {
         let rounded = self.round(size).ok_or(Miss::TooLarge)?;
         let class = self.class_of(rounded);
-        let own = self.best_in(class, u64::from(stream.0) + 1, rounded);
+        let has_own = self
+            .pending
+            .get(stream.0 as usize)
+            .is_some_and(|q| !q.is_empty());
+        let own = if has_own {
+            self.best_in(class, u64::from(stream.0) + 1, rounded)
+        } else {
+            None
+        };
         let any = self.best_in(class, 0, rounded);
         let pick = match (own, any) {
             (Some(o), Some(a)) => Some(if o.0 <= a.0 { o } else { a }),
@@ -563,10 +590,17 @@ impl Allocator {
         out
     }
 
-    /// Counters, plus the largest free block (computed on call).
+    /// Counters, plus the largest free blocks (computed on call, linear in
+    /// the number of free blocks).
     pub fn stats(&self) -> AllocatorStats {
         let mut s = self.stats;
-        s.largest_free_block = self.index.iter().map(|k| k.2).max().unwrap_or(0);
+        let mut per_chunk = vec![0u64; self.chunks.len()];
+        for &(_, _, size, idx) in &self.index {
+            let c = self.nodes[idx as usize].chunk as usize;
+            per_chunk[c] = per_chunk[c].max(size);
+        }
+        s.largest_free_block = per_chunk.iter().copied().max().unwrap_or(0);
+        s.largest_free_per_chunk_sum = per_chunk.iter().sum();
         s
     }
 
