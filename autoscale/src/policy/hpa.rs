@@ -257,7 +257,8 @@ impl HpaConfig {
 #[derive(Debug, Clone)]
 pub struct Hpa {
     config: HpaConfig,
-    recommendations: VecDeque<(Duration, u32)>,
+    up_min: VecDeque<(Duration, u32)>,
+    down_max: VecDeque<(Duration, u32)>,
     events: VecDeque<(Duration, i64)>,
     last_current: Option<u32>,
 }
@@ -268,7 +269,8 @@ impl Hpa {
         config.validate()?;
         Ok(Self {
             config,
-            recommendations: VecDeque::new(),
+            up_min: VecDeque::new(),
+            down_max: VecDeque::new(),
             events: VecDeque::new(),
             last_current: None,
         })
@@ -387,38 +389,20 @@ impl Hpa {
         }
     }
 
-    /// Step 2: HPA's stabilization over the recommendation history.
+    /// Step 2: HPA's stabilization over the recommendation history: the
+    /// minimum of the scale-up window and the maximum of the scale-down
+    /// window, this recommendation included. Monotonic queues keep it O(1)
+    /// amortized however often `decide` runs.
     fn stabilize(&mut self, now: Duration, current: u32, desired: u32) -> u32 {
         let up_w = self.config.scale_up.stabilization_window;
         let down_w = self.config.scale_down.stabilization_window;
-        let mut up = desired;
-        let mut down = desired;
-        for &(t, rec) in &self.recommendations {
-            let age = now.saturating_sub(t);
-            if age < up_w {
-                up = up.min(rec);
-            }
-            if age < down_w {
-                down = down.max(rec);
-            }
-        }
-        let mut result = current;
-        if result < up {
-            result = up;
-        }
-        if result > down {
-            result = down;
-        }
-        self.recommendations.push_back((now, desired));
-        let keep = up_w.max(down_w);
-        while let Some(&(t, _)) = self.recommendations.front() {
-            if now.saturating_sub(t) >= keep || self.recommendations.len() > HISTORY_CAP {
-                self.recommendations.pop_front();
-            } else {
-                break;
-            }
-        }
-        result
+        push_monotonic(&mut self.up_min, now, desired, up_w, |old, new| old >= new);
+        push_monotonic(&mut self.down_max, now, desired, down_w, |old, new| {
+            old <= new
+        });
+        let up = self.up_min.front().map_or(desired, |&(_, r)| r);
+        let down = self.down_max.front().map_or(desired, |&(_, r)| r);
+        current.max(up).min(down)
     }
 
     /// Replicas at the start of `period`: current minus the changes seen since.
@@ -476,6 +460,27 @@ impl Hpa {
         } else {
             desired
         }
+    }
+}
+
+/// Pushes `(now, rec)` onto a monotonic queue whose front is the extreme of
+/// the recommendations younger than `window` (always including `rec`).
+/// `dominated(old, new)` says when an older entry can never be the extreme again.
+fn push_monotonic(
+    queue: &mut VecDeque<(Duration, u32)>,
+    now: Duration,
+    rec: u32,
+    window: Duration,
+    dominated: impl Fn(u32, u32) -> bool,
+) {
+    while queue.back().is_some_and(|&(_, old)| dominated(old, rec)) {
+        queue.pop_back();
+    }
+    queue.push_back((now, rec));
+    while queue.front().is_some_and(|&(t, _)| {
+        (now.saturating_sub(t) >= window && t != now) || queue.len() > HISTORY_CAP
+    }) {
+        queue.pop_front();
     }
 }
 

@@ -210,47 +210,56 @@ impl<'a> WindowView<'a> {
         self.lookback
     }
 
-    /// Samples in the look-back, newest first, each with the part of its
-    /// interval that falls in the look-back (zero for the first sample ever).
-    fn weighted(&self) -> impl Iterator<Item = (Duration, Duration, &'a LoadSample)> + 'a {
+    /// Index range of the samples in the look-back. At the very start of
+    /// time (`start == 0`) a sample at zero is included.
+    fn bounds(&self) -> (usize, usize) {
         let entries = &self.window.entries;
-        let (now, start) = (self.now, self.start);
-        let mut idx = entries.len();
-        std::iter::from_fn(move || loop {
-            if idx == 0 {
-                return None;
-            }
-            idx -= 1;
-            let e = &entries[idx];
-            if e.at > now {
-                continue;
-            }
-            if e.at <= start && !(start.is_zero() && e.at.is_zero()) {
-                return None;
-            }
-            let from = if idx > 0 {
-                entries[idx - 1].at.max(start)
-            } else {
-                e.at
+        let end = entries.partition_point(|e| e.at <= self.now);
+        let begin = if self.start.is_zero() {
+            0
+        } else {
+            entries.partition_point(|e| e.at <= self.start)
+        };
+        (begin.min(end), end)
+    }
+
+    /// Samples in the look-back, oldest first, each with the part of its
+    /// interval that falls in the look-back (zero for the first sample ever)
+    /// and its full interval (`None` for the first sample ever).
+    fn weighted(&self) -> impl Iterator<Item = (Duration, Option<Duration>, &'a LoadSample)> + 'a {
+        let entries = &self.window.entries;
+        let (begin, end) = self.bounds();
+        let start = self.start;
+        let mut prev = begin.checked_sub(1).map(|i| entries[i].at);
+        entries.range(begin..end).map(move |e| {
+            let (weight, interval) = match prev {
+                Some(p) => (
+                    e.at.saturating_sub(p.max(start)),
+                    Some(e.at.saturating_sub(p)),
+                ),
+                None => (Duration::ZERO, None),
             };
-            return Some((e.at, e.at.saturating_sub(from), &e.sample));
+            prev = Some(e.at);
+            (weight, interval, &e.sample)
         })
     }
 
     /// Number of samples in the look-back.
     pub fn count(&self) -> usize {
-        self.weighted().count()
+        let (begin, end) = self.bounds();
+        end - begin
     }
 
     /// The newest sample in the look-back.
     pub fn latest(&self) -> Option<&'a LoadSample> {
-        self.weighted().next().map(|(_, _, s)| s)
+        let (begin, end) = self.bounds();
+        (end > begin).then(|| &self.window.entries[end - 1].sample)
     }
 
     /// Time-weighted mean of `signal`; `None` when no sample in the look-back carries it.
     pub fn mean(&self, signal: Signal) -> Option<f64> {
         let (mut wsum, mut wv, mut n, mut sum) = (0.0, 0.0, 0u32, 0.0);
-        for (_, w, s) in self.weighted() {
+        for (w, _, s) in self.weighted() {
             if let Some(v) = signal.value(s) {
                 let w = w.as_secs_f64();
                 wsum += w;
@@ -283,7 +292,7 @@ impl<'a> WindowView<'a> {
         let q = if q.is_nan() { 1.0 } else { q.clamp(0.0, 1.0) };
         let mut values: Vec<(f64, f64)> = self
             .weighted()
-            .filter_map(|(_, w, s)| signal.value(s).map(|v| (v, w.as_secs_f64())))
+            .filter_map(|(w, _, s)| signal.value(s).map(|v| (v, w.as_secs_f64())))
             .collect();
         if values.is_empty() {
             return None;
@@ -309,20 +318,12 @@ impl<'a> WindowView<'a> {
     /// divided by the intervals they cover. `None` when the look-back holds no
     /// sample with a known interval.
     pub fn rate(&self, counter: Counter) -> Option<f64> {
-        let entries = &self.window.entries;
         let (mut count, mut span) = (0u64, Duration::ZERO);
-        let mut idx = entries.len();
-        while idx > 1 {
-            idx -= 1;
-            let e = &entries[idx];
-            if e.at > self.now {
-                continue;
+        for (_, interval, s) in self.weighted() {
+            if let Some(interval) = interval {
+                count = count.saturating_add(counter.value(s));
+                span += interval;
             }
-            if e.at <= self.start {
-                break;
-            }
-            count = count.saturating_add(counter.value(&e.sample));
-            span += e.at - entries[idx - 1].at;
         }
         if span.is_zero() {
             None
