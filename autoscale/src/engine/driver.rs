@@ -28,6 +28,33 @@ type Observer = Box<dyn FnMut(&ScaleDecision) + Send>;
 /// `convoy_autoscale_ready_replicas`; counters `convoy_autoscale_decisions_total`
 /// (label `reason`), `convoy_autoscale_scale_events_total` (label `direction`:
 /// `up`/`down`) and `convoy_autoscale_scale_errors_total`.
+///
+/// ```
+/// use convoy_autoscale::{
+///     Autoscaler, Engine, EngineConfig, ReplicaSet, ReplicaSetConfig, TargetOngoing,
+///     TargetOngoingConfig,
+/// };
+/// use tower::service_fn;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let replicas = ReplicaSet::new(ReplicaSetConfig::default(), || async {
+///     Ok::<_, tower::BoxError>(service_fn(|x: u32| async move { Ok::<_, tower::BoxError>(x) }))
+/// })?;
+/// let engine = Engine::new(
+///     EngineConfig::default().min_replicas(1).max_replicas(8),
+///     Box::new(TargetOngoing::new(TargetOngoingConfig::default())?),
+/// )?;
+/// // The replica set is both the scaler and, through its in-flight counts, the signal source.
+/// let mut autoscaler = Autoscaler::new(engine, replicas.clone()).with_source(replicas.clone());
+/// let handle = autoscaler.handle();
+/// // One step by hand; in production: `tokio::spawn(autoscaler.run())`.
+/// let decision = autoscaler.tick().await;
+/// assert_eq!((decision.current, decision.desired), (0, 1)); // the initial replica
+/// handle.shutdown();
+/// # Ok(())
+/// # }
+/// ```
 pub struct Autoscaler<S> {
     engine: Arc<Mutex<Engine>>,
     scaler: S,
