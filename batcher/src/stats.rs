@@ -165,7 +165,7 @@ impl Fit {
     fn solve(&self) -> Option<ServiceTimeFit> {
         let det = self.w * self.snn - self.sn * self.sn;
         // Needs at least two distinct batch sizes among recent batches.
-        if self.w < 2.0 || det <= 1e-9 * self.w * self.w {
+        if self.w < 1.5 || det <= 1e-9 * self.w * self.w {
             return None;
         }
         let per_item = (self.w * self.snt - self.sn * self.st) / det;

@@ -1,0 +1,73 @@
+//! Step-by-step drivers shared by the integration tests.
+#![allow(dead_code, unreachable_pub, missing_docs)]
+
+use std::task::Poll;
+
+use convoy_batcher::{Batch, BatchConfig, BatchLayer, ResponseFuture, Worker};
+use tokio_test::task::Spawn;
+use tower::{BoxError, Service};
+
+pub type Mock = tower_test::mock::Mock<Vec<u32>, Vec<u32>>;
+pub type MockHandle = tower_test::mock::Handle<Vec<u32>, Vec<u32>>;
+pub type TestWorker = Spawn<Worker<Mock, u32, u32>>;
+
+/// A batcher over a mock batch service, its worker (not spawned: tests
+/// poll it step by step) and the mock's handle.
+pub fn batcher(config: BatchConfig) -> (Batch<u32, u32>, TestWorker, MockHandle) {
+    batcher_with(BatchLayer::new(config))
+}
+
+pub fn batcher_with(layer: BatchLayer<u32, u32>) -> (Batch<u32, u32>, TestWorker, MockHandle) {
+    let (mock, handle) = tower_test::mock::pair();
+    let (svc, worker) = layer.pair(mock);
+    (svc, tokio_test::task::spawn(worker), handle)
+}
+
+/// Polls the worker until it stops asking to be polled again.
+pub fn drive<F: std::future::Future>(worker: &mut Spawn<F>) -> Poll<F::Output> {
+    loop {
+        let p = worker.poll();
+        if p.is_ready() || !worker.is_woken() {
+            return p;
+        }
+    }
+}
+
+/// Reserves a queue slot and queues `req`; panics if the batcher is not ready.
+pub fn call<S>(svc: &mut S, req: u32) -> Spawn<S::Future>
+where
+    S: Service<u32, Error = BoxError>,
+{
+    let mut ready = tokio_test::task::spawn(futures::future::poll_fn(|cx| svc.poll_ready(cx)));
+    match ready.poll() {
+        Poll::Ready(Ok(())) => {}
+        Poll::Ready(Err(e)) => panic!("batcher failed: {e}"),
+        Poll::Pending => panic!("batcher not ready"),
+    }
+    drop(ready);
+    tokio_test::task::spawn(svc.call(req))
+}
+
+/// The next batch the mock received, if any (without waiting).
+pub fn next_batch(
+    handle: &mut MockHandle,
+) -> Option<(Vec<u32>, tower_test::mock::SendResponse<Vec<u32>>)> {
+    let mut next = tokio_test::task::spawn(handle.next_request());
+    match next.poll() {
+        Poll::Ready(r) => r,
+        Poll::Pending => None,
+    }
+}
+
+/// The result of a finished caller.
+pub fn answer(f: &mut Spawn<ResponseFuture<u32>>) -> Result<u32, BoxError> {
+    match f.poll() {
+        Poll::Ready(r) => r,
+        Poll::Pending => panic!("caller still waiting"),
+    }
+}
+
+/// Echo each item back.
+pub fn echo(batch: Vec<u32>, send: tower_test::mock::SendResponse<Vec<u32>>) {
+    send.send_response(batch);
+}
