@@ -30,6 +30,8 @@ const GREY: RGBColor = RGBColor(170, 170, 170);
 const GRID: RGBColor = RGBColor(232, 232, 232);
 
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+/// A line: its points (hours, value), colour and width.
+type Series = (Vec<(f64, f64)>, RGBColor, u32);
 type Error = Box<dyn std::error::Error>;
 
 /// Draws `text` with its top-left corner at (x, y), each font pixel
@@ -80,7 +82,7 @@ fn panel(
     title: &str,
     hours: f64,
     y_max: f64,
-    series: &[(Vec<(f64, f64)>, RGBColor, u32)],
+    series: &[Series],
     threshold: Option<(f64, &str)>,
 ) -> Result<(), Error> {
     let (w, h) = area.dim_in_pixel();
@@ -98,7 +100,7 @@ fn panel(
             ox - 6 - 8 * label.len() as i32,
             py - 4,
             &label,
-            BLACK.into(),
+            BLACK,
             1,
         )?;
     }
@@ -119,7 +121,7 @@ fn panel(
             ox + pw as i32 - 8 * label.len() as i32 - 4,
             py - 11,
             label,
-            BLACK.into(),
+            BLACK,
             1,
         )?;
     }
@@ -127,16 +129,16 @@ fn panel(
         [(ox, oy), (ox + pw as i32, oy + ph as i32)],
         BLACK.stroke_width(1),
     ))?;
-    text(area, ox, 6, title, BLACK.into(), 1)?;
+    text(area, ox, 6, title, BLACK, 1)?;
     // Time axis: hours at both ends.
     let end = format!("{hours:.1} h");
-    text(area, ox, h as i32 - 14, "0 h", BLACK.into(), 1)?;
+    text(area, ox, h as i32 - 14, "0 h", BLACK, 1)?;
     text(
         area,
         w as i32 - 12 - 8 * end.len() as i32,
         h as i32 - 14,
         &end,
-        BLACK.into(),
+        BLACK,
         1,
     )?;
     Ok(())
@@ -155,7 +157,56 @@ pub(crate) struct Panel<'a> {
 /// Writes the plot for `panels` to `path`.
 pub(crate) fn draw(path: &Path, panels: &[Panel<'_>], slo: Duration) -> Result<(), Error> {
     let height = HEADER + 3 * ROW;
-    let root = BitMapBackend::new(path, (WIDTH, height)).into_drawing_area();
+    let mut rgb = vec![0u8; WIDTH as usize * height as usize * 3];
+    draw_into(&mut rgb, height, panels, slo)?;
+    write_indexed_png(path, &rgb, WIDTH, height)
+}
+
+/// The plot uses a handful of flat colours, so an indexed PNG is a fraction
+/// of the size of an RGB one; blended pixels (wide lines) snap to the
+/// nearest colour of the palette.
+fn write_indexed_png(path: &Path, rgb: &[u8], width: u32, height: u32) -> Result<(), Error> {
+    // Each colour and its tints toward white, which anti-aliased lines blend to.
+    let mut palette: Vec<[u8; 3]> = vec![[255, 255, 255]];
+    for c in [BLACK, GREY, GRID].iter().chain(&COLORS) {
+        for alpha in [1.0, 0.75, 0.5, 0.25] {
+            let tint = |v: u8| (f64::from(v) * alpha + 255.0 * (1.0 - alpha)).round() as u8;
+            palette.push([tint(c.0), tint(c.1), tint(c.2)]);
+        }
+    }
+    let mut nearest = std::collections::HashMap::new();
+    let pixels: Vec<u8> = rgb
+        .chunks_exact(3)
+        .map(|px| {
+            *nearest.entry([px[0], px[1], px[2]]).or_insert_with(|| {
+                let distance = |c: &[u8; 3]| -> i32 {
+                    (0..3)
+                        .map(|k| (i32::from(c[k]) - i32::from(px[k])).pow(2))
+                        .sum()
+                };
+                (0..palette.len())
+                    .min_by_key(|&i| distance(&palette[i]))
+                    .map_or(0, |i| i as u8)
+            })
+        })
+        .collect();
+    let file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut encoder = png::Encoder::new(file, width, height);
+    encoder.set_color(png::ColorType::Indexed);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_palette(palette.concat());
+    encoder.set_compression(png::Compression::Best);
+    encoder.write_header()?.write_image_data(&pixels)?;
+    Ok(())
+}
+
+fn draw_into(
+    rgb: &mut [u8],
+    height: u32,
+    panels: &[Panel<'_>],
+    slo: Duration,
+) -> Result<(), Error> {
+    let root = BitMapBackend::with_buffer(rgb, (WIDTH, height)).into_drawing_area();
     root.fill(&WHITE)?;
     let (header, body) = root.split_vertically(HEADER);
 
@@ -176,7 +227,7 @@ pub(crate) fn draw(path: &Path, panels: &[Panel<'_>], slo: Duration) -> Result<(
         12,
         32,
         "grey: trace rate (row 1), offline oracle replicas (row 2); black: measured load / SLO",
-        BLACK.into(),
+        BLACK,
         1,
     )?;
 
@@ -213,7 +264,7 @@ pub(crate) fn draw(path: &Path, panels: &[Panel<'_>], slo: Duration) -> Result<(
             &format!("{trace}: load (requests/s)"),
             hours,
             peak,
-            &[(load, BLACK.into(), 1), (rate, GREY, 2)],
+            &[(load, BLACK, 1), (rate, GREY, 2)],
             None,
         )?;
 

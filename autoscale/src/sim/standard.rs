@@ -115,13 +115,23 @@ pub const STANDARD_MAX_REPLICAS: u32 = 64;
 ///   scale-down stabilization, 4 pods / 100 % per 15 s up) on 2 ongoing
 ///   requests per replica, like Ray.
 /// - `Kpa`: Knative defaults (2 s tick, 60 s stable, 6 s panic window,
-///   panic at 200 %, 70 % target utilisation) on a concurrency target of the
-///   replica's SLO-feasible batch, `max_batch_size` (Knative's default of
-///   100 would let a batch-of-8 replica queue 70 requests).
-/// - `LatencySlo`: p99 under the SLO, no upscale delay, 60 s downscale delay.
-/// - `QueueModel`: the replica's batch cost curve, batch size and slots,
-///   learned online from the samples; no upscale delay, 60 s downscale delay.
-/// - `Max(LatencySlo, QueueModel)`: both, the larger wins.
+///   panic at 200 %, 70 % target utilisation, scale up ≤ 1000x and down
+///   ≤ 2x per tick) on a concurrency target of 2 per replica, like Ray
+///   (Knative's default of 100 is meant for web servers, not a replica
+///   that batches 8).
+/// - `LatencySlo`: convoy defaults (p99 averaged over 10 s, up at most 2x
+///   per decision, down 10 % when under half the target) with the SLO as
+///   its target; no upscale delay, 60 s downscale delay.
+/// - `QueueModel`: convoy defaults (80 % utilisation, 30 s and 5 s rate
+///   look-backs, 10 s backlog drain) given the replica's batch cost curve,
+///   batch size and slots, and learning the curve online; no upscale
+///   delay, 60 s downscale delay.
+/// - `LatencySlo (SLO/4, 4x)`: LatencySlo aiming at a quarter of the SLO
+///   and growing up to 4x per decision. In a batching replica p99 stays
+///   flat until utilisation nears 1 and then explodes, so a target well
+///   under the SLO is what buys headroom for bursts that outrun a cold
+///   start.
+/// - `Max(LatencySlo, QueueModel)`: both defaults, the larger wins.
 ///
 /// Every contender is bounded to `[1, STANDARD_MAX_REPLICAS]` and starts
 /// with `initial_replicas` ready (clamped to the bounds); a fair start sizes
@@ -164,10 +174,19 @@ pub fn builtin_contenders(
         Contender::build(
             "Kpa",
             base.clone().no_delays().interval(secs(2)),
-            Kpa::new(KpaConfig::default().target(f64::from(model.max_batch_size)))?,
+            Kpa::new(KpaConfig::default().target(2.0))?,
         )?,
         Contender::build("LatencySlo", convoy.clone(), latency_slo()?)?,
         Contender::build("QueueModel", convoy.clone(), queue_model()?)?,
+        Contender::build(
+            "LatencySlo (SLO/4, 4x)",
+            convoy.clone(),
+            LatencySlo::new(
+                LatencySloConfig::default()
+                    .target(config.slo / 4)
+                    .max_scale_up_factor(4.0),
+            )?,
+        )?,
         Contender::build(
             "Max(LatencySlo, QueueModel)",
             convoy,
