@@ -145,11 +145,11 @@ pub fn render_table(rows: &[DemoRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| clients | unbatched items/s | p50 ms | p99 ms | batched items/s | p50 ms | p99 ms | mean batch | errors (u/b) | speedup |"
+        "| clients | unbatched items/s |  p50 ms |  p99 ms | batched items/s |  p50 ms |  p99 ms | mean batch | errors (u/b) | speedup |"
     );
     let _ = writeln!(
         out,
-        "|--------:|------------------:|-------:|-------:|----------------:|-------:|-------:|-----------:|-------------:|--------:|"
+        "|--------:|------------------:|--------:|--------:|----------------:|--------:|--------:|-----------:|-------------:|--------:|"
     );
     for row in rows {
         let mean = row
@@ -160,7 +160,7 @@ pub fn render_table(rows: &[DemoRow]) -> String {
             .map_or_else(|| "-".to_owned(), |s| format!("{s:.2}x"));
         let _ = writeln!(
             out,
-            "| {:>7} | {:>17.1} | {:>6.2} | {:>6.2} | {:>15.1} | {:>6.2} | {:>6.2} | {:>10} | {:>12} | {:>7} |",
+            "| {:>7} | {:>17.1} | {:>7.1} | {:>7.1} | {:>15.1} | {:>7.1} | {:>7.1} | {:>10} | {:>12} | {:>7} |",
             row.concurrency,
             row.unbatched.items_per_s,
             row.unbatched.p50_ms,

@@ -60,7 +60,7 @@ pub struct LoadConfig {
 
 impl LoadConfig {
     /// A `GET` run against `uri` with 1 client for 5 s, no request cap, and a
-    /// 10 s timeout per request.
+    /// 30 s timeout per request.
     pub fn new(uri: Uri) -> Self {
         Self {
             uri,
@@ -69,7 +69,7 @@ impl LoadConfig {
             concurrency: 1,
             duration: Duration::from_secs(5),
             max_requests: None,
-            request_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
         }
     }
 
