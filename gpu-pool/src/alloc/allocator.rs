@@ -223,6 +223,8 @@ struct Node {
     prev: u32,
     next: u32,
     gen: u32,
+    /// Position in its small bin (small blocks free for every stream).
+    pos: u32,
     stream: StreamId,
     state: State,
 }
@@ -267,11 +269,16 @@ type FreeKey = (u8, u64, u64, u32);
 #[derive(Debug, Clone)]
 pub struct Allocator {
     cfg: AllocatorConfig,
+    /// log2(alignment).
+    shift: u32,
     nodes: Vec<Node>,
     vacant: Vec<u32>,
     chunks: Vec<Option<Chunk>>,
     free_chunk_ids: Vec<u32>,
+    /// Free blocks, except small ones free for every stream.
     index: BTreeSet<FreeKey>,
+    /// Small blocks free for every stream: the hot path, O(1).
+    bins: SmallBins,
     /// Per stream: (epoch, node, gen) of blocks waiting for that stream.
     pending: Vec<VecDeque<(u64, u32, u32)>>,
     pending_retain_at: Vec<usize>,
@@ -282,13 +289,17 @@ impl Allocator {
     /// An empty allocator; fails when the config is invalid.
     pub fn new(cfg: AllocatorConfig) -> Result<Self, ConfigError> {
         cfg.validate()?;
+        let shift = cfg.alignment.trailing_zeros();
+        let nbins = (cfg.small_chunk / cfg.alignment) as usize + 1;
         Ok(Self {
+            shift,
             cfg,
             nodes: Vec::new(),
             vacant: Vec::new(),
             chunks: Vec::new(),
             free_chunk_ids: Vec::new(),
             index: BTreeSet::new(),
+            bins: SmallBins::new(nbins),
             pending: Vec::new(),
             pending_retain_at: Vec::new(),
             stats: AllocatorStats::default(),
@@ -331,11 +342,49 @@ impl Allocator {
     }
 
     fn best_in(&self, class: SizeClass, lane: u64, size: u64) -> Option<(u64, u32)> {
+        if class == SizeClass::Small && lane == 0 {
+            let bin = self.bins.find((size >> self.shift) as usize)?;
+            let idx = *self.bins.bins[bin].last()?;
+            return Some(((bin as u64) << self.shift, idx));
+        }
         let c = class.key();
         self.index
             .range((c, lane, size, 0)..=(c, lane, u64::MAX, u32::MAX))
             .next()
             .map(|&(_, _, s, i)| (s, i))
+    }
+
+    fn index_insert(&mut self, class: SizeClass, lane: Lane, size: u64, i: u32) {
+        if class == SizeClass::Small && lane == Lane::Any {
+            let pos = self.bins.insert((size >> self.shift) as usize, i);
+            self.nodes[i as usize].pos = pos;
+        } else {
+            self.index.insert((class.key(), lane.key(), size, i));
+        }
+    }
+
+    fn index_remove(&mut self, class: SizeClass, lane: Lane, size: u64, i: u32) {
+        if class == SizeClass::Small && lane == Lane::Any {
+            let pos = self.nodes[i as usize].pos;
+            if let Some(moved) = self.bins.remove((size >> self.shift) as usize, pos) {
+                self.nodes[moved as usize].pos = pos;
+            }
+        } else {
+            self.index.remove(&(class.key(), lane.key(), size, i));
+        }
+    }
+
+    fn index_contains(&self, class: SizeClass, lane: Lane, size: u64, i: u32) -> bool {
+        if class == SizeClass::Small && lane == Lane::Any {
+            let pos = self.nodes[i as usize].pos as usize;
+            self.bins
+                .bins
+                .get((size >> self.shift) as usize)
+                .and_then(|b| b.get(pos))
+                == Some(&i)
+        } else {
+            self.index.contains(&(class.key(), lane.key(), size, i))
+        }
     }
 
     /// Best-fit allocation of `size` bytes for use on `stream`.
@@ -388,7 +437,7 @@ impl Allocator {
             State::Free { lane } => lane,
             _ => unreachable!("indexed node is free"),
         };
-        self.index.remove(&(class.key(), lane.key(), bsize, idx));
+        self.index_remove(class, lane, bsize, idx);
         if split {
             let (chunk, offset, next) = {
                 let n = &self.nodes[idx as usize];
@@ -401,6 +450,7 @@ impl Allocator {
                 prev: idx,
                 next,
                 gen: 0,
+                pos: 0,
                 stream: self.nodes[idx as usize].stream,
                 state: State::Free { lane },
             });
@@ -517,8 +567,9 @@ impl Allocator {
                 continue;
             }
             let class = self.chunk_class(n.chunk);
-            self.index.remove(&(class.key(), lane.key(), n.size, idx));
-            self.stats.pending_bytes -= n.size;
+            let size = n.size;
+            self.index_remove(class, lane, size, idx);
+            self.stats.pending_bytes -= size;
             self.nodes[idx as usize].state = State::Free { lane: Lane::Any };
             self.merge_and_insert(idx);
         }
@@ -547,6 +598,7 @@ impl Allocator {
             prev: NIL,
             next: NIL,
             gen: 0,
+            pos: 0,
             stream: StreamId(0),
             state: State::Free { lane: Lane::Any },
         });
@@ -577,7 +629,7 @@ impl Allocator {
                 continue;
             }
             let (base, size, class) = (c.base, c.size, c.class);
-            self.index.remove(&(class.key(), 0, size, head));
+            self.index_remove(class, Lane::Any, size, head);
             self.vacate(head);
             self.chunks[cid] = None;
             self.free_chunk_ids.push(cid as u32);
@@ -595,9 +647,11 @@ impl Allocator {
     pub fn stats(&self) -> AllocatorStats {
         let mut s = self.stats;
         let mut per_chunk = vec![0u64; self.chunks.len()];
-        for &(_, _, size, idx) in &self.index {
-            let c = self.nodes[idx as usize].chunk as usize;
-            per_chunk[c] = per_chunk[c].max(size);
+        let small = self.bins.bins.iter().flatten();
+        for idx in self.index.iter().map(|k| k.3).chain(small.copied()) {
+            let n = &self.nodes[idx as usize];
+            let c = n.chunk as usize;
+            per_chunk[c] = per_chunk[c].max(n.size);
         }
         s.largest_free_block = per_chunk.iter().copied().max().unwrap_or(0);
         s.largest_free_per_chunk_sum = per_chunk.iter().sum();
@@ -667,7 +721,7 @@ impl Allocator {
                         if prev_lane.and_then(|p| p.merge(lane)).is_some() {
                             return Err(format!("chunk {cid}: mergeable neighbours at {i}"));
                         }
-                        if !self.index.contains(&(c.class.key(), lane.key(), n.size, i)) {
+                        if !self.index_contains(c.class, lane, n.size, i) {
                             return Err(format!("free node {i} not indexed"));
                         }
                         prev_lane = Some(lane);
@@ -681,10 +735,10 @@ impl Allocator {
                 return Err(format!("chunk {cid}: blocks cover {off} of {}", c.size));
             }
         }
-        if free_seen != self.index.len() {
+        let indexed = self.index.len() + self.bins.len;
+        if free_seen != indexed {
             return Err(format!(
-                "index holds {} keys for {free_seen} free blocks",
-                self.index.len()
+                "index holds {indexed} keys for {free_seen} free blocks"
             ));
         }
         let s = &self.stats;
@@ -735,7 +789,6 @@ impl Allocator {
     /// Merges free node `i` with compatible free neighbours, then indexes it.
     fn merge_and_insert(&mut self, mut i: u32) {
         let class = self.chunk_class(self.nodes[i as usize].chunk);
-        let ck = class.key();
         let lane_of = |n: &Node| match n.state {
             State::Free { lane } => Some(lane),
             _ => None,
@@ -749,7 +802,7 @@ impl Allocator {
             if let (Some(pl), Some(il)) = (pl, il) {
                 if let Some(m) = pl.merge(il) {
                     let psize = self.nodes[prev as usize].size;
-                    self.index.remove(&(ck, pl.key(), psize, prev));
+                    self.index_remove(class, pl, psize, prev);
                     let (isize, inext) = {
                         let n = &self.nodes[i as usize];
                         (n.size, n.next)
@@ -778,7 +831,7 @@ impl Allocator {
                         let n = &self.nodes[next as usize];
                         (n.size, n.next)
                     };
-                    self.index.remove(&(ck, nl.key(), nsize, next));
+                    self.index_remove(class, nl, nsize, next);
                     let n = &mut self.nodes[i as usize];
                     n.size += nsize;
                     n.next = nnext;
@@ -802,7 +855,7 @@ impl Allocator {
         };
         let (size, chunk, gen) = (n.size, n.chunk, n.gen);
         let class = self.chunk_class(chunk);
-        self.index.insert((class.key(), lane.key(), size, i));
+        self.index_insert(class, lane, size, i);
         if let Lane::Pending { stream, epoch } = lane {
             let si = stream.0 as usize;
             if self.pending.len() <= si {
@@ -817,6 +870,75 @@ impl Allocator {
                 self.pending[si].retain(|&(_, idx, g)| nodes[idx as usize].gen == g);
                 self.pending_retain_at[si] = 2 * self.pending[si].len() + 64;
             }
+        }
+    }
+}
+
+/// Exact-size bins of small free blocks with a two-level bitmap: best fit
+/// in O(1) (the first non-empty bin at or above the request).
+#[derive(Debug, Clone)]
+struct SmallBins {
+    bins: Vec<Vec<u32>>,
+    words: Vec<u64>,
+    summary: Vec<u64>,
+    len: usize,
+}
+
+impl SmallBins {
+    fn new(nbins: usize) -> Self {
+        let words = nbins.div_ceil(64);
+        Self {
+            bins: vec![Vec::new(); nbins],
+            words: vec![0; words],
+            summary: vec![0; words.div_ceil(64)],
+            len: 0,
+        }
+    }
+
+    fn insert(&mut self, bin: usize, idx: u32) -> u32 {
+        let b = &mut self.bins[bin];
+        b.push(idx);
+        if b.len() == 1 {
+            self.words[bin / 64] |= 1 << (bin % 64);
+            self.summary[bin / 4096] |= 1 << ((bin / 64) % 64);
+        }
+        self.len += 1;
+        (b.len() - 1) as u32
+    }
+
+    /// Removes the entry at `pos`; returns the entry moved into its place.
+    fn remove(&mut self, bin: usize, pos: u32) -> Option<u32> {
+        let b = &mut self.bins[bin];
+        b.swap_remove(pos as usize);
+        self.len -= 1;
+        let moved = b.get(pos as usize).copied();
+        if b.is_empty() {
+            let w = bin / 64;
+            self.words[w] &= !(1 << (bin % 64));
+            if self.words[w] == 0 {
+                self.summary[w / 64] &= !(1 << (w % 64));
+            }
+        }
+        moved
+    }
+
+    /// The smallest non-empty bin at or above `bin`.
+    fn find(&self, bin: usize) -> Option<usize> {
+        let w = bin / 64;
+        let m = *self.words.get(w)? & (!0u64 << (bin % 64));
+        if m != 0 {
+            return Some(w * 64 + m.trailing_zeros() as usize);
+        }
+        let w = w + 1;
+        let mut sw = w / 64;
+        let mut m = *self.summary.get(sw)? & (!0u64 << (w % 64));
+        loop {
+            if m != 0 {
+                let wi = sw * 64 + m.trailing_zeros() as usize;
+                return Some(wi * 64 + self.words[wi].trailing_zeros() as usize);
+            }
+            sw += 1;
+            m = *self.summary.get(sw)?;
         }
     }
 }

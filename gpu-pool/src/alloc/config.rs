@@ -110,6 +110,12 @@ impl AllocatorConfig {
                 ));
             }
         }
+        if self.small_chunk / self.alignment > 1 << 16 {
+            return bad(format!(
+                "small_chunk / alignment must be at most 65536 (one bin per size), got {}",
+                self.small_chunk / self.alignment
+            ));
+        }
         if self.never_split <= self.small_max {
             return bad("never_split must be larger than small_max".into());
         }
