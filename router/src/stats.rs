@@ -21,8 +21,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
-use parking_lot::Mutex;
 
 use crate::hash::DistinctKeys;
 
@@ -39,12 +37,65 @@ pub const OVERRIDES_TOTAL: &str = "convoy_router_overrides_total";
 /// Name of the weight gauge.
 pub const WEIGHT: &str = "convoy_router_weight";
 
-/// Latencies are kept in microseconds, 1 µs ..= 1 h, 2 significant digits.
-const LATENCY_MAX_US: u64 = 3_600_000_000;
+/// Latency buckets: exact below 32 µs, then 16 log-linear sub-buckets per
+/// power of two up to 2^36 µs (~19 h): at most 3.2 % error at the bucket
+/// midpoint, 528 counters (4 KiB) per backend. Recording is one relaxed
+/// atomic add, so the request path takes no lock (a mutex-guarded
+/// `hdrhistogram` cost more than the routing decision itself).
+const EXACT: u64 = 32;
+const SUB_BITS: u32 = 4;
+const MAX_EXP: u32 = 35;
+const BUCKETS: usize = EXACT as usize + ((MAX_EXP - 4) as usize) * (1 << SUB_BITS);
 
-fn new_histogram() -> Histogram<u64> {
-    // Constant, valid bounds: construction cannot fail.
-    Histogram::new_with_bounds(1, LATENCY_MAX_US, 2).expect("valid histogram bounds")
+fn bucket_of(us: u64) -> usize {
+    if us < EXACT {
+        return us as usize;
+    }
+    let e = (63 - us.leading_zeros()).min(MAX_EXP);
+    let us = us.min((1u64 << (MAX_EXP + 1)) - 1);
+    let sub = (us >> (e - SUB_BITS)) & ((1 << SUB_BITS) - 1);
+    EXACT as usize + ((e - 5) as usize) * (1 << SUB_BITS) + sub as usize
+}
+
+/// Lower bound and width of a bucket, in µs.
+fn bucket_range(idx: usize) -> (u64, u64) {
+    if idx < EXACT as usize {
+        return (idx as u64, 1);
+    }
+    let rel = idx - EXACT as usize;
+    let e = (rel >> SUB_BITS) as u32 + 5;
+    let sub = (rel & ((1 << SUB_BITS) - 1)) as u64;
+    let width = 1u64 << (e - SUB_BITS);
+    ((1u64 << e) + sub * width, width)
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+#[derive(Debug)]
+struct AtomicHistogram {
+    counts: Box<[AtomicU64]>,
+}
+
+impl Default for AtomicHistogram {
+    fn default() -> Self {
+        Self {
+            counts: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl AtomicHistogram {
+    fn record(&self, latency: Duration) {
+        self.counts[bucket_of(micros(latency))].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> LatencyHistogram {
+        LatencyHistogram {
+            counts: self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -66,7 +117,8 @@ pub(crate) struct BackendStats {
     spilled: AtomicU64,
     overridden: AtomicU64,
     keyed: AtomicU64,
-    latency: Mutex<Histogram<u64>>,
+    completed: AtomicU64,
+    latency: AtomicHistogram,
     keys: DistinctKeys,
     handles: Handles,
 }
@@ -81,7 +133,8 @@ impl BackendStats {
             spilled: AtomicU64::new(0),
             overridden: AtomicU64::new(0),
             keyed: AtomicU64::new(0),
-            latency: Mutex::new(new_histogram()),
+            completed: AtomicU64::new(0),
+            latency: AtomicHistogram::default(),
             keys: DistinctKeys::default(),
             handles: Handles {
                 requests: metrics::counter!(REQUESTS_TOTAL, &labels),
@@ -114,16 +167,16 @@ impl BackendStats {
         self.handles.spillover.increment(1);
     }
 
-    pub(crate) fn on_complete(&self, ok: bool, latency: Duration) {
+    pub(crate) fn on_complete(&self, ok: bool, latency: Option<Duration>) {
+        self.completed.fetch_add(1, Ordering::Relaxed);
         if !ok {
             self.errors.fetch_add(1, Ordering::Relaxed);
             self.handles.errors.increment(1);
         }
-        self.handles.latency.record(latency.as_secs_f64());
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.latency
-            .lock()
-            .saturating_record(us.clamp(1, LATENCY_MAX_US));
+        if let Some(latency) = latency {
+            self.handles.latency.record(latency.as_secs_f64());
+            self.latency.record(latency);
+        }
     }
 
     pub(crate) fn set_weight(&self, weight: f64) {
@@ -136,18 +189,22 @@ impl BackendStats {
             weight,
             requests: self.requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
+            completed: self.completed.load(Ordering::Relaxed),
             spillover: self.spilled.load(Ordering::Relaxed),
             overridden: self.overridden.load(Ordering::Relaxed),
             keyed_requests: self.keyed.load(Ordering::Relaxed),
             distinct_keys: self.keys.estimate(),
-            latency: LatencyHistogram(self.latency.lock().clone()),
+            latency: self.latency.snapshot(),
         }
     }
 }
 
-/// Latency distribution of a backend (microsecond resolution, 2 significant digits).
-#[derive(Clone)]
-pub struct LatencyHistogram(Histogram<u64>);
+/// Latency distribution of a backend: log-linear buckets, exact below
+/// 32 µs and within ±3.2 % above.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    counts: Box<[u64]>,
+}
 
 impl std::fmt::Debug for LatencyHistogram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -161,44 +218,57 @@ impl std::fmt::Debug for LatencyHistogram {
 
 impl Default for LatencyHistogram {
     fn default() -> Self {
-        Self(new_histogram())
+        Self {
+            counts: vec![0; BUCKETS].into(),
+        }
     }
 }
 
 impl LatencyHistogram {
-    /// Number of recorded completions.
+    /// Number of recorded latencies.
     pub fn count(&self) -> u64 {
-        self.0.len()
+        self.counts.iter().sum()
     }
 
-    /// Latency at quantile `q` (clamped to `0.0..=1.0`); zero when empty.
+    /// Latency at quantile `q` (clamped to `0.0..=1.0`; NaN reads as 1.0),
+    /// as the midpoint of its bucket; zero when empty.
     pub fn quantile(&self, q: f64) -> Duration {
-        if self.0.is_empty() {
+        let total = self.count();
+        if total == 0 {
             return Duration::ZERO;
         }
         let q = if q.is_nan() { 1.0 } else { q.clamp(0.0, 1.0) };
-        Duration::from_micros(self.0.value_at_quantile(q))
+        let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (idx, c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                let (low, width) = bucket_range(idx);
+                return Duration::from_micros(low + width / 2);
+            }
+        }
+        Duration::ZERO
     }
 
-    /// Largest recorded latency.
+    /// Largest recorded latency (bucket midpoint).
     pub fn max(&self) -> Duration {
-        Duration::from_micros(self.0.max())
+        self.quantile(1.0)
     }
 
     /// Records one latency (used by tests and custom analyses).
     pub fn record(&mut self, latency: Duration) {
-        let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        self.0.saturating_record(us.clamp(1, LATENCY_MAX_US));
+        self.counts[bucket_of(micros(latency))] += 1;
     }
 
     fn since(&self, earlier: &Self) -> Self {
-        let mut h = self.0.clone();
-        // `earlier` is a prefix of `self` unless the stats were replaced;
-        // in that case keep the whole histogram.
-        if h.subtract(&earlier.0).is_err() {
-            return self.clone();
+        Self {
+            counts: self
+                .counts
+                .iter()
+                .zip(earlier.counts.iter())
+                .map(|(a, b)| a.saturating_sub(*b))
+                .collect(),
         }
-        Self(h)
     }
 }
 
@@ -214,6 +284,8 @@ pub struct BackendSnapshot {
     pub requests: u64,
     /// Requests that completed with an error.
     pub errors: u64,
+    /// Requests that completed (successes plus errors).
+    pub completed: u64,
     /// Requests picked for this backend that went elsewhere because it was not ready.
     pub spillover: u64,
     /// Requests forced here by an override.
@@ -222,19 +294,15 @@ pub struct BackendSnapshot {
     pub keyed_requests: u64,
     /// Estimated number of distinct sticky keys seen (HyperLogLog, ~1.6 % error).
     pub distinct_keys: u64,
-    /// Latency distribution of completed requests.
+    /// Latency distribution of completed requests (empty when the split
+    /// does not record latency).
     pub latency: LatencyHistogram,
 }
 
 impl BackendSnapshot {
-    /// Completed requests (successes plus errors) in this snapshot.
-    pub fn completed(&self) -> u64 {
-        self.latency.count()
-    }
-
     /// Errors divided by completed requests; zero when nothing completed.
     pub fn error_rate(&self) -> f64 {
-        let done = self.completed().max(self.errors);
+        let done = self.completed.max(self.errors);
         if done == 0 {
             0.0
         } else {
@@ -250,6 +318,7 @@ impl BackendSnapshot {
             weight: self.weight,
             requests: self.requests.saturating_sub(earlier.requests),
             errors: self.errors.saturating_sub(earlier.errors),
+            completed: self.completed.saturating_sub(earlier.completed),
             spillover: self.spillover.saturating_sub(earlier.spillover),
             overridden: self.overridden.saturating_sub(earlier.overridden),
             keyed_requests: self.keyed_requests.saturating_sub(earlier.keyed_requests),
@@ -265,6 +334,7 @@ impl BackendSnapshot {
             weight: 0.0,
             requests: 0,
             errors: 0,
+            completed: 0,
             spillover: 0,
             overridden: 0,
             keyed_requests: 0,
@@ -314,5 +384,42 @@ fn ratio(a: u64, total: u64) -> f64 {
         0.0
     } else {
         a as f64 / total as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_cover_the_range_in_order() {
+        let mut prev = 0;
+        for us in (0..100_000u64).chain([1 << 30, 1 << 35, u64::MAX]) {
+            let b = bucket_of(us);
+            assert!(b < BUCKETS && b >= prev.min(b));
+            if us < 100_000 {
+                let (low, width) = bucket_range(b);
+                assert!(low <= us && us < low + width, "{us} in bucket {b} = {low}+{width}");
+                assert!(width as f64 <= (low as f64 / 16.0).max(1.0));
+            }
+            prev = b;
+        }
+    }
+
+    #[test]
+    fn quantiles_are_within_the_bucket_error() {
+        let mut h = LatencyHistogram::default();
+        for ms in 1..=100u64 {
+            h.record(Duration::from_millis(ms));
+        }
+        assert_eq!(h.count(), 100);
+        for (q, want) in [(0.5, 50.0), (0.99, 99.0), (1.0, 100.0)] {
+            let got = h.quantile(q).as_secs_f64() * 1000.0;
+            assert!((got - want).abs() / want < 0.035, "q{q}: {got} vs {want}");
+        }
+        let mut earlier = LatencyHistogram::default();
+        earlier.record(Duration::from_millis(1));
+        assert_eq!(h.since(&earlier).count(), 99);
+        assert_eq!(LatencyHistogram::default().quantile(0.5), Duration::ZERO);
     }
 }

@@ -42,6 +42,7 @@ impl Fake {
         let b = if canary { &mut s.canary } else { &mut s.stable };
         b.requests += ok + errors;
         b.errors += errors;
+        b.completed += ok + errors;
         for _ in 0..ok + errors {
             b.latency.record(latency);
         }

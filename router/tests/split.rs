@@ -221,7 +221,7 @@ async fn live_updates_reach_every_clone_and_spare_in_flight_requests() {
 
     gate.notify_one();
     assert_eq!(in_flight.await.unwrap().unwrap(), "v1");
-    assert_eq!(handle.backend("v1").unwrap().completed(), 1);
+    assert_eq!(handle.backend("v1").unwrap().completed, 1);
 }
 
 #[tokio::test]

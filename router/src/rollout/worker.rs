@@ -222,7 +222,7 @@ impl<T: RolloutTarget> Worker<T> {
     fn analyze(&self) -> Verdict {
         let cfg = &self.config;
         let canary = self.snapshot(&cfg.canary).since(&self.window);
-        let n = canary.completed();
+        let n = canary.completed;
         if n < cfg.min_samples {
             return Verdict::Wait(format!(
                 "{n} of {} canary samples needed for a verdict",
@@ -248,10 +248,10 @@ impl<T: RolloutTarget> Worker<T> {
                 LatencyLimit::Absolute(d) => d,
                 LatencyLimit::StableFactor(f) => {
                     let stable = self.snapshot(&cfg.stable).since(&self.stable_baseline);
-                    if stable.completed() < cfg.min_samples {
+                    if stable.completed < cfg.min_samples {
                         return Verdict::Wait(format!(
                             "{} of {} stable samples needed for a latency comparison",
-                            stable.completed(),
+                            stable.completed,
                             cfg.min_samples
                         ));
                     }

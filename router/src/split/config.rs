@@ -52,6 +52,9 @@ pub struct SplitConfig {
     pub when_not_ready: WhenNotReady,
     /// Sticky mapping (used only when a key extractor is set).
     pub sticky: StickyStrategy,
+    /// Time each request for the latency histogram (two clock reads per
+    /// request). Counts of requests and errors are always kept.
+    pub record_latency: bool,
 }
 
 impl Default for SplitConfig {
@@ -61,6 +64,7 @@ impl Default for SplitConfig {
             pick: PickStrategy::default(),
             when_not_ready: WhenNotReady::default(),
             sticky: StickyStrategy::default(),
+            record_latency: true,
         }
     }
 }

@@ -21,7 +21,7 @@ pin_project! {
         #[pin]
         inner: Either<S::Future, Oneshot<S, Req>>,
         stats: Arc<BackendStats>,
-        start: Instant,
+        start: Option<Instant>,
     }
 }
 
@@ -34,20 +34,20 @@ impl<S: Service<Req>, Req> std::fmt::Debug for ResponseFuture<S, Req> {
 }
 
 impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
-    pub(crate) fn called(fut: S::Future, stats: Arc<BackendStats>) -> Self {
-        Self::new(Either::Left(fut), stats)
+    pub(crate) fn called(fut: S::Future, stats: Arc<BackendStats>, timed: bool) -> Self {
+        Self::new(Either::Left(fut), stats, timed)
     }
 
-    pub(crate) fn oneshot(fut: Oneshot<S, Req>, stats: Arc<BackendStats>) -> Self {
-        Self::new(Either::Right(fut), stats)
+    pub(crate) fn oneshot(fut: Oneshot<S, Req>, stats: Arc<BackendStats>, timed: bool) -> Self {
+        Self::new(Either::Right(fut), stats, timed)
     }
 
-    fn new(inner: Either<S::Future, Oneshot<S, Req>>, stats: Arc<BackendStats>) -> Self {
+    fn new(inner: Either<S::Future, Oneshot<S, Req>>, stats: Arc<BackendStats>, timed: bool) -> Self {
         stats.on_dispatch();
         Self {
             inner,
             stats,
-            start: Instant::now(),
+            start: timed.then(Instant::now),
         }
     }
 }
@@ -61,7 +61,8 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = ready!(this.inner.poll(cx));
-        this.stats.on_complete(out.is_ok(), this.start.elapsed());
+        this.stats
+            .on_complete(out.is_ok(), this.start.map(|s| s.elapsed()));
         Poll::Ready(out)
     }
 }

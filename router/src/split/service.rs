@@ -271,13 +271,13 @@ where
         if self.ready == Some(idx) {
             self.ready = None;
             let fut = self.service(idx).call(req);
-            ResponseFuture::called(fut, stats)
+            ResponseFuture::called(fut, stats, self.control.config.record_latency)
         } else {
             // Overrides and sticky keys may name a backend this clone has not
             // made ready: drive that backend alone. A reservation held for
             // another backend stays for the next call.
             let svc = self.service(idx).clone();
-            ResponseFuture::oneshot(svc.oneshot(req), stats)
+            ResponseFuture::oneshot(svc.oneshot(req), stats, self.control.config.record_latency)
         }
     }
 }
@@ -330,6 +330,14 @@ impl<S: Clone, Req> SplitBuilder<S, Req> {
     /// Wait for the picked backend, or spill to another one.
     pub fn when_not_ready(mut self, when: WhenNotReady) -> Self {
         self.config.when_not_ready = when;
+        self
+    }
+
+    /// Whether completions are timed for the latency histogram (default
+    /// true; two clock reads per request). Without it, rollouts can check
+    /// error rates but not latency.
+    pub fn record_latency(mut self, on: bool) -> Self {
+        self.config.record_latency = on;
         self
     }
 
