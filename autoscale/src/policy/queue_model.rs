@@ -43,11 +43,15 @@ pub struct QueueModelConfig {
     /// `queued / backlog_drain` to the arrival rate). Default 10 s. > 0.
     pub backlog_drain: Duration,
     /// Look ahead: a significantly rising arrival rate (the last fast
-    /// look-back against the one before, beyond two Poisson standard
+    /// look-back against the one before, beyond three Poisson standard
     /// deviations) is projected linearly this far ahead, so replicas start
     /// before the load arrives. Set it to the replica cold-start time.
     /// Default 30 s; zero disables. Falling rates are never projected.
     pub lead_time: Duration,
+    /// Hysteresis for scale-down: fewer replicas are recommended only if
+    /// they would also meet `target_utilization · (1 − scale_down_tolerance)`.
+    /// Default `0.1` (like HPA's tolerance). Within `[0, 1)`.
+    pub scale_down_tolerance: f64,
 }
 
 impl Default for QueueModelConfig {
@@ -65,6 +69,7 @@ impl Default for QueueModelConfig {
             tail_factor: 3.0,
             backlog_drain: Duration::from_secs(10),
             lead_time: Duration::from_secs(30),
+            scale_down_tolerance: 0.1,
         }
     }
 }
@@ -136,6 +141,12 @@ impl QueueModelConfig {
         self
     }
 
+    /// Sets [`scale_down_tolerance`](Self::scale_down_tolerance).
+    pub fn scale_down_tolerance(mut self, v: f64) -> Self {
+        self.scale_down_tolerance = v;
+        self
+    }
+
     /// Sets [`lead_time`](Self::lead_time).
     pub fn lead_time(mut self, v: Duration) -> Self {
         self.lead_time = v;
@@ -156,6 +167,12 @@ impl QueueModelConfig {
         non_zero("fast_look_back", self.fast_look_back)?;
         non_zero("backlog_drain", self.backlog_drain)?;
         within("tail_factor", self.tail_factor, 1.0, 1e6)?;
+        within(
+            "scale_down_tolerance",
+            self.scale_down_tolerance,
+            0.0,
+            0.999,
+        )?;
         if self.fast_look_back > self.look_back {
             return Err(ConfigError::new(
                 ConfigErrorKind::InvalidWindow,
@@ -214,7 +231,9 @@ impl QueueModelConfig {
 ///   `k ≤ B`), where a request waits for the running batch and then runs in
 ///   the next: `2·cost(k)`.
 ///
-/// The smallest feasible `n` is found by binary search. If the SLO cannot be
+/// The smallest feasible `n` is found by binary search; below the current
+/// count it must also be feasible at the stricter utilisation
+/// `target_utilization · (1 − scale_down_tolerance)` (hysteresis). If the SLO cannot be
 /// met at any count (`cost(1)` alone exceeds it), only the utilisation bound
 /// is used. No arrivals and no backlog recommend zero (the engine's
 /// `min_replicas` applies); no cost curve yet holds.
@@ -259,13 +278,43 @@ impl QueueModel {
         }
     }
 
-    fn feasible(&self, cost: &BatchCost, lambda: f64, n: u32, use_slo: bool) -> bool {
+    /// The smallest feasible count (feasibility is monotone in `n`: binary search).
+    fn smallest_feasible(
+        &self,
+        cost: &BatchCost,
+        lambda: f64,
+        use_slo: bool,
+        utilization: f64,
+    ) -> Option<u32> {
+        let (mut lo, mut hi) = (1u32, SEARCH_LIMIT);
+        if !self.feasible(cost, lambda, hi, use_slo, utilization) {
+            return None;
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.feasible(cost, lambda, mid, use_slo, utilization) {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        Some(lo)
+    }
+
+    fn feasible(
+        &self,
+        cost: &BatchCost,
+        lambda: f64,
+        n: u32,
+        use_slo: bool,
+        utilization: f64,
+    ) -> bool {
         let c = &self.config;
         let slots = f64::from(n) * f64::from(c.concurrency);
         let r = lambda / slots;
         let b_max = f64::from(c.max_batch_size);
         let max_throughput = b_max / cost.seconds(b_max);
-        if r > c.target_utilization * max_throughput {
+        if r > utilization * max_throughput {
             return false;
         }
         if !use_slo {
@@ -288,8 +337,8 @@ impl QueueModel {
         let recent = w.rate(input.now, f, Counter::Arrivals)?;
         let before = w.rate(earlier, f, Counter::Arrivals)?;
         let secs = f.as_secs_f64();
-        // Two standard deviations of the difference of two Poisson rate estimates.
-        let noise = 2.0 * ((recent + before) / secs).sqrt();
+        // Three standard deviations of the difference of two Poisson rate estimates.
+        let noise = 3.0 * ((recent + before) / secs).sqrt();
         let rise = recent - before;
         (rise > noise).then(|| recent + rise / secs * c.lead_time.as_secs_f64())
     }
@@ -340,28 +389,33 @@ impl Policy for QueueModel {
             return Recommendation::new(0, Reason::new("idle").with_values(0.0, slo));
         }
         let use_slo = cost.seconds(1.0) < slo;
-        // Feasibility is monotone in n: binary search the smallest feasible count.
-        let (mut lo, mut hi) = (1u32, SEARCH_LIMIT);
-        if !self.feasible(&cost, lambda, hi, use_slo) {
+        let Some(mut n) = self.smallest_feasible(&cost, lambda, use_slo, c.target_utilization)
+        else {
             // Not even the search limit suffices: ask for the capacity estimate,
             // which the engine's max_replicas bounds.
             let per_replica = f64::from(c.concurrency) * f64::from(c.max_batch_size)
                 / cost.seconds(f64::from(c.max_batch_size));
             let desired = ceil_count(lambda / (per_replica * c.target_utilization));
             return Recommendation::new(desired, Reason::new("scale").with_values(lambda, slo));
-        }
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.feasible(&cost, lambda, mid, use_slo) {
-                hi = mid;
-            } else {
-                lo = mid + 1;
+        };
+        let mut kind = "scale";
+        if n < input.current && c.scale_down_tolerance > 0.0 {
+            // Hysteresis: scale down only to a count that would still meet a
+            // stricter utilisation target.
+            let strict = c.target_utilization * (1.0 - c.scale_down_tolerance);
+            let n_down = self
+                .smallest_feasible(&cost, lambda, use_slo, strict)
+                .unwrap_or(input.current);
+            if n_down >= input.current {
+                kind = "within_tolerance";
             }
+            n = n.max(n_down).min(input.current);
         }
+        let lo = n;
         let slots = f64::from(lo) * f64::from(c.concurrency);
         let predicted = self
             .predicted_latency(&cost, lambda / slots)
             .unwrap_or(f64::INFINITY);
-        Recommendation::new(lo, Reason::new("scale").with_values(predicted, slo))
+        Recommendation::new(lo, Reason::new(kind).with_values(predicted, slo))
     }
 }

@@ -569,3 +569,17 @@ fn latency_slo_scales_by_the_shortfall_when_saturated() {
     let rec = decide(&mut p, &w, 30, 4, 4);
     assert_eq!((rec.desired, rec.reason.kind()), (20, "slo_violation"));
 }
+
+#[test]
+fn queue_model_scale_down_hysteresis() {
+    let cfg = QueueModelConfig::default()
+        .cost(Some(cost_10ms_plus_1ms()))
+        .learn_cost(false);
+    let mut p = QueueModel::new(cfg.clone()).unwrap();
+    // 1150 req/s: 2 replicas at 575 each are within 80 % of 762, not within 72 %.
+    assert_eq!(decide(&mut p, &arrivals(1150, None), 60, 1, 1).desired, 2);
+    let rec = decide(&mut p, &arrivals(1150, None), 60, 3, 3);
+    assert_eq!((rec.desired, rec.reason.kind()), (3, "within_tolerance"));
+    let mut p = QueueModel::new(cfg.scale_down_tolerance(0.0)).unwrap();
+    assert_eq!(decide(&mut p, &arrivals(1150, None), 60, 3, 3).desired, 2);
+}
