@@ -2,7 +2,162 @@
 //! requests into a service that handles *one* request, grouping concurrent
 //! requests into batches.
 //!
-//! (Crate docs: work in progress.)
+//! Serving a model one request at a time wastes the hardware; one forward
+//! pass over N inputs costs far less than N passes. [`BatchLayer`] wraps a
+//! batch service (`Service<Vec<Req>>` answering one result per item) into a
+//! cloneable [`Batch<Req, Resp>`]: `Service<Req, Response = Resp, Error =
+//! BoxError>` that composes with `ServiceBuilder`, axum and tonic.
+//!
+//! # Example: a batched model behind an axum route
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use std::time::Duration;
+//!
+//! use axum::{body::Body, extract::State, http::{Request, StatusCode}, routing::post, Json, Router};
+//! use convoy_batcher::{Batch, BatchConfig, BatchLayer, DeadlineExceeded, QueueFull};
+//! use tower::{service_fn, BoxError, Layer, ServiceBuilder, ServiceExt};
+//!
+//! /// The "model": one call scores a whole batch.
+//! async fn score_batch(inputs: Vec<f32>) -> Result<Vec<f32>, Infallible> {
+//!     Ok(inputs.iter().map(|x| x * 2.0).collect())
+//! }
+//!
+//! type Model = tower::load_shed::LoadShed<tower::timeout::Timeout<Batch<f32, f32>>>;
+//!
+//! async fn infer(State(model): State<Model>, Json(x): Json<f32>) -> Result<Json<f32>, StatusCode> {
+//!     model.oneshot(x).await.map(Json).map_err(|e: BoxError| {
+//!         if e.is::<QueueFull>() || e.is::<tower::load_shed::error::Overloaded>() {
+//!             StatusCode::SERVICE_UNAVAILABLE
+//!         } else if e.is::<DeadlineExceeded>() || e.is::<tower::timeout::error::Elapsed>() {
+//!             StatusCode::GATEWAY_TIMEOUT
+//!         } else {
+//!             StatusCode::INTERNAL_SERVER_ERROR
+//!         }
+//!     })
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), BoxError> {
+//! let config = BatchConfig::builder()
+//!     .name("doubler")
+//!     .max_batch_size(32)
+//!     .queue_capacity(1024)
+//!     .queue_timeout(Duration::from_millis(100))
+//!     .build()?;
+//! let batched = BatchLayer::new(config).layer(service_fn(score_batch));
+//! let control = batched.handle(); // live settings, close(), stats()
+//! let model: Model = ServiceBuilder::new()
+//!     .load_shed() // a full queue answers at once instead of waiting
+//!     .timeout(Duration::from_secs(1))
+//!     .service(batched);
+//!
+//! let app = Router::new().route("/infer", post(infer)).with_state(model);
+//! let response = app
+//!     .oneshot(Request::post("/infer").header("content-type", "application/json").body(Body::from("21"))?)
+//!     .await?;
+//! assert_eq!(response.status(), StatusCode::OK);
+//! assert_eq!(control.stats().completed_total, 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`batch_fn`] is the short form for a closure: `batch_fn(config, |items:
+//! Vec<Req>| async move { ... })`.
+//!
+//! # How batches form
+//!
+//! - **Batch when busy.** Whenever the batch service has a free slot
+//!   (`poll_ready` is ready and fewer than `max_concurrent_batches` batches
+//!   run), the worker takes up to `max_batch_size` queued items at once.
+//!   While every slot is busy the queue keeps growing, so batches fill
+//!   exactly when load is high, and a lone request at low load goes out at
+//!   once with no timer.
+//! - **`max_wait`** (default 0), measured from the *oldest* queued item,
+//!   trades latency for fuller batches; **`preferred_batch_sizes`** dispatch
+//!   the largest preferred size the queue can fill until the oldest item's
+//!   wait runs out.
+//! - **Cost cap:** with [`BatchLayer::cost_fn`] and `max_batch_cost`, a
+//!   batch also stops at a total cost (tokens, pixels). An item costing more
+//!   than the cap alone goes in a batch of its own.
+//! - **Keys:** with [`BatchLayer::key_fn`] only requests with equal keys share
+//!   a batch (model id, shape or sequence-length bucket); keys are served
+//!   round-robin so none starves.
+//! - **Priorities:** [`BatchLayer::priority_fn`] gives each request a
+//!   [`Priority`]; higher priorities dispatch first, FIFO within a
+//!   priority and key.
+//! - **Deadlines:** [`BatchLayer::deadline_fn`] and `queue_timeout` give each
+//!   request a deadline. A request still queued at its deadline is answered
+//!   [`DeadlineExceeded`] (within about a millisecond) and never reaches the
+//!   batch service.
+//! - **Cancellation:** a caller that drops its future has its item skipped
+//!   before dispatch.
+//!
+//! Per-request functions rather than wrapper types keep the request type
+//! your own: for `http::Request` they can read extensions or headers (a
+//! deadline from `grpc-timeout`, a priority from a tenant header).
+//!
+//! # Backpressure
+//!
+//! The queue is bounded by `queue_capacity`. Like `tower::buffer`, a slot
+//! is reserved in `poll_ready` ([`OverflowPolicy::Backpressure`], the
+//! default), so `load_shed`, `ConcurrencyLimit`, `timeout`, axum and tonic
+//! see a not-ready service when the queue is full. With
+//! [`OverflowPolicy::Reject`] `poll_ready` is always ready and a request that
+//! finds the queue full gets [`QueueFull`] at once.
+//!
+//! # Errors
+//!
+//! Every request gets exactly one answer: its own result, or one of these
+//! (boxed as `tower::BoxError`, matched with `err.is::<T>()`):
+//! [`QueueFull`], [`DeadlineExceeded`], [`BatchFailed`] (the whole batch
+//! failed, or the response had the wrong length; the cause is its
+//! `source()`), [`BatchPanicked`] (the batch service panicked: only that
+//! batch fails, the worker carries on), [`Closed`] (the batcher was closed
+//! or its worker ended: nobody hangs). Per-item errors from a
+//! `Vec<Result<Resp, E>>` response reach only their own caller, unchanged.
+//! Impossible configurations are a [`ConfigError`] when the configuration is
+//! built.
+//!
+//! # Runtime control and statistics
+//!
+//! [`Batch::handle`] returns a [`BatchHandle`] to change `max_batch_size`,
+//! `max_wait` and `queue_capacity` live, to [`close`](BatchHandle::close)
+//! the batcher (stop admission, drain the queue), and to read
+//! [`stats`](BatchHandle::stats): queue depth, in-flight batches, totals,
+//! rejections by reason, recent batch-size and queue-wait distributions and
+//! the service time per batch size (EWMA, plus an `a + b·n` fit), for
+//! autoscalers and dashboards.
+//!
+//! # Metrics and tracing
+//!
+//! Through the [`metrics`](https://docs.rs/metrics) facade, each with a
+//! `batcher` label carrying the configured name (see [`metric_names`]):
+//!
+//! | name | kind | meaning |
+//! |---|---|---|
+//! | `convoy_batcher_batch_size` | histogram | items per dispatched batch |
+//! | `convoy_batcher_queue_wait_seconds` | histogram | admission to dispatch, per item (at most 16 weighted samples per batch) |
+//! | `convoy_batcher_batch_service_seconds` | histogram | batch service time per batch |
+//! | `convoy_batcher_queue_depth` | gauge | items queued |
+//! | `convoy_batcher_in_flight_batches` | gauge | batches running |
+//! | `convoy_batcher_rejected_total{reason}` | counter | `queue_full`, `deadline_exceeded`, `closed` |
+//! | `convoy_batcher_cancelled_total` | counter | queued items whose caller went away |
+//! | `convoy_batcher_batches_total{outcome}` | counter | `ok`, `failed`, `panicked` |
+//!
+//! Metrics are recorded once per batch, not per item; handles are
+//! registered again every second, so a recorder installed after the batcher
+//! is picked up within a second.
+//!
+//! Each batch runs inside a `convoy_batch` span (fields `batcher`, `size`)
+//! that `follows_from` the span of every caller in the batch, captured when
+//! the caller called the service.
+//!
+//! # Runtime
+//!
+//! [`BatchLayer`] spawns one worker task per batcher with `tokio::spawn`, so
+//! the layer must be applied inside a tokio runtime;
+//! [`BatchLayer::pair`] returns the [`Worker`] future to run elsewhere.
 
 mod config;
 mod error;
