@@ -30,6 +30,12 @@ pub struct LatencySloConfig {
     /// Optional guard: never scale down if the remaining replicas would carry
     /// more than this many ongoing requests each. Default `None`.
     pub max_ongoing_per_replica: Option<f64>,
+    /// The policy learns a replica's capacity (completions per second per
+    /// ready replica while saturated: arrivals significantly above completions). Once known, it never
+    /// scales below, and on violation scales straight to, the replicas that
+    /// carry the arrival rate at this fraction of that capacity. Default `0.7`.
+    /// Within `(0, 1]`.
+    pub max_utilization: f64,
 }
 
 impl Default for LatencySloConfig {
@@ -42,6 +48,7 @@ impl Default for LatencySloConfig {
             scale_down_threshold: 0.5,
             scale_down_step: 0.1,
             max_ongoing_per_replica: None,
+            max_utilization: 0.7,
         }
     }
 }
@@ -86,6 +93,12 @@ impl LatencySloConfig {
     /// Sets [`max_ongoing_per_replica`](Self::max_ongoing_per_replica).
     pub fn max_ongoing_per_replica(mut self, v: Option<f64>) -> Self {
         self.max_ongoing_per_replica = v;
+        self
+    }
+
+    /// Sets [`max_utilization`](Self::max_utilization).
+    pub fn max_utilization(mut self, v: f64) -> Self {
+        self.max_utilization = v;
         self
     }
 
@@ -135,11 +148,16 @@ impl LatencySloConfig {
 ///   least `ready + 1`, never below current; and when the replicas are
 ///   saturated (arrival rate above completion rate over the look-back), at
 ///   least `ceil(ready · arrivals / completions)`, uncapped.
+/// - **Saturated** before any violation (arrivals exceed completions over the
+///   look-back by more than three Poisson standard deviations: the queue is
+///   growing): `ceil(ready · arrivals / completions)`, never below current.
 /// - **Comfortable** (every sample of the look-back under
 ///   `scale_down_threshold · target`, and no replica starting): slow, bounded
 ///   down by `max(1, floor(current · scale_down_step))` replicas, less if the
 ///   `max_ongoing_per_replica` guard would be crossed.
 /// - Otherwise hold.
+///
+/// The look-back is also the window of the arrival and completion rates.
 ///
 /// Anti-windup: the increase is computed from the *ready* replicas, not from
 /// the previous recommendation, so a violation that persists while new replicas
@@ -149,13 +167,18 @@ impl LatencySloConfig {
 #[derive(Debug, Clone)]
 pub struct LatencySlo {
     config: LatencySloConfig,
+    /// Learned completions per second of one ready replica when saturated.
+    capacity: Option<f64>,
 }
 
 impl LatencySlo {
     /// Validates `config` and builds the policy.
     pub fn new(config: LatencySloConfig) -> Result<Self, ConfigError> {
         config.validate()?;
-        Ok(Self { config })
+        Ok(Self {
+            config,
+            capacity: None,
+        })
     }
 
     /// The configuration.
@@ -163,7 +186,42 @@ impl LatencySlo {
         &self.config
     }
 
-    fn step_down(&self, input: &PolicyInput<'_>, ongoing: f64, reason: Reason) -> Recommendation {
+    /// The learned per-replica capacity (completions per second of one ready
+    /// replica while saturated), once saturation has been seen.
+    pub fn capacity(&self) -> Option<f64> {
+        self.capacity
+    }
+
+    /// Learns the capacity from a saturated look-back (EWMA, weight 0.3).
+    fn learn_capacity(&mut self, view: &crate::signal::WindowView<'_>, ready: u32) {
+        if ready == 0 {
+            return;
+        }
+        if let Some(done) = view.rate(Counter::Completions).filter(|d| *d > 0.0) {
+            let per_replica = done / f64::from(ready);
+            self.capacity = Some(match self.capacity {
+                Some(c) => 0.7 * c + 0.3 * per_replica,
+                None => per_replica,
+            });
+        }
+    }
+
+    /// Replicas needed for the arrival rate at `max_utilization` of the learned capacity.
+    fn needed(&self, view: &crate::signal::WindowView<'_>) -> Option<u32> {
+        let capacity = self.capacity?;
+        let arrivals = view.rate(Counter::Arrivals)?;
+        Some(ceil_count(
+            arrivals / (capacity * self.config.max_utilization),
+        ))
+    }
+
+    fn step_down(
+        &self,
+        input: &PolicyInput<'_>,
+        view: &crate::signal::WindowView<'_>,
+        ongoing: f64,
+        reason: Reason,
+    ) -> Recommendation {
         let c = &self.config;
         let current = input.current;
         if current == 0 {
@@ -179,8 +237,31 @@ impl LatencySlo {
             let needed = ceil_count(ongoing / max_per);
             desired = desired.max(needed).min(current);
         }
+        if let Some(needed) = self.needed(view) {
+            // Keep enough learned capacity for the arrival rate.
+            desired = desired.max(needed).min(current);
+        }
         Recommendation::new(desired, reason)
     }
+}
+
+/// `arrivals / completions` over the look-back when arrivals exceed
+/// completions (with `significant`, by more than three Poisson standard
+/// deviations of the difference); `None` otherwise.
+fn shortfall(view: &crate::signal::WindowView<'_>, significant: bool) -> Option<f64> {
+    let arrivals = view.rate(Counter::Arrivals)?;
+    let completions = view.rate(Counter::Completions)?;
+    if completions <= 0.0 || arrivals <= completions {
+        return None;
+    }
+    if significant {
+        let secs = view.lookback().as_secs_f64();
+        let noise = 3.0 * ((arrivals + completions) / secs).sqrt();
+        if arrivals - completions <= noise {
+            return None;
+        }
+    }
+    Some(arrivals / completions)
 }
 
 impl Policy for LatencySlo {
@@ -201,7 +282,7 @@ impl Policy for LatencySlo {
         };
         let (Some(observed), Some(worst)) = (view.mean(c.quantile), view.max(c.quantile)) else {
             if ongoing <= 0.0 {
-                return self.step_down(input, ongoing, Reason::new("idle"));
+                return self.step_down(input, &view, ongoing, Reason::new("idle"));
             }
             if input.current == 0 {
                 return Recommendation::new(
@@ -218,19 +299,24 @@ impl Policy for LatencySlo {
                 Reason::new("scale_from_zero").with_values(ongoing, 0.0),
             );
         }
+        let saturated = shortfall(&view, true);
+        if saturated.is_some() {
+            // Only a growing queue shows the replicas at full throughput; a
+            // violation alone may come at any load.
+            self.learn_capacity(&view, input.ready);
+        }
+        let c = &self.config;
         if observed > target {
             let ratio = (observed / target).min(c.max_scale_up_factor);
             let base = input.ready;
             let mut wanted = ceil_count(f64::from(base) * ratio).max(base.saturating_add(1));
             // Saturated replicas complete less than arrives: scale by the
             // shortfall at once, however large.
-            if let (Some(arrivals), Some(completions)) = (
-                view.rate(Counter::Arrivals),
-                view.rate(Counter::Completions),
-            ) {
-                if completions > 0.0 && arrivals > completions {
-                    wanted = wanted.max(ceil_count(f64::from(base) * arrivals / completions));
-                }
+            if let Some(shortfall) = shortfall(&view, false) {
+                wanted = wanted.max(ceil_count(f64::from(base) * shortfall));
+            }
+            if let Some(needed) = self.needed(&view) {
+                wanted = wanted.max(needed);
             }
             let reason = Reason::new("slo_violation").with_values(observed, target);
             if wanted <= input.current && input.starting() > 0 {
@@ -241,9 +327,26 @@ impl Policy for LatencySlo {
             }
             return Recommendation::new(wanted.max(input.current), reason);
         }
+        // A leading signal: the queue is growing (significantly more arrivals
+        // than completions) before the quantile shows it.
+        if let Some(shortfall) = saturated {
+            let wanted =
+                ceil_count(f64::from(input.ready) * shortfall).max(self.needed(&view).unwrap_or(0));
+            if wanted > input.current {
+                return Recommendation::new(
+                    wanted,
+                    Reason::new("saturated").with_values(observed, target),
+                );
+            }
+            return Recommendation::new(
+                input.current,
+                Reason::new("within_slo").with_values(observed, target),
+            );
+        }
         if worst < c.scale_down_threshold * target {
             return self.step_down(
                 input,
+                &view,
                 ongoing,
                 Reason::new("slo_comfortable").with_values(observed, target),
             );

@@ -137,7 +137,7 @@ impl Recommendation {
 ///
 /// Kinds used by the built-ins: `"scale"` (the algorithm's formula applied),
 /// `"within_tolerance"`, `"no_metrics"`, `"scale_from_zero"`, `"panic"`,
-/// `"slo_violation"`, `"slo_comfortable"`, `"within_slo"`, `"cold_start"`,
+/// `"slo_violation"`, `"saturated"`, `"slo_comfortable"`, `"within_slo"`, `"cold_start"`,
 /// `"no_cost_model"`, `"idle"`; and from the engine: `"initial"`,
 /// `"min_replicas"`, `"max_replicas"`, `"upscale_delay"`, `"downscale_delay"`,
 /// `"scale_to_zero_delay"`, `"stabilized"`, `"step_limit"`, `"cold_start_hold"`.

@@ -563,11 +563,31 @@ fn latency_slo_scales_by_the_shortfall_when_saturated() {
             },
         );
     }
-    let mut p = LatencySlo::new(LatencySloConfig::default()).unwrap();
+    let mut p = LatencySlo::new(LatencySloConfig::default().max_utilization(1.0)).unwrap();
     // The latency ratio alone (capped at 2x) would give 8; 4 ready replicas
     // completing 200 of 1000 arriving per second need 20.
     let rec = decide(&mut p, &w, 30, 4, 4);
     assert_eq!((rec.desired, rec.reason.kind()), (20, "slo_violation"));
+    // It learned 50 req/s per replica; at the default 70 % utilisation: 1000 / 35 → 29.
+    let mut p = LatencySlo::new(LatencySloConfig::default()).unwrap();
+    assert_eq!(decide(&mut p, &w, 30, 4, 4).desired, 29);
+    assert_eq!(p.capacity(), Some(50.0));
+    // The learned capacity bounds later scale-downs: 200 req/s at 35 per replica needs 6.
+    let mut calm = Window::new(s(600));
+    for t in 0..=60 {
+        calm.push(
+            s(t),
+            LoadSample {
+                latency_p99: Some(Duration::from_millis(20)),
+                arrivals: 200,
+                completions: 200,
+                ..LoadSample::ongoing(10.0)
+            },
+        );
+    }
+    let rec = decide(&mut p, &calm, 60, 6, 6);
+    assert_eq!((rec.desired, rec.reason.kind()), (6, "slo_comfortable"));
+    assert_eq!(decide(&mut p, &calm, 60, 29, 29).desired, 27);
 }
 
 #[test]
