@@ -19,7 +19,10 @@ use std::collections::VecDeque;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use convoy_gpu_pool::{GpuPool, HostBackend, HostConfig, PoolBuf, PoolConfig, Share, Tenant};
+use convoy_gpu_pool::{
+    Allocator, AllocatorConfig, GpuPool, HostBackend, HostConfig, PoolBuf, PoolConfig, Share,
+    SizeClass, StreamId, Tenant,
+};
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -82,6 +85,16 @@ fn bench_small(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(4));
     g.bench_function("pool_host", |b| {
         b.iter(|| drop(black_box(t.alloc(black_box(512)).expect("alloc"))))
+    });
+    let mut a = Allocator::new(AllocatorConfig::default()).expect("allocator");
+    a.add_chunk(1 << 40, 2 << 20, SizeClass::Small);
+    g.bench_function("allocator_only", |b| {
+        b.iter(|| {
+            let x = a
+                .alloc(black_box(512), StreamId(0), |_| true)
+                .expect("fits");
+            a.free(x.block, None).expect("live")
+        })
     });
     g.bench_function("system_alloc", |b| {
         b.iter(|| drop(black_box(SysBuf::new(black_box(512)))))

@@ -79,3 +79,8 @@ pub use pool::{
     TenantConfig, TenantStats,
 };
 pub use share::{GpuShare, GpuShareLayer, LeaseCarrier, Leased, ResponseFuture};
+
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
