@@ -168,14 +168,20 @@ impl BackendStats {
     }
 
     pub(crate) fn on_complete(&self, ok: bool, latency: Option<Duration>) {
-        self.completed.fetch_add(1, Ordering::Relaxed);
         if !ok {
             self.errors.fetch_add(1, Ordering::Relaxed);
             self.handles.errors.increment(1);
         }
-        if let Some(latency) = latency {
-            self.handles.latency.record(latency.as_secs_f64());
-            self.latency.record(latency);
+        // A timed completion is counted by its histogram bucket alone: one
+        // atomic add per completion either way.
+        match latency {
+            Some(latency) => {
+                self.handles.latency.record(latency.as_secs_f64());
+                self.latency.record(latency);
+            }
+            None => {
+                self.completed.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -184,17 +190,18 @@ impl BackendStats {
     }
 
     pub(crate) fn snapshot(&self, weight: f64) -> BackendSnapshot {
+        let latency = self.latency.snapshot();
         BackendSnapshot {
             name: self.name.to_string(),
             weight,
             requests: self.requests.load(Ordering::Relaxed),
             errors: self.errors.load(Ordering::Relaxed),
-            completed: self.completed.load(Ordering::Relaxed),
+            completed: self.completed.load(Ordering::Relaxed) + latency.count(),
             spillover: self.spilled.load(Ordering::Relaxed),
             overridden: self.overridden.load(Ordering::Relaxed),
             keyed_requests: self.keyed.load(Ordering::Relaxed),
             distinct_keys: self.keys.estimate(),
-            latency: self.latency.snapshot(),
+            latency,
         }
     }
 }
