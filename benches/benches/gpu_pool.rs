@@ -17,7 +17,9 @@
 
 use std::collections::VecDeque;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use convoy_gpu_pool::{
     Allocator, AllocatorConfig, GpuPool, HostBackend, HostConfig, PoolBuf, PoolConfig, Share,
