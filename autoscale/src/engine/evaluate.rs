@@ -239,18 +239,19 @@ impl Engine {
 
         // Scale-down stabilization (HPA style): not below the recent maximum.
         if !cfg.downscale_stabilization.is_zero() {
+            // A monotonic queue: its front is the maximum of the window.
+            while self.history.back().is_some_and(|&(_, r)| r <= target) {
+                self.history.pop_back();
+            }
             self.history.push_back((now, target));
-            while let Some(&(t, _)) = self.history.front() {
-                if now.saturating_sub(t) >= cfg.downscale_stabilization
+            while self.history.front().is_some_and(|&(t, _)| {
+                (t != now && now.saturating_sub(t) >= cfg.downscale_stabilization)
                     || self.history.len() > HISTORY_CAP
-                {
-                    self.history.pop_front();
-                } else {
-                    break;
-                }
+            }) {
+                self.history.pop_front();
             }
             if target < current {
-                let recent_max = self.history.iter().map(|&(_, r)| r).max().unwrap_or(target);
+                let recent_max = self.history.front().map_or(target, |&(_, r)| r);
                 let stabilized = recent_max.min(current);
                 if stabilized > target {
                     target = stabilized;

@@ -378,3 +378,40 @@ async fn driver_survives_scaler_errors() {
         tokio::time::advance(s(1)).await;
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Scale-down stabilization never goes below the highest recommendation
+    /// of its window (or the current count, if lower).
+    #[test]
+    fn stabilization_keeps_the_window_max(
+        steps in prop::collection::vec((1u32..40, 1u64..30), 1..200),
+        window in 1u64..120,
+    ) {
+        let cfg = EngineConfig::default()
+            .max_replicas(40)
+            .no_delays()
+            .downscale_stabilization(s(window));
+        let (mut e, rec) = engine(cfg, 1);
+        let mut now = Duration::ZERO;
+        let mut current = 1;
+        let mut seen: Vec<(Duration, u32)> = Vec::new();
+        for (r, dt) in steps {
+            *rec.lock() = r;
+            seen.push((now, r));
+            let d = e.evaluate(now, ReplicaCounts::ready(current));
+            if d.reason.kind() != "initial" && d.desired < current {
+                let window_max = seen
+                    .iter()
+                    .filter(|(t, _)| now - *t < s(window))
+                    .map(|(_, r)| *r)
+                    .max()
+                    .unwrap();
+                prop_assert_eq!(d.desired, window_max.min(current));
+            }
+            current = d.desired;
+            now += s(dt);
+        }
+    }
+}
