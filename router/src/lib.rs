@@ -46,6 +46,11 @@
 //! # }
 //! ```
 
+// The README's example is compiled and run as a doc test.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub mod balance;
 mod error;
 mod hash;
