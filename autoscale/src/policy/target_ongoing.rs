@@ -89,7 +89,11 @@ impl TargetOngoingConfig {
 /// load gives `max(1, ceil(total / target))` at once.
 ///
 /// `cur` is the ready replica count when any replica is ready (Ray counts
-/// RUNNING replicas), else the current count. Missing metrics hold.
+/// RUNNING replicas), else the current count. Missing metrics hold; when
+/// fewer replicas report than are ready
+/// ([`LoadSample::replicas_reporting`](crate::LoadSample::replicas_reporting))
+/// and the formula scales down, the silent ones count at the target (HPA's
+/// missing-metric rule).
 ///
 /// ```
 /// use std::time::Duration;
@@ -116,6 +120,26 @@ impl TargetOngoing {
     /// The configuration.
     pub fn config(&self) -> &TargetOngoingConfig {
         &self.config
+    }
+}
+
+impl TargetOngoing {
+    /// Ray's formula for `cur > 0` running replicas.
+    fn formula(c: &TargetOngoingConfig, total: f64, cur: u32) -> u32 {
+        let cur_f = f64::from(cur);
+        let error_ratio = total / (c.target_ongoing_requests * cur_f);
+        let factor = if error_ratio >= 1.0 {
+            c.upscaling_factor
+        } else {
+            c.downscaling_factor
+        };
+        let smoothed = 1.0 + (error_ratio - 1.0) * factor;
+        let desired = ceil_count(cur_f * smoothed);
+        if error_ratio == 0.0 && desired == cur && desired >= 1 {
+            desired - 1
+        } else {
+            desired
+        }
     }
 }
 
@@ -151,16 +175,17 @@ impl Policy for TargetOngoing {
             );
         }
         let cur_f = f64::from(cur);
-        let error_ratio = total / (target * cur_f);
-        let factor = if error_ratio >= 1.0 {
-            c.upscaling_factor
-        } else {
-            c.downscaling_factor
-        };
-        let smoothed = 1.0 + (error_ratio - 1.0) * factor;
-        let mut desired = ceil_count(cur_f * smoothed);
-        if error_ratio == 0.0 && desired == cur && desired >= 1 {
-            desired -= 1;
+        let mut desired = Self::formula(c, total, cur);
+        // Replicas that stopped reporting: when the others suggest scaling
+        // down, assume the silent ones carry the target load (HPA's rule),
+        // so a reporting gap never looks like idleness.
+        let view = input.window.view(input.now, c.look_back);
+        if let Some(reporting) = view.replicas_reporting() {
+            let missing = cur.saturating_sub(reporting);
+            if missing > 0 && desired < cur {
+                let padded = total + f64::from(missing) * target;
+                desired = desired.max(Self::formula(c, padded, cur)).min(cur);
+            }
         }
         let per_replica = total / cur_f;
         Recommendation::new(

@@ -603,3 +603,15 @@ fn queue_model_scale_down_hysteresis() {
     let mut p = QueueModel::new(cfg.scale_down_tolerance(0.0)).unwrap();
     assert_eq!(decide(&mut p, &arrivals(1150, None), 60, 3, 3).desired, 2);
 }
+
+#[test]
+fn ray_silent_replicas_count_at_target_when_scaling_down() {
+    let mut p = TargetOngoing::new(TargetOngoingConfig::default()).unwrap();
+    // 4 ready, 2 report 2 in flight: alone that says 1 replica; with the two
+    // silent ones at the target of 2, (2 + 4) / 2 = 3.
+    assert_eq!(decide(&mut p, &reporting(2.0, 2), 30, 4, 4).desired, 3);
+    // All reporting: the plain formula.
+    assert_eq!(decide(&mut p, &reporting(2.0, 4), 30, 4, 4).desired, 1);
+    // Scaling up is not held back by silent replicas.
+    assert_eq!(decide(&mut p, &reporting(20.0, 2), 30, 4, 4).desired, 10);
+}
