@@ -135,14 +135,17 @@ fn decision_cost(c: &mut Criterion) {
             })
         });
         let proto = split(n, false);
-        group.bench_function(BenchmarkId::new("convoy_split_swrr_clone_per_request", n), |b| {
-            let mut req = 0u64;
-            b.iter(|| {
-                req += 1;
-                let mut s = proto.clone();
-                black_box(one(&mut s, &mut cx, req))
-            })
-        });
+        group.bench_function(
+            BenchmarkId::new("convoy_split_swrr_clone_per_request", n),
+            |b| {
+                let mut req = 0u64;
+                b.iter(|| {
+                    req += 1;
+                    let mut s = proto.clone();
+                    black_box(one(&mut s, &mut cx, req))
+                })
+            },
+        );
         let mut sticky = split(n, true);
         group.bench_function(BenchmarkId::new("convoy_split_sticky", n), |b| {
             let mut user = 0u64;
@@ -154,7 +157,9 @@ fn decision_cost(c: &mut Criterion) {
         let cum = cumulative(&weights(n));
         let services: Vec<Backend> = (0..n).map(Backend).collect();
         let picker_cum = cum.clone();
-        let mut steer = Steer::new(services, move |_: &u64, _: &[Backend]| random_pick(&picker_cum));
+        let mut steer = Steer::new(services, move |_: &u64, _: &[Backend]| {
+            random_pick(&picker_cum)
+        });
         group.bench_function(BenchmarkId::new("tower_steer_random", n), |b| {
             let mut req = 0u64;
             b.iter(|| {
@@ -185,7 +190,10 @@ fn split_error(c: &mut Criterion) {
     let p = 0.1;
     let trials = 2_000;
     println!("\nsplit error for a {:.0}% canary (|canary count - n*p|), {trials} trials of i.i.d. random:", p * 100.0);
-    println!("{:>8} {:>12} {:>14} {:>14} {:>14}", "n", "swrr (max)", "random mean", "random p99", "random max");
+    println!(
+        "{:>8} {:>12} {:>14} {:>14} {:>14}",
+        "n", "swrr (max)", "random mean", "random p99", "random max"
+    );
     for n in [100usize, 1_000, 10_000] {
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);

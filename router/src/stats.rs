@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-
 use crate::hash::DistinctKeys;
 
 /// Name of the request counter.
@@ -93,7 +92,11 @@ impl AtomicHistogram {
 
     fn snapshot(&self) -> LatencyHistogram {
         LatencyHistogram {
-            counts: self.counts.iter().map(|c| c.load(Ordering::Relaxed)).collect(),
+            counts: self
+                .counts
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect(),
         }
     }
 }
@@ -406,7 +409,10 @@ mod tests {
             assert!(b < BUCKETS && b >= prev.min(b));
             if us < 100_000 {
                 let (low, width) = bucket_range(b);
-                assert!(low <= us && us < low + width, "{us} in bucket {b} = {low}+{width}");
+                assert!(
+                    low <= us && us < low + width,
+                    "{us} in bucket {b} = {low}+{width}"
+                );
                 assert!(width as f64 <= (low as f64 / 16.0).max(1.0));
             }
             prev = b;

@@ -394,3 +394,38 @@ proptest! {
         prop_assert_eq!(handle.backend(target).unwrap().overridden, 3);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn completions_and_latency_are_recorded() {
+    let slow = service_fn(|fail: bool| async move {
+        tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+        if fail {
+            Err::<(), BoxError>("boom".into())
+        } else {
+            Ok(())
+        }
+    });
+    for timed in [true, false] {
+        let (split, handle) = Split::builder()
+            .backend("v1", slow, 1.0)
+            .record_latency(timed)
+            .build()
+            .unwrap();
+        for i in 0..10 {
+            let _ = split.clone().oneshot(i % 5 == 0).await;
+        }
+        let v1 = handle.backend("v1").unwrap();
+        assert_eq!((v1.requests, v1.completed, v1.errors), (10, 10, 2));
+        assert_eq!(v1.error_rate(), 0.2);
+        if timed {
+            let p50 = v1.latency.quantile(0.5);
+            assert!(
+                p50 >= std::time::Duration::from_micros(38_700)
+                    && p50 <= std::time::Duration::from_micros(41_300),
+                "{p50:?}"
+            );
+        } else {
+            assert_eq!(v1.latency.count(), 0);
+        }
+    }
+}

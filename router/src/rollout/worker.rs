@@ -251,8 +251,7 @@ impl<T: RolloutTarget> Worker<T> {
                     if stable.completed < cfg.min_samples {
                         return Verdict::Wait(format!(
                             "{} of {} stable samples needed for a latency comparison",
-                            stable.completed,
-                            cfg.min_samples
+                            stable.completed, cfg.min_samples
                         ));
                     }
                     stable

@@ -42,7 +42,11 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
         Self::new(Either::Right(fut), stats, timed)
     }
 
-    fn new(inner: Either<S::Future, Oneshot<S, Req>>, stats: Arc<BackendStats>, timed: bool) -> Self {
+    fn new(
+        inner: Either<S::Future, Oneshot<S, Req>>,
+        stats: Arc<BackendStats>,
+        timed: bool,
+    ) -> Self {
         stats.on_dispatch();
         Self {
             inner,

@@ -109,7 +109,8 @@ impl<S: Clone, Req> Clone for Split<S, Req> {
     /// The clone shares weights, round-robin position and statistics, but
     /// gets fresh backend instances: readiness is never copied.
     fn clone(&self) -> Self {
-        let table = self.control.current();
+        // A newer table, if any, is picked up by the clone's first `poll_ready`.
+        let table = self.table.clone();
         Self {
             control: self.control.clone(),
             routing: self.routing.clone(),
