@@ -415,3 +415,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn configs_round_trip_through_serde() {
+    fn round_trip<T>(value: &T)
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let json = serde_json::to_string(value).unwrap();
+        let back: T = serde_json::from_str(&json).unwrap();
+        assert_eq!(&back, value, "{json}");
+    }
+    round_trip(
+        &EngineConfig::default()
+            .min_replicas(0)
+            .scale_to_zero_delay(Some(s(30))),
+    );
+    round_trip(&crate::TargetOngoingConfig::default());
+    round_trip(&crate::HpaConfig::default());
+    round_trip(&crate::KpaConfig::default());
+    round_trip(&crate::LatencySloConfig::default().max_ongoing_per_replica(Some(4.0)));
+    round_trip(
+        &crate::QueueModelConfig::default().cost(Some(crate::BatchCost::new(
+            Duration::from_millis(10),
+            Duration::from_millis(1),
+        ))),
+    );
+    round_trip(&crate::ReplicaSetConfig::default());
+    // Missing fields take their defaults.
+    let partial: EngineConfig = serde_json::from_str(r#"{"max_replicas": 3}"#).unwrap();
+    assert_eq!(partial, EngineConfig::default().max_replicas(3));
+}
