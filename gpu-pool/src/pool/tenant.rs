@@ -68,7 +68,11 @@ impl TenantInner {
     }
 
     pub(crate) fn freed(&self, size: u64) {
-        let used = self.used.fetch_sub(size, Ordering::Relaxed) - size;
+        // Runs in `Drop`: never panic, even on an accounting bug.
+        let used = self
+            .used
+            .fetch_sub(size, Ordering::Relaxed)
+            .saturating_sub(size);
         self.metrics.freed(used);
     }
 }
