@@ -5,6 +5,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Most concurrency slots a replica may have.
+const MAX_SLOTS: u32 = 1024;
+/// Largest batch size the simulator accepts.
+const MAX_BATCH_SIZE: u32 = 65_536;
+
 /// How one replica serves requests.
 ///
 /// A replica has `slots` concurrency slots (Ray Serve's
@@ -132,17 +137,31 @@ impl SimConfig {
         let fail =
             |field: &'static str, reason: &'static str| Err(SimConfigError { field, reason });
         let r = &self.replica;
-        if r.slots == 0 {
-            return fail("replica.slots", "must be at least 1");
+        let hour = Duration::from_secs(3600);
+        let day = Duration::from_secs(86_400);
+        if r.slots == 0 || r.slots > MAX_SLOTS {
+            return fail("replica.slots", "must be in 1..=1024");
         }
-        if r.max_batch_size == 0 {
-            return fail("replica.max_batch_size", "must be at least 1");
+        if r.max_batch_size == 0 || r.max_batch_size > MAX_BATCH_SIZE {
+            return fail("replica.max_batch_size", "must be in 1..=65536");
+        }
+        if r.batch_overhead > hour {
+            return fail("replica.batch_overhead", "must be at most one hour");
+        }
+        if r.per_item > hour {
+            return fail("replica.per_item", "must be at most one hour");
         }
         if r.batch_cost(1).is_zero() {
             return fail("replica.batch_overhead", "batch cost must be > 0");
         }
-        if self.slo.is_zero() {
-            return fail("slo", "must be > 0");
+        if r.cold_start > day {
+            return fail("replica.cold_start", "must be at most one day");
+        }
+        if self.slo.is_zero() || self.slo > hour {
+            return fail("slo", "must be > 0 and at most one hour");
+        }
+        if self.drain > day {
+            return fail("drain", "must be at most one day");
         }
         if self.queue_capacity == 0 {
             return fail("queue_capacity", "must be at least 1");
@@ -153,8 +172,11 @@ impl SimConfig {
             return fail("sample_interval", "must be > 0 and divide one minute");
         }
         let timeline = self.timeline_interval.as_nanos();
-        if timeline == 0 || timeline % sample != 0 {
-            return fail("timeline_interval", "must be a multiple of sample_interval");
+        if timeline == 0 || timeline % sample != 0 || self.timeline_interval > day {
+            return fail(
+                "timeline_interval",
+                "must be a multiple of sample_interval, at most one day",
+            );
         }
         Ok(())
     }

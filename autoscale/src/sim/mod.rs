@@ -43,4 +43,7 @@ pub use oracle::Oracle;
 pub use report::{comparison_table, Report, TimelinePoint};
 pub use run::{Controller, FixedReplicas, Simulation};
 pub use standard::{builtin_contenders, standard_traces, Contender, STANDARD_MAX_REPLICAS};
-pub use trace::{CsvResolution, Mmpp, Spike, Trace, TraceError, TraceErrorKind, MAX_TRACE_STEPS};
+pub use trace::{
+    CsvResolution, Mmpp, Spike, Trace, TraceError, TraceErrorKind, MAX_RATE, MAX_TRACE_DURATION,
+    MAX_TRACE_STEPS,
+};

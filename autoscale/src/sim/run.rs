@@ -120,7 +120,7 @@ const NANOS: u64 = 1_000_000_000;
 const MINUTE_NS: u64 = 60 * NANOS;
 /// Upper bound on replicas the simulator will start; a policy asking for
 /// more is clamped (and it shows in the report's peak).
-const MAX_REPLICAS: u32 = 100_000;
+const MAX_REPLICAS: u32 = 10_000;
 /// Latencies above this are recorded as this (an hour).
 const MAX_LATENCY_NS: u64 = 3_600 * NANOS;
 

@@ -423,7 +423,7 @@ fn csv_traces() {
     assert_eq!(err.kind(), TraceErrorKind::InvalidValue);
     let err = Trace::from_csv("csv", "count\n", CsvResolution::PerSecond).unwrap_err();
     assert_eq!(err.kind(), TraceErrorKind::Empty);
-    let err = Trace::from_csv("csv", "1e9\n1,\n", CsvResolution::PerSecond).unwrap_err();
+    let err = Trace::from_csv("csv", "1e6\n1,\n", CsvResolution::PerSecond).unwrap_err();
     assert_eq!(err.kind(), TraceErrorKind::Parse);
 }
 
@@ -451,6 +451,21 @@ fn bad_trace_parameters_are_errors() {
             .kind(),
         TraceErrorKind::ZeroStep
     );
+    assert_eq!(
+        Trace::from_rates("x", Duration::MAX, vec![1.0])
+            .unwrap_err()
+            .kind(),
+        TraceErrorKind::TooLong
+    );
+    assert_eq!(
+        Trace::from_rates("x", secs(1), vec![1e300])
+            .unwrap_err()
+            .kind(),
+        TraceErrorKind::InvalidValue
+    );
+    let err = Trace::from_csv("csv", "1\n1e300\n", CsvResolution::PerSecond).unwrap_err();
+    assert_eq!(err.kind(), TraceErrorKind::InvalidValue);
+    assert_eq!(err.line(), Some(2));
     assert_eq!(
         Trace::diurnal(1.0, 1.5, secs(60), secs(60))
             .unwrap_err()
@@ -484,6 +499,14 @@ fn table_lists_every_report() {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn csv_input_never_panics(text in "[0-9a-z,.#eE+\\- \n]{0,200}") {
+        if let Ok(t) = Trace::from_csv("p", &text, CsvResolution::PerMinute) {
+            prop_assert!(!t.rates().is_empty());
+            prop_assert!(t.rates().iter().all(|r| r.is_finite() && *r >= 0.0 && *r <= MAX_RATE));
+        }
+    }
 
     #[test]
     fn every_arrival_is_accounted_once(

@@ -12,6 +12,13 @@ use serde::{Deserialize, Serialize};
 /// allocating without bound.
 pub const MAX_TRACE_STEPS: usize = 10_000_000;
 
+/// The longest trace the simulator accepts (about 115 days).
+pub const MAX_TRACE_DURATION: Duration = Duration::from_secs(10_000_000);
+
+/// The highest rate a trace may have, requests per second (a rate the
+/// simulator could not replay in any reasonable time is an input error).
+pub const MAX_RATE: f64 = 1e7;
+
 /// An arrival-rate trace: `rates[k]` requests per second during
 /// `[k·step, (k+1)·step)`.
 ///
@@ -98,9 +105,10 @@ pub enum TraceErrorKind {
     Empty,
     /// The step length is zero.
     ZeroStep,
-    /// A rate or parameter is negative, NaN or infinite.
+    /// A rate or parameter is negative, NaN or infinite, or a rate is above
+    /// [`MAX_RATE`].
     InvalidValue,
-    /// The trace would exceed [`MAX_TRACE_STEPS`].
+    /// The trace would exceed [`MAX_TRACE_STEPS`] or [`MAX_TRACE_DURATION`].
     TooLong,
     /// A CSV field is not a number.
     Parse,
@@ -198,8 +206,20 @@ impl Trace {
         if rates.len() > MAX_TRACE_STEPS {
             return Err(TraceError::new(TraceErrorKind::TooLong, "too many steps"));
         }
+        let too_long = step
+            .checked_mul(u32::try_from(rates.len()).unwrap_or(u32::MAX))
+            .is_none_or(|d| d > MAX_TRACE_DURATION);
+        if too_long {
+            return Err(TraceError::new(TraceErrorKind::TooLong, "trace too long"));
+        }
         for (k, &r) in rates.iter().enumerate() {
             check_param(&format!("rate[{k}]"), r)?;
+            if r > MAX_RATE {
+                return Err(TraceError::new(
+                    TraceErrorKind::InvalidValue,
+                    format!("rate[{k}] = {r} is above {MAX_RATE} requests/s"),
+                ));
+            }
         }
         Ok(Self {
             name: name.into(),
@@ -380,10 +400,10 @@ impl Trace {
                     .at_line(line_no))
                 }
             };
-            if !(count.is_finite() && count >= 0.0) {
+            if !(count.is_finite() && count >= 0.0 && count / step.as_secs_f64() <= MAX_RATE) {
                 return Err(TraceError::new(
                     TraceErrorKind::InvalidValue,
-                    format!("count {count} must be finite and non-negative"),
+                    format!("count {count} must be finite, non-negative and at most {MAX_RATE}/s"),
                 )
                 .at_line(line_no));
             }
@@ -420,6 +440,7 @@ impl Trace {
 
     /// Total length.
     pub fn duration(&self) -> Duration {
+        // Bounded by MAX_TRACE_DURATION at construction.
         self.step * u32::try_from(self.rates.len()).unwrap_or(u32::MAX)
     }
 
