@@ -52,6 +52,7 @@ fn partial_configs_use_defaults() {
     let split: SplitConfig = serde_json::from_str(r#"{"pick": "weighted_random"}"#).unwrap();
     assert_eq!(split.pick, PickStrategy::WeightedRandom);
     assert_eq!(split.when_not_ready, WhenNotReady::Wait);
-    let rollout: RolloutConfig = serde_json::from_str(r#"{"stable": "v1", "canary": "v2"}"#).unwrap();
+    let rollout: RolloutConfig =
+        serde_json::from_str(r#"{"stable": "v1", "canary": "v2"}"#).unwrap();
     assert_eq!(rollout.steps, vec![1.0, 5.0, 10.0, 25.0, 50.0, 100.0]);
 }
