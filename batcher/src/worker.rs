@@ -57,6 +57,8 @@ where
     next_sweep: Option<Instant>,
     waits: Vec<u64>,
     yielded: bool,
+    /// Callers answered by the most recently finished batch.
+    last_fanout: usize,
     finished: bool,
 }
 
@@ -111,6 +113,7 @@ where
             next_sweep: None,
             waits: Vec::new(),
             yielded: false,
+            last_fanout: 0,
             finished: false,
         }
     }
@@ -297,6 +300,7 @@ where
     }
 
     fn record_done(&mut self, mut done: Done<Resp>) {
+        self.last_fanout = done.size;
         let stats = &self.shared.control.stats;
         stats
             .completed
@@ -353,11 +357,12 @@ where
         this.shared.control.worker.register(cx.waker());
         // A caller's push puts this task in the runtime's LIFO slot, right
         // behind that caller: dispatching at once would send batches of
-        // one while other callers are ready to push. With several request
-        // handles alive, yield once so they can; a lone caller pays nothing.
+        // one while other callers are ready to push. When other callers
+        // may exist (several request handles alive, or the last batch
+        // answered several callers), yield once so they can.
         if !this.yielded
             && this.running < this.in_flight.len()
-            && this.shared.control.senders.load(Ordering::Relaxed) > 2
+            && (this.last_fanout > 1 || this.shared.control.senders.load(Ordering::Relaxed) > 2)
         {
             this.yielded = true;
             cx.waker().wake_by_ref();
