@@ -146,6 +146,11 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        assert!(
+            self.reject || self.reserved,
+            "poll_ready must be called first"
+        );
+        let (item, rx) = self.shared.prepare(req);
         if self.reject {
             match self.shared.control.semaphore.try_acquire() {
                 Ok(permit) => permit.forget(),
@@ -166,11 +171,8 @@ where
                 }
             }
         } else {
-            assert!(
-                std::mem::take(&mut self.reserved),
-                "poll_ready must be called first"
-            );
+            self.reserved = false;
         }
-        self.shared.enqueue(req)
+        self.shared.push(item, rx)
     }
 }

@@ -20,6 +20,7 @@ use crate::telemetry::Telemetry;
 use crate::Priority;
 
 pub(crate) type Sender<Resp> = oneshot::Sender<Result<Resp, BoxError>>;
+pub(crate) type Receiver<Resp> = oneshot::Receiver<Result<Resp, BoxError>>;
 
 /// One admitted request waiting for a batch.
 pub(crate) struct Item<Req, Resp> {
@@ -211,8 +212,9 @@ impl<Req, Resp> Shared<Req, Resp> {
         }
     }
 
-    /// Queues an admitted request (its queue slot is already taken).
-    pub(crate) fn enqueue(&self, req: Req) -> ResponseFuture<Resp> {
+    /// Builds the queue item for `req`, running the layer's functions of
+    /// the request (which may panic: no queue slot is consumed yet).
+    pub(crate) fn prepare(&self, req: Req) -> (Item<Req, Resp>, Receiver<Resp>) {
         let hooks = &self.hooks;
         let key = hooks.key.as_ref().map_or(0, |f| f(&req));
         let cost = hooks.cost.as_ref().map_or(1, |f| f(&req));
@@ -237,6 +239,11 @@ impl<Req, Resp> Shared<Req, Resp> {
             priority,
             span: Span::current(),
         };
+        (item, rx)
+    }
+
+    /// Queues an admitted item (its queue slot is already taken).
+    pub(crate) fn push(&self, item: Item<Req, Resp>, rx: Receiver<Resp>) -> ResponseFuture<Resp> {
         let mut inbound = self.inbound.lock();
         if inbound.closed {
             drop(inbound);

@@ -228,3 +228,39 @@ async fn inside_a_tonic_service() {
         6
     );
 }
+
+#[test]
+fn the_service_is_send_sync_clone_and_static() {
+    fn assert_service<T: Clone + Send + Sync + 'static>() {}
+    assert_service::<Batch<u32, u32>>();
+    assert_service::<Batch<String, Vec<f32>>>();
+    assert_service::<convoy_batcher::BatchHandle>();
+    assert_service::<BatchLayer<u32, u32>>();
+    fn assert_future<F: std::future::Future + Send + Sync + 'static>() {}
+    assert_future::<convoy_batcher::ResponseFuture<u32>>();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_request_function_does_not_leak_a_queue_slot() {
+    let layer =
+        BatchLayer::<u32, u32>::new(BatchConfig::builder().queue_capacity(1).build().unwrap())
+            .key_fn(|x: &u32| {
+                assert_ne!(*x, 13, "bad request");
+                0
+            });
+    let (mut svc, mut worker, mut handle) = batcher_with(layer);
+    let mut ready = tokio_test::task::spawn(futures::future::poll_fn(|cx| svc.poll_ready(cx)));
+    assert!(ready.poll().is_ready());
+    drop(ready);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = svc.call(13);
+    }));
+    assert!(panicked.is_err());
+    // The slot reserved for the panicking call is still this handle's.
+    let mut ok = call(&mut svc, 1);
+    assert_pending!(drive(&mut worker));
+    let (b, s) = next_batch(&mut handle).unwrap();
+    echo(b, s);
+    assert_pending!(drive(&mut worker));
+    assert!(ok.poll().is_ready());
+}
