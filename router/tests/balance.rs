@@ -122,4 +122,10 @@ async fn invalid_config_is_rejected() {
         ..config()
     };
     assert!(Balancer::<u32, u32>::new(replicas, cfg).is_err());
+    let replicas = futures::stream::pending::<Result<Change<u32, Replica>, BoxError>>();
+    let cfg = BalanceConfig {
+        buffer_capacity: usize::MAX,
+        ..config()
+    };
+    assert!(Balancer::<u32, u32>::new(replicas, cfg).is_err());
 }

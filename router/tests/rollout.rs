@@ -336,6 +336,10 @@ fn invalid_rollout_config_is_rejected() {
             canary: "stable".into(),
             ..config()
         },
+        RolloutConfig {
+            analysis_interval: Duration::MAX,
+            ..config()
+        },
     ] {
         assert!(Rollout::new(Fake::new(), cfg).is_err());
     }

@@ -65,6 +65,12 @@ impl BalanceConfig {
         if self.buffer_capacity == 0 {
             return zero("buffer_capacity");
         }
+        if self.buffer_capacity > tokio::sync::Semaphore::MAX_PERMITS {
+            return Err(ConfigError::new(
+                ConfigErrorKind::OutOfRange,
+                format!("buffer_capacity {} is too large", self.buffer_capacity),
+            ));
+        }
         if let LoadMetric::PeakEwma { default_rtt, decay } = self.load {
             if decay.is_zero() {
                 return zero("decay");

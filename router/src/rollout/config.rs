@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ConfigError, ConfigErrorKind};
 
+/// Longest accepted duration: keeps deadline arithmetic far from overflow.
+const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Latency bound a canary must meet.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -102,6 +105,15 @@ impl RolloutConfig {
                 ));
             }
             prev = *s;
+        }
+        for (what, d) in [
+            ("min_step_duration", self.min_step_duration),
+            ("analysis_interval", self.analysis_interval),
+            ("rollback_interval", self.rollback_interval),
+        ] {
+            if d > MAX_DURATION {
+                return range(format!("rollout {what} {d:?} exceeds a year"));
+            }
         }
         if self.min_step_duration.is_zero() {
             return zero("min_step_duration");
