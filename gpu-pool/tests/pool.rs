@@ -309,3 +309,31 @@ fn buffers_report_what_they_consume() {
     assert_eq!(t.stats().peak_bytes, 1280);
     assert_eq!(t.used(), 0);
 }
+
+#[test]
+fn concurrent_alloc_and_free_keep_exact_accounting() {
+    let (pool, _) = pool(256 * MIB);
+    let t = pool.tenant("t", Share::bytes(8 * MIB).streams(2)).unwrap();
+    std::thread::scope(|sc| {
+        for k in 0..2 {
+            let t = t.clone();
+            sc.spawn(move || {
+                let s = t.streams()[k];
+                let mut held = Vec::new();
+                for i in 0..20_000u64 {
+                    match t.alloc_on(s, (i * 7919 + k as u64 * 104_729) % (512 << 10)) {
+                        Ok(b) => held.push(b),
+                        Err(e) => assert!(e.is::<QuotaExceeded>(), "{e}"),
+                    }
+                    assert!(t.used() <= t.quota());
+                    if !held.is_empty() && (held.len() > 8 || i % 3 == 0) {
+                        let j = (i as usize * 31) % held.len();
+                        drop(held.swap_remove(j));
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(t.used(), 0);
+    assert_eq!(pool.stats().allocated_bytes, 0);
+}

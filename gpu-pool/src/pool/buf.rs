@@ -94,8 +94,10 @@ impl Drop for PoolBuf {
         };
         match st.alloc.free(self.block, pending) {
             Ok(size) => {
-                drop(st);
+                // Under the pool lock, so quota checks never see a block
+                // that is back in the allocator as still in use.
                 self.tenant.freed(size);
+                drop(st);
             }
             Err(e) => tracing::error!(error = %e, "gpu pool: invalid free ignored"),
         }

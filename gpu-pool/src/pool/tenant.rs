@@ -213,8 +213,10 @@ impl Tenant {
             let fits = |g: u64| used.checked_add(g).is_some_and(|n| n <= limit);
             match st.alloc.alloc(size, stream, fits) {
                 Ok(a) => {
-                    let now = used + a.size;
-                    t.used.store(now, Ordering::Relaxed);
+                    // Frees subtract outside the pool lock, so add rather than
+                    // store: a concurrent free only makes the check above
+                    // conservative, never lets the quota be exceeded.
+                    let now = t.used.fetch_add(a.size, Ordering::Relaxed) + a.size;
                     let peak = t.peak.fetch_max(now, Ordering::Relaxed).max(now);
                     t.allocations.fetch_add(1, Ordering::Relaxed);
                     drop(st);
