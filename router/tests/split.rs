@@ -429,3 +429,67 @@ async fn completions_and_latency_are_recorded() {
         }
     }
 }
+
+/// Counts how many instances were cloned from it.
+struct Counted {
+    clones: Arc<AtomicUsize>,
+}
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::SeqCst);
+        Self {
+            clones: self.clones.clone(),
+        }
+    }
+}
+
+impl Service<u32> for Counted {
+    type Response = ();
+    type Error = BoxError;
+    type Future = Ready<Result<(), BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: u32) -> Self::Future {
+        ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn updates_keep_the_instances_of_surviving_backends() {
+    let clones = Arc::new(AtomicUsize::new(0));
+    let v1 = Counted {
+        clones: clones.clone(),
+    };
+    let (split, handle) = Split::builder()
+        .backend("v1", v1.clone(), 1.0)
+        .build()
+        .unwrap();
+    let base = clones.load(Ordering::SeqCst);
+    let mut s = split.clone();
+    s.ready().await.unwrap().call(1).await.unwrap();
+    assert_eq!(
+        clones.load(Ordering::SeqCst),
+        base + 1,
+        "one instance per clone"
+    );
+    s.ready().await.unwrap().call(2).await.unwrap();
+    assert_eq!(clones.load(Ordering::SeqCst), base + 1, "reused");
+
+    // Updates copy prototypes inside the table, but this clone's instance survives.
+    handle.set_weight("v1", 3.0).unwrap();
+    handle.insert_backend("v2", v1.clone(), 0.0).unwrap();
+    let before = clones.load(Ordering::SeqCst);
+    for i in 0..5 {
+        s.ready().await.unwrap().call(i).await.unwrap();
+    }
+    assert_eq!(
+        clones.load(Ordering::SeqCst),
+        before,
+        "no new instance after updates"
+    );
+    assert_eq!(handle.backend("v1").unwrap().requests, 7);
+}

@@ -99,6 +99,7 @@
 mod config;
 mod future;
 mod handle;
+mod instances;
 mod overrides;
 mod service;
 mod table;

@@ -1,4 +1,3 @@
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,6 +10,7 @@ use tower::{Service, ServiceExt};
 use super::config::{PickStrategy, SplitConfig, StickyStrategy, WhenNotReady};
 use super::future::ResponseFuture;
 use super::handle::SplitHandle;
+use super::instances::Instances;
 use super::overrides::{HeaderOverride, Override, PredicateOverride};
 use super::table::{Entry, Table};
 use crate::error::ConfigError;
@@ -72,6 +72,12 @@ fn new_entry<S>(
     }
 }
 
+/// Everything a clone shares, behind one `Arc` (one reference count per clone).
+struct Shared<S, Req> {
+    control: Arc<Control<S>>,
+    routing: Routing<Req>,
+}
+
 /// Request-dependent routing: sticky key and overrides.
 struct Routing<Req> {
     key: Option<KeyFn<Req>>,
@@ -83,12 +89,10 @@ struct Routing<Req> {
 /// See the [module documentation](crate::split) for the algorithm, readiness
 /// rules and how clones share state.
 pub struct Split<S, Req> {
-    control: Arc<Control<S>>,
-    routing: Arc<Routing<Req>>,
+    shared: Arc<Shared<S, Req>>,
     table: Arc<Table<S>>,
-    /// This clone's own backend instances (cloned lazily from the
-    /// prototypes), aligned with `table.entries`, tagged with the entry id.
-    services: Vec<Option<(u64, S)>>,
+    /// This clone's own backend instances, cloned lazily from the prototypes.
+    services: Instances<S>,
     /// Backend made ready by `poll_ready`, consumed by `call`.
     ready: Option<usize>,
     /// Backend picked by `poll_ready` that was not ready yet.
@@ -98,7 +102,7 @@ pub struct Split<S, Req> {
 impl<S, Req> fmt::Debug for Split<S, Req> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Split")
-            .field("name", &self.control.name)
+            .field("name", &self.shared.control.name)
             .field("table", &self.table)
             .field("ready", &self.ready)
             .finish_non_exhaustive()
@@ -112,9 +116,8 @@ impl<S: Clone, Req> Clone for Split<S, Req> {
         // A newer table, if any, is picked up by the clone's first `poll_ready`.
         let table = self.table.clone();
         Self {
-            control: self.control.clone(),
-            routing: self.routing.clone(),
-            services: (0..table.entries.len()).map(|_| None).collect(),
+            shared: self.shared.clone(),
+            services: Instances::default(),
             table,
             ready: None,
             pending: None,
@@ -135,33 +138,24 @@ impl<S: Clone, Req> Split<S, Req> {
 
     /// A handle to change weights and backends of this split (and all its clones).
     pub fn handle(&self) -> SplitHandle<S> {
-        SplitHandle::new(self.control.clone())
+        SplitHandle::new(self.shared.control.clone())
     }
 
     /// Picks up a table installed by a handle. Keeps backend instances
     /// whose entry survived, so their readiness is not lost.
     fn sync(&mut self) {
-        if self.control.epoch.load(Ordering::Acquire) == self.table.epoch {
+        if self.shared.control.epoch.load(Ordering::Acquire) == self.table.epoch {
             return;
         }
-        let table = self.control.current();
-        let mut old: HashMap<u64, S> = self.services.drain(..).flatten().collect();
-        self.services = table
-            .entries
-            .iter()
-            .map(|e| old.remove(&e.id).map(|s| (e.id, s)))
-            .collect();
+        let table = self.shared.control.current();
+        self.services.resync(&table);
         self.table = table;
         self.ready = None;
         self.pending = None;
     }
 
     fn service(&mut self, idx: usize) -> &mut S {
-        let entry = &self.table.entries[idx];
-        let slot = &mut self.services[idx];
-        &mut slot
-            .get_or_insert_with(|| (entry.id, entry.service.lock().clone()))
-            .1
+        self.services.get(idx, &self.table.entries[idx])
     }
 }
 
@@ -174,22 +168,26 @@ where
     }
 
     fn target(&self, req: &Req) -> Option<(usize, Option<u64>, bool)> {
-        for o in &self.routing.overrides {
+        for o in &self.shared.routing.overrides {
             if let Some(name) = o.backend(req) {
                 match self.table.index_of(name) {
                     Some(i) => return Some((i, None, true)),
-                    None => self.control.unknown_override.increment(1),
+                    None => self.shared.control.unknown_override.increment(1),
                 }
             }
         }
-        let key = self.routing.key.as_ref()?;
+        let key = self.shared.routing.key.as_ref()?;
         Some(match key(req) {
             Some(h) => (
-                self.table.sticky(h, self.control.config.pick),
+                self.table.sticky(h, self.shared.control.config.pick),
                 Some(h),
                 false,
             ),
-            None => (self.table.pick(self.control.config.pick), None, false),
+            None => (
+                self.table.pick(self.shared.control.config.pick),
+                None,
+                false,
+            ),
         })
     }
 }
@@ -207,7 +205,7 @@ where
             return Poll::Ready(Ok(()));
         }
         self.sync();
-        if self.routing.key.is_some() {
+        if self.shared.routing.key.is_some() {
             // The pick depends on the request: it is made in `call`, and the
             // response future drives only the picked backend's readiness.
             return Poll::Ready(Ok(()));
@@ -215,7 +213,7 @@ where
         let first = match self.pending {
             Some(i) => i,
             None => {
-                let i = self.table.pick(self.control.config.pick);
+                let i = self.table.pick(self.shared.control.config.pick);
                 self.pending = Some(i);
                 i
             }
@@ -232,7 +230,7 @@ where
             }
             Poll::Pending => {}
         }
-        if self.control.config.when_not_ready == WhenNotReady::Spill {
+        if self.shared.control.config.when_not_ready == WhenNotReady::Spill {
             let order = self.table.spill_order.clone();
             for &j in order.iter().filter(|j| **j as usize != first) {
                 match self.poll_backend(j as usize, cx) {
@@ -272,13 +270,17 @@ where
         if self.ready == Some(idx) {
             self.ready = None;
             let fut = self.service(idx).call(req);
-            ResponseFuture::called(fut, stats, self.control.config.record_latency)
+            ResponseFuture::called(fut, stats, self.shared.control.config.record_latency)
         } else {
             // Overrides and sticky keys may name a backend this clone has not
             // made ready: drive that backend alone. A reservation held for
             // another backend stays for the next call.
             let svc = self.service(idx).clone();
-            ResponseFuture::oneshot(svc.oneshot(req), stats, self.control.config.record_latency)
+            ResponseFuture::oneshot(
+                svc.oneshot(req),
+                stats,
+                self.shared.control.config.record_latency,
+            )
         }
     }
 }
@@ -407,15 +409,17 @@ impl<S: Clone, Req> SplitBuilder<S, Req> {
         let control = Arc::new(control);
         let table = control.current();
         let split = Split {
-            routing: Arc::new(Routing {
-                key: self.key,
-                overrides: self.overrides,
+            shared: Arc::new(Shared {
+                control: control.clone(),
+                routing: Routing {
+                    key: self.key,
+                    overrides: self.overrides,
+                },
             }),
-            services: (0..table.entries.len()).map(|_| None).collect(),
+            services: Instances::default(),
             table,
             ready: None,
             pending: None,
-            control: control.clone(),
         };
         Ok((split, SplitHandle::new(control)))
     }
