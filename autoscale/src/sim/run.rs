@@ -208,6 +208,8 @@ struct World {
     running: u64,
     completions: BinaryHeap<Reverse<(u64, u32, u32)>>,
     replicas: Vec<Replica>,
+    /// Ready replicas (not draining), for picking whom to drain.
+    ready_ids: Vec<u32>,
     free: Vec<u32>,
     starting: VecDeque<(u64, u32)>,
     n_starting: u32,
@@ -300,6 +302,7 @@ impl World {
             return; // cancelled while starting
         }
         replica.state = ReplicaState::Ready;
+        self.ready_ids.push(r);
         self.n_starting -= 1;
         self.n_ready += 1;
         self.free
@@ -357,28 +360,22 @@ impl World {
                     excess -= 1;
                 }
             }
-            while excess > 0 {
-                // Drain the least busy ready replica (newest on ties).
-                let Some(r) = self
-                    .replicas
-                    .iter()
-                    .enumerate()
-                    .rev()
-                    .filter(|(_, x)| x.state == ReplicaState::Ready)
-                    .min_by_key(|(_, x)| x.busy)
-                    .map(|(i, _)| i)
-                else {
-                    break;
-                };
-                let replica = &mut self.replicas[r];
-                if replica.busy == 0 {
-                    replica.state = ReplicaState::Stopped;
-                    replica.stopped = now;
-                } else {
-                    replica.state = ReplicaState::Draining;
+            if excess > 0 {
+                // Drain the least busy ready replicas (newest on ties).
+                let replicas = &self.replicas;
+                self.ready_ids
+                    .sort_unstable_by_key(|&r| (replicas[r as usize].busy, Reverse(r)));
+                let k = (excess as usize).min(self.ready_ids.len());
+                for r in self.ready_ids.drain(..k) {
+                    let replica = &mut self.replicas[r as usize];
+                    if replica.busy == 0 {
+                        replica.state = ReplicaState::Stopped;
+                        replica.stopped = now;
+                    } else {
+                        replica.state = ReplicaState::Draining;
+                    }
+                    self.n_ready -= 1;
                 }
-                self.n_ready -= 1;
-                excess -= 1;
             }
         }
         self.peak_replicas = self.peak_replicas.max(self.current());
@@ -441,6 +438,7 @@ impl Simulation {
             running: 0,
             completions: BinaryHeap::new(),
             replicas: Vec::new(),
+            ready_ids: Vec::new(),
             free: Vec::new(),
             starting: VecDeque::new(),
             n_starting: 0,
