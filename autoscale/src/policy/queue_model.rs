@@ -278,7 +278,7 @@ impl QueueModel {
         }
     }
 
-    /// The smallest feasible count (feasibility is monotone in `n`: binary search).
+    /// The smallest feasible count (feasibility is monotone in `n`).
     fn smallest_feasible(
         &self,
         cost: &BatchCost,
@@ -286,9 +286,29 @@ impl QueueModel {
         use_slo: bool,
         utilization: f64,
     ) -> Option<u32> {
-        let (mut lo, mut hi) = (1u32, SEARCH_LIMIT);
-        if !self.feasible(cost, lambda, hi, use_slo, utilization) {
-            return None;
+        let c = &self.config;
+        let b_max = f64::from(c.max_batch_size);
+        let per_replica = f64::from(c.concurrency) * b_max / cost.seconds(b_max);
+        // The utilisation bound alone gives a lower bound; the latency bound
+        // can only raise it. Gallop up from there, then bisect.
+        let mut lo = ceil_count(lambda / (per_replica * utilization)).clamp(1, SEARCH_LIMIT);
+        if self.feasible(cost, lambda, lo, use_slo, utilization) {
+            // Rounding may leave the bound one too high.
+            while lo > 1 && self.feasible(cost, lambda, lo - 1, use_slo, utilization) {
+                lo -= 1;
+            }
+            return Some(lo);
+        }
+        let mut hi = lo;
+        loop {
+            if hi >= SEARCH_LIMIT {
+                return None;
+            }
+            lo = hi + 1;
+            hi = hi.saturating_mul(2).min(SEARCH_LIMIT);
+            if self.feasible(cost, lambda, hi, use_slo, utilization) {
+                break;
+            }
         }
         while lo < hi {
             let mid = lo + (hi - lo) / 2;

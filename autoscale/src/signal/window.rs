@@ -6,7 +6,15 @@ use super::sample::{BatchCost, Counter, LoadSample, Signal};
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     at: Duration,
+    /// `at` in nanoseconds, and the interval since the previous sample (0 for
+    /// the first sample ever): integer arithmetic keeps aggregation cheap.
+    at_ns: u64,
+    interval_ns: u64,
     sample: LoadSample,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A bounded, time-indexed history of [`LoadSample`]s with look-back aggregation.
@@ -126,7 +134,17 @@ impl Window {
                 return true;
             }
         }
-        self.entries.push_back(Entry { at: now, sample });
+        let at_ns = nanos(now);
+        let interval_ns = self
+            .entries
+            .back()
+            .map_or(0, |last| at_ns.saturating_sub(last.at_ns));
+        self.entries.push_back(Entry {
+            at: now,
+            at_ns,
+            interval_ns,
+            sample,
+        });
         self.prune(now);
         true
     }
@@ -224,23 +242,16 @@ impl<'a> WindowView<'a> {
     }
 
     /// Samples in the look-back, oldest first, each with the part of its
-    /// interval that falls in the look-back (zero for the first sample ever)
-    /// and its full interval (`None` for the first sample ever).
-    fn weighted(&self) -> impl Iterator<Item = (Duration, Option<Duration>, &'a LoadSample)> + 'a {
+    /// interval that falls in the look-back in seconds (zero for the first
+    /// sample ever) and its full interval in nanoseconds (zero for the first
+    /// sample ever).
+    fn weighted(&self) -> impl Iterator<Item = (f64, u64, &'a LoadSample)> + 'a {
         let entries = &self.window.entries;
         let (begin, end) = self.bounds();
-        let start = self.start;
-        let mut prev = begin.checked_sub(1).map(|i| entries[i].at);
+        let start_ns = nanos(self.start);
         entries.range(begin..end).map(move |e| {
-            let (weight, interval) = match prev {
-                Some(p) => (
-                    e.at.saturating_sub(p.max(start)),
-                    Some(e.at.saturating_sub(p)),
-                ),
-                None => (Duration::ZERO, None),
-            };
-            prev = Some(e.at);
-            (weight, interval, &e.sample)
+            let weight = e.interval_ns.min(e.at_ns.saturating_sub(start_ns));
+            (weight as f64 * 1e-9, e.interval_ns, &e.sample)
         })
     }
 
@@ -261,7 +272,6 @@ impl<'a> WindowView<'a> {
         let (mut wsum, mut wv, mut n, mut sum) = (0.0, 0.0, 0u32, 0.0);
         for (w, _, s) in self.weighted() {
             if let Some(v) = signal.value(s) {
-                let w = w.as_secs_f64();
                 wsum += w;
                 wv += w * v;
                 n += 1;
@@ -292,7 +302,7 @@ impl<'a> WindowView<'a> {
         let q = if q.is_nan() { 1.0 } else { q.clamp(0.0, 1.0) };
         let mut values: Vec<(f64, f64)> = self
             .weighted()
-            .filter_map(|(w, _, s)| signal.value(s).map(|v| (v, w.as_secs_f64())))
+            .filter_map(|(w, _, s)| signal.value(s).map(|v| (v, w)))
             .collect();
         if values.is_empty() {
             return None;
@@ -318,17 +328,17 @@ impl<'a> WindowView<'a> {
     /// divided by the intervals they cover. `None` when the look-back holds no
     /// sample with a known interval.
     pub fn rate(&self, counter: Counter) -> Option<f64> {
-        let (mut count, mut span) = (0u64, Duration::ZERO);
-        for (_, interval, s) in self.weighted() {
-            if let Some(interval) = interval {
+        let (mut count, mut span_ns) = (0u64, 0u64);
+        for (_, interval_ns, s) in self.weighted() {
+            if interval_ns > 0 {
                 count = count.saturating_add(counter.value(s));
-                span += interval;
+                span_ns = span_ns.saturating_add(interval_ns);
             }
         }
-        if span.is_zero() {
+        if span_ns == 0 {
             None
         } else {
-            Some(count as f64 / span.as_secs_f64())
+            Some(count as f64 / (span_ns as f64 * 1e-9))
         }
     }
 
