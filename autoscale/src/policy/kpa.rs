@@ -151,7 +151,11 @@ impl KpaConfig {
 /// Panic mode starts when `panic / ready ≥ panic_threshold`, is extended while
 /// that holds, and ends once a full stable window has passed without it. While
 /// panicking the recommendation is the highest panic count seen in this panic
-/// episode, so it never scales down; otherwise it is the stable count.
+/// episode and never below the current count (Knative compares only with its
+/// panic maximum; convoy also counts replicas already started), so it never
+/// scales down; otherwise it is the stable count. The engine should run it
+/// with no delays ([`EngineConfig::no_delays`](crate::EngineConfig::no_delays))
+/// and a 2 s interval (Knative's tick).
 /// No data in the stable window holds.
 #[derive(Debug, Clone)]
 pub struct Kpa {
