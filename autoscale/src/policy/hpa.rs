@@ -254,6 +254,10 @@ impl HpaConfig {
 ///    period) bound the change; `select` picks the most or least permissive rule.
 ///
 /// No metrics hold. At zero replicas HPA does not act; here any load gives 1.
+/// Run it in an engine with no delays
+/// ([`EngineConfig::no_delays`](crate::EngineConfig::no_delays)) and a 15 s
+/// interval (kube-controller-manager's `--horizontal-pod-autoscaler-sync-period`):
+/// the stabilization and rate rules above are its hysteresis.
 #[derive(Debug, Clone)]
 pub struct Hpa {
     config: HpaConfig,
