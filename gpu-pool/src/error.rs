@@ -13,8 +13,8 @@ pub enum ConfigErrorKind {
     InvalidMemoryShare,
     /// A compute weight of zero.
     InvalidComputeWeight,
-    /// A tenant with zero streams.
-    ZeroStreams,
+    /// A tenant with zero streams, or more than 64.
+    InvalidStreams,
     /// A tenant name that is empty.
     EmptyName,
     /// A tenant name already in use in this pool.

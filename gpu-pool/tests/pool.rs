@@ -110,7 +110,7 @@ fn bad_shares_are_typed_errors() {
     let e = pool
         .tenant("x", Share::fraction(0.1).streams(0))
         .unwrap_err();
-    assert_eq!(kind(&e), ConfigErrorKind::ZeroStreams);
+    assert_eq!(kind(&e), ConfigErrorKind::InvalidStreams);
     let e = pool
         .tenant("x", Share::fraction(0.1).compute_weight(0))
         .unwrap_err();

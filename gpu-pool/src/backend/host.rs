@@ -158,7 +158,8 @@ impl HostBackend {
 
     /// Runs `op` on `stream` in order: at once if the stream is not held
     /// and nothing is queued, else after the queued ops on
-    /// [`HostBackend::release`]. `op` must not launch on the same stream.
+    /// [`HostBackend::release`]. `op` runs with the stream locked: it must
+    /// not call back into this backend for the same stream.
     pub fn launch(
         &self,
         stream: StreamId,

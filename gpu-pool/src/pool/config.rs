@@ -156,13 +156,13 @@ impl Share {
         }
         if self.streams == 0 {
             return Err(ConfigError::new(
-                ConfigErrorKind::ZeroStreams,
+                ConfigErrorKind::InvalidStreams,
                 "a tenant needs at least one stream",
             ));
         }
         if self.streams > 64 {
             return Err(ConfigError::new(
-                ConfigErrorKind::ZeroStreams,
+                ConfigErrorKind::InvalidStreams,
                 format!("at most 64 streams per tenant, got {}", self.streams),
             ));
         }
