@@ -44,6 +44,7 @@ pub(crate) struct StatsState {
     /// Items the worker holds (drained from the inbound list, not dispatched).
     pub(crate) queued: AtomicUsize,
     pub(crate) in_flight: AtomicUsize,
+    pub(crate) in_flight_items: AtomicUsize,
     pub(crate) recent: Mutex<Recent>,
 }
 
@@ -57,6 +58,7 @@ impl StatsState {
             rejected: Default::default(),
             queued: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
+            in_flight_items: AtomicUsize::new(0),
             recent: Mutex::new(Recent::default()),
         }
     }
@@ -262,6 +264,8 @@ pub struct BatchStats {
     pub max_batch_size: usize,
     /// Batches running in the batch service now.
     pub in_flight_batches: usize,
+    /// Requests in those running batches.
+    pub in_flight_items: usize,
     /// Requests admitted to the queue, ever.
     pub admitted_total: u64,
     /// Requests answered by the batch service (with a result or its error), ever.
@@ -288,12 +292,10 @@ impl BatchStats {
         self.rejected.total()
     }
 
-    /// Requests in the system: queued plus those in running batches is not
-    /// known per item, so this is `queue_depth` plus `in_flight_batches`
-    /// times the mean recent batch size — the "ongoing requests" signal
-    /// autoscalers use.
-    pub fn ongoing_estimate(&self) -> f64 {
-        self.queue_depth as f64 + self.in_flight_batches as f64 * self.batch_size.mean
+    /// Requests in the system, queued or in a running batch: the
+    /// "ongoing requests" signal autoscalers (Ray Serve's, for one) scale on.
+    pub fn ongoing_requests(&self) -> usize {
+        self.queue_depth + self.in_flight_items
     }
 }
 
@@ -325,6 +327,7 @@ pub(crate) fn snapshot(
         queue_capacity,
         max_batch_size,
         in_flight_batches: state.in_flight.load(Ordering::Relaxed),
+        in_flight_items: state.in_flight_items.load(Ordering::Relaxed),
         admitted_total: load(&state.admitted) + inbound as u64,
         completed_total: load(&state.completed),
         cancelled_total: load(&state.cancelled),

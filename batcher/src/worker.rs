@@ -284,6 +284,7 @@ where
     fn record_dispatch(&mut self, size: usize) {
         let stats = &self.shared.control.stats;
         stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.in_flight_items.fetch_add(size, Ordering::Relaxed);
         stats.queued.store(self.queue.len(), Ordering::Relaxed);
         {
             let mut recent = stats.recent.lock();
@@ -306,6 +307,9 @@ where
             .completed
             .fetch_add(done.size as u64, Ordering::Relaxed);
         stats.in_flight.store(self.running, Ordering::Relaxed);
+        stats
+            .in_flight_items
+            .fetch_sub(done.size, Ordering::Relaxed);
         stats.recent.lock().record_service(done.size, done.took);
         let h = &self.handles;
         h.service.record(done.took.as_secs_f64());

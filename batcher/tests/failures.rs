@@ -213,6 +213,8 @@ async fn stats_report_load_and_recent_batches() {
     let stats = svc.handle().stats();
     assert_eq!(stats.queue_depth, 2);
     assert_eq!(stats.in_flight_batches, 1);
+    assert_eq!(stats.in_flight_items, 3);
+    assert_eq!(stats.ongoing_requests(), 5);
     assert_eq!(stats.batch_size.max, 3.0);
     assert!(
         (stats.queue_wait_seconds.p50 - 0.002).abs() < 1e-6,
