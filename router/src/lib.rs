@@ -2,7 +2,8 @@
 //! rollouts and replica balancing, as tower services.
 //!
 //! * [`Split`]: N named backends with weights, smooth weighted round-robin
-//!   (exact at every prefix) or weighted random, sticky keys with minimal
+//!   (within one request of target at every prefix for two backends) or
+//!   weighted random, sticky keys with minimal
 //!   movement, header/predicate overrides, live weight updates through a
 //!   [`SplitHandle`], per-backend metrics and snapshots ([`split`] module).
 //! * [`Shadow`]: mirrors a fraction of requests to a shadow backend on a
