@@ -493,3 +493,23 @@ async fn updates_keep_the_instances_of_surviving_backends() {
     );
     assert_eq!(handle.backend("v1").unwrap().requests, 7);
 }
+
+#[tokio::test]
+async fn spill_waits_on_every_backend_when_none_is_ready() {
+    let (v1, v2) = (Probe::new("v1", false), Probe::new("v2", false));
+    let (split, handle) = Split::builder()
+        .backend("v1", v1.clone(), 9.0)
+        .backend("v2", v2.clone(), 1.0)
+        .when_not_ready(WhenNotReady::Spill)
+        .build()
+        .unwrap();
+    let mut svc = task::spawn(split);
+    assert_pending!(svc.enter(|cx, mut s| s.poll_ready(cx)));
+    assert_eq!((v1.polls(), v2.polls()), (1, 1));
+    // Whichever backend becomes ready first takes the request.
+    v2.set_ready();
+    assert!(svc.is_woken());
+    assert_ready_ok!(svc.enter(|cx, mut s| s.poll_ready(cx)));
+    assert_eq!(svc.call(1).await.unwrap(), "v2");
+    assert_eq!(handle.backend("v1").unwrap().spillover, 1);
+}
