@@ -151,5 +151,93 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// A simulated model costing 2 ms + 50 µs per item, on a blocking thread.
+static SPANS: Mutex<Vec<(std::time::Instant, std::time::Instant, std::time::Instant)>> =
+    Mutex::new(Vec::new());
+
+async fn model(items: Vec<u64>) -> Result<Vec<u64>, tokio::task::JoinError> {
+    let called = std::time::Instant::now();
+    let r = tokio::task::spawn_blocking(move || {
+        let began = std::time::Instant::now();
+        let cost = Duration::from_micros(2_000 + 50 * items.len() as u64);
+        let until = std::time::Instant::now() + cost;
+        std::thread::sleep(cost - Duration::from_micros(200));
+        while std::time::Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        (items, began)
+    })
+    .await;
+    let (items, began) = r?;
+    SPANS
+        .lock()
+        .push((called, began, std::time::Instant::now()));
+    Ok(items)
+}
+
+/// Throughput in front of the simulated model, against the model alone;
+/// prints the batch statistics.
+fn model_bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("hot_path_model");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
+    let rt = runtime();
+    group.throughput(Throughput::Elements(32));
+    group.bench_function("direct_batch32", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    black_box(model(vec![0; 32]).await.unwrap());
+                }
+                start.elapsed()
+            })
+        })
+    });
+    group.throughput(Throughput::Elements(1));
+    SPANS.lock().clear();
+    let svc = rt.block_on(async {
+        let config = BatchConfig::builder()
+            .max_batch_size(32)
+            .queue_capacity(4096)
+            .build()
+            .unwrap();
+        BatchLayer::<u64, u64>::new(config).layer(service_fn(model))
+    });
+    group.bench_function("convoy_256", |b| {
+        b.iter_custom(|iters| rt.block_on(closed_loop(svc.clone(), 256, iters)))
+    });
+    {
+        let spans = SPANS.lock();
+        let n = spans.len().saturating_sub(1).max(1) as f64;
+        let gap: f64 = spans
+            .windows(2)
+            .map(|w| w[1].0.duration_since(w[0].2).as_secs_f64())
+            .sum::<f64>()
+            / n;
+        let start_lag: f64 = spans
+            .iter()
+            .map(|s| s.1.duration_since(s.0).as_secs_f64())
+            .sum::<f64>()
+            / n;
+        eprintln!(
+            "model: {} batches, mean gap end->next call {:.1} us, call->thread start {:.1} us",
+            spans.len(),
+            gap * 1e6,
+            start_lag * 1e6
+        );
+    }
+    let stats = svc.handle().stats();
+    eprintln!(
+        "model/256: {} batches, mean batch {:.1}, service ewma {:?}",
+        stats.batches_total,
+        stats.batch_size.mean,
+        stats.service_time.last()
+    );
+    group.finish();
+}
+
+criterion_group!(benches, bench, model_bench);
 criterion_main!(benches);
