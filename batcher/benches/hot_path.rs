@@ -152,26 +152,23 @@ fn bench(c: &mut Criterion) {
 }
 
 /// A simulated model costing 2 ms + 50 µs per item, on a blocking thread.
-static SPANS: Mutex<Vec<(std::time::Instant, std::time::Instant, std::time::Instant)>> =
-    Mutex::new(Vec::new());
+static SPANS: Mutex<Vec<(Instant, Instant, Instant)>> = Mutex::new(Vec::new());
 
 async fn model(items: Vec<u64>) -> Result<Vec<u64>, tokio::task::JoinError> {
-    let called = std::time::Instant::now();
+    let called = Instant::now();
     let r = tokio::task::spawn_blocking(move || {
-        let began = std::time::Instant::now();
+        let began = Instant::now();
         let cost = Duration::from_micros(2_000 + 50 * items.len() as u64);
-        let until = std::time::Instant::now() + cost;
+        let until = Instant::now() + cost;
         std::thread::sleep(cost - Duration::from_micros(200));
-        while std::time::Instant::now() < until {
+        while Instant::now() < until {
             std::hint::spin_loop();
         }
         (items, began)
     })
     .await;
     let (items, began) = r?;
-    SPANS
-        .lock()
-        .push((called, began, std::time::Instant::now()));
+    SPANS.lock().push((called, began, Instant::now()));
     Ok(items)
 }
 
