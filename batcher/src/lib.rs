@@ -82,7 +82,8 @@
 //!   than the cap alone goes in a batch of its own.
 //! - **Keys:** with [`BatchLayer::key_fn`] only requests with equal keys share
 //!   a batch (model id, shape or sequence-length bucket); keys are served
-//!   round-robin so none starves.
+//!   round-robin at equal priority so none starves (a higher priority is
+//!   always served first, whatever its key).
 //! - **Priorities:** [`BatchLayer::priority_fn`] gives each request a
 //!   [`Priority`]; higher priorities dispatch first, FIFO within a
 //!   priority and key.
