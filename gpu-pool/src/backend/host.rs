@@ -1,10 +1,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -60,6 +60,9 @@ struct Unit([u8; 256]);
 
 type Op = Box<dyn FnOnce() + Send>;
 
+/// Streams one host backend can create.
+const MAX_STREAMS: usize = 4096;
+
 struct HostStream {
     priority: i32,
     /// Ops launched so far (the sequence number of the last one).
@@ -87,7 +90,9 @@ struct HostInner {
     used: AtomicU64,
     fail_allocs: AtomicU32,
     chunks: Mutex<HashMap<u64, Box<[Unit]>>>,
-    streams: RwLock<Vec<Arc<HostStream>>>,
+    /// Append-only stream table, read without a lock on every free.
+    streams: Box<[OnceLock<Arc<HostStream>>]>,
+    stream_count: Mutex<u32>,
     events: Mutex<HashMap<u64, HostEvent>>,
     next_event: AtomicU64,
 }
@@ -110,7 +115,7 @@ impl fmt::Debug for HostBackend {
         f.debug_struct("HostBackend")
             .field("capacity", &self.inner.cfg.capacity)
             .field("used", &self.inner.used.load(Ordering::Relaxed))
-            .field("streams", &self.inner.streams.read().len())
+            .field("streams", &*self.inner.stream_count.lock())
             .finish()
     }
 }
@@ -130,7 +135,8 @@ impl HostBackend {
                 used: AtomicU64::new(0),
                 fail_allocs: AtomicU32::new(0),
                 chunks: Mutex::new(HashMap::new()),
-                streams: RwLock::new(Vec::new()),
+                streams: (0..MAX_STREAMS).map(|_| OnceLock::new()).collect(),
+                stream_count: Mutex::new(0),
                 events: Mutex::new(HashMap::new()),
                 next_event: AtomicU64::new(0),
             }),
@@ -148,11 +154,14 @@ impl HostBackend {
     }
 
     fn stream(&self, s: StreamId) -> Result<Arc<HostStream>, BackendError> {
+        self.stream_ref(s).cloned()
+    }
+
+    fn stream_ref(&self, s: StreamId) -> Result<&Arc<HostStream>, BackendError> {
         self.inner
             .streams
-            .read()
             .get(s.0 as usize)
-            .cloned()
+            .and_then(OnceLock::get)
             .ok_or_else(|| BackendError::new(format!("unknown {s}")))
     }
 
@@ -270,9 +279,15 @@ impl Backend for HostBackend {
     }
 
     fn create_stream(&self, priority: i32) -> Result<StreamId, BackendError> {
-        let mut streams = self.inner.streams.write();
-        let id = u32::try_from(streams.len()).map_err(|_| BackendError::new("too many streams"))?;
-        streams.push(Arc::new(HostStream {
+        let mut count = self.inner.stream_count.lock();
+        let id = *count;
+        let slot = self
+            .inner
+            .streams
+            .get(id as usize)
+            .ok_or_else(|| BackendError::new(format!("at most {MAX_STREAMS} host streams")))?;
+        *count += 1;
+        let _ = slot.set(Arc::new(HostStream {
             priority,
             submitted: AtomicU64::new(0),
             done: AtomicU64::new(0),
@@ -289,10 +304,7 @@ impl Backend for HostBackend {
         let latency = !self.inner.cfg.op_latency.is_zero();
         if !latency {
             // Fast path (every free): no work outstanding, no event needed.
-            let streams = self.inner.streams.read();
-            let s = streams
-                .get(stream.0 as usize)
-                .ok_or_else(|| BackendError::new(format!("unknown {stream}")))?;
+            let s = self.stream_ref(stream)?;
             if s.done.load(Ordering::SeqCst) >= s.submitted.load(Ordering::SeqCst) {
                 return Ok(None);
             }

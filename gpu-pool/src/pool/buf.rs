@@ -96,7 +96,7 @@ impl Drop for PoolBuf {
             Ok(size) => {
                 // Under the pool lock, so quota checks never see a block
                 // that is back in the allocator as still in use.
-                self.tenant.freed(size);
+                self.tenant.freed(&mut st, size);
                 drop(st);
             }
             Err(e) => tracing::error!(error = %e, "gpu pool: invalid free ignored"),

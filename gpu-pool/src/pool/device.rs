@@ -36,6 +36,9 @@ pub(crate) struct PoolInner {
 
 pub(crate) struct PoolState {
     pub(crate) alloc: Allocator,
+    /// Per tenant id: memory use, kept under the same lock as the allocator
+    /// so the quota check and the allocation are one atomic step.
+    usage: Vec<TenantUsage>,
     epoch: u64,
     /// Per stream: events recorded at frees, oldest first, with their epoch.
     events: Vec<VecDeque<(u64, EventId)>>,
@@ -89,6 +92,7 @@ impl GpuPool {
                 backend,
                 state: Mutex::new(PoolState {
                     alloc,
+                    usage: Vec::new(),
                     epoch: 0,
                     events: Vec::new(),
                 }),
@@ -305,6 +309,28 @@ fn stream_priority(range: crate::backend::StreamPriorityRange, p: super::Priorit
         Low => range.least,
         High => range.greatest,
         Normal => range.least + (range.greatest - range.least) / 2,
+    }
+}
+
+/// Memory use of one tenant.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct TenantUsage {
+    pub(crate) used: u64,
+    pub(crate) peak: u64,
+    pub(crate) allocations: u64,
+}
+
+impl PoolState {
+    pub(crate) fn usage(&self, tenant: u32) -> TenantUsage {
+        self.usage.get(tenant as usize).copied().unwrap_or_default()
+    }
+
+    pub(crate) fn usage_mut(&mut self, tenant: u32) -> &mut TenantUsage {
+        let i = tenant as usize;
+        if self.usage.len() <= i {
+            self.usage.resize(i + 1, TenantUsage::default());
+        }
+        &mut self.usage[i]
     }
 }
 

@@ -7,7 +7,7 @@ use tower::BoxError;
 
 use super::buf::PoolBuf;
 use super::config::{Priority, TenantConfig};
-use super::device::GpuPool;
+use super::device::{GpuPool, PoolState};
 use crate::alloc::{Miss, StreamId};
 use crate::error::{BackendError, DeviceOutOfMemory, FootprintExceeded, QuotaExceeded};
 use crate::gate::{Acquire, SlotPermit, SlotUsage};
@@ -32,9 +32,6 @@ pub(crate) struct TenantInner {
     pub(crate) priority: Priority,
     pub(crate) streams: Vec<StreamId>,
     next_stream: AtomicUsize,
-    pub(crate) used: AtomicU64,
-    peak: AtomicU64,
-    allocations: AtomicU64,
     quota_rejections: AtomicU64,
     ooms: AtomicU64,
     pub(crate) metrics: TenantMetrics,
@@ -58,22 +55,18 @@ impl TenantInner {
             priority: cfg.share.priority,
             streams,
             next_stream: AtomicUsize::new(0),
-            used: AtomicU64::new(0),
-            peak: AtomicU64::new(0),
-            allocations: AtomicU64::new(0),
             quota_rejections: AtomicU64::new(0),
             ooms: AtomicU64::new(0),
             metrics: TenantMetrics::new(&cfg.name, limit),
         })
     }
 
-    pub(crate) fn freed(&self, size: u64) {
+    /// Returns `size` bytes to the tenant; called under the pool lock.
+    pub(crate) fn freed(&self, st: &mut PoolState, size: u64) {
+        let u = st.usage_mut(self.id);
         // Runs in `Drop`: never panic, even on an accounting bug.
-        let used = self
-            .used
-            .fetch_sub(size, Ordering::Relaxed)
-            .saturating_sub(size);
-        self.metrics.freed(used);
+        u.used = u.used.saturating_sub(size);
+        self.metrics.freed(u.used);
     }
 }
 
@@ -133,7 +126,8 @@ impl Tenant {
 
     /// Bytes its live buffers consume now.
     pub fn used(&self) -> u64 {
-        self.inner.used.load(Ordering::Relaxed)
+        let id = self.inner.id;
+        self.inner.pool.inner.state.lock().usage(id).used
     }
 
     /// The external footprint it declared (reserved, not allocated by the pool).
@@ -167,11 +161,12 @@ impl Tenant {
         let SlotUsage {
             grants, busy_ns, ..
         } = t.pool.inner.gate.usage(t.id);
+        let u = t.pool.inner.state.lock().usage(t.id);
         TenantStats {
-            used_bytes: t.used.load(Ordering::Relaxed),
-            peak_bytes: t.peak.load(Ordering::Relaxed),
+            used_bytes: u.used,
+            peak_bytes: u.peak,
             quota_bytes: t.limit,
-            allocations: t.allocations.load(Ordering::Relaxed),
+            allocations: u.allocations,
             quota_rejections: t.quota_rejections.load(Ordering::Relaxed),
             out_of_memory: t.ooms.load(Ordering::Relaxed),
             slot_grants: grants,
@@ -208,17 +203,16 @@ impl Tenant {
         let mut st = pool.state.lock();
         let (mut polled, mut trimmed) = (false, false);
         loop {
-            let used = t.used.load(Ordering::Relaxed);
+            let used = st.usage(t.id).used;
             let limit = t.limit;
             let fits = |g: u64| used.checked_add(g).is_some_and(|n| n <= limit);
             match st.alloc.alloc(size, stream, fits) {
                 Ok(a) => {
-                    // Frees subtract outside the pool lock, so add rather than
-                    // store: a concurrent free only makes the check above
-                    // conservative, never lets the quota be exceeded.
-                    let now = t.used.fetch_add(a.size, Ordering::Relaxed) + a.size;
-                    let peak = t.peak.fetch_max(now, Ordering::Relaxed).max(now);
-                    t.allocations.fetch_add(1, Ordering::Relaxed);
+                    let u = st.usage_mut(t.id);
+                    u.used = used + a.size;
+                    u.peak = u.peak.max(u.used);
+                    u.allocations += 1;
+                    let (now, peak) = (u.used, u.peak);
                     drop(st);
                     t.metrics.allocated(now, peak);
                     return Ok(PoolBuf::new(t.clone(), a, size, stream));
