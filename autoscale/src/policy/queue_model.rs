@@ -23,9 +23,13 @@ pub struct QueueModelConfig {
     /// is learned (or always, with `learn_cost = false`). Default `None`.
     pub cost: Option<BatchCost>,
     /// Learn the cost curve from the batch statistics in the samples
-    /// (`batches`, `batch_items`, `batch_busy`). Default `true`.
+    /// (`batches`, `batch_items`, `batch_busy`). Default `true`. A learned
+    /// two-term fit wins over [`cost`](Self::cost); when the batch sizes seen
+    /// do not spread enough for one, the configured curve is used, and
+    /// without one the proportional curve through the observed mean
+    /// (conservative at larger batches).
     pub learn_cost: bool,
-    /// Look-back for learning the cost curve. Default 120 s. > 0.
+    /// Look-back for learning the cost curve. Default 60 s. > 0.
     pub cost_look_back: Duration,
     /// Largest batch a replica forms (the batcher's `max_batch_size`). Default 32. ≥ 1.
     pub max_batch_size: u32,
@@ -61,7 +65,7 @@ impl Default for QueueModelConfig {
             target_utilization: 0.8,
             cost: None,
             learn_cost: true,
-            cost_look_back: Duration::from_secs(120),
+            cost_look_back: Duration::from_secs(60),
             max_batch_size: 32,
             concurrency: 1,
             look_back: Duration::from_secs(30),
@@ -363,17 +367,19 @@ impl QueueModel {
         (rise > noise).then(|| recent + rise / secs * c.lead_time.as_secs_f64())
     }
 
+    /// The cost curve: a genuine two-term fit of the recent batches, else the
+    /// configured curve, else the proportional curve through the observed mean.
     fn cost(&self, input: &PolicyInput<'_>) -> Option<BatchCost> {
         let c = &self.config;
-        let learned = if c.learn_cost {
-            input
-                .window
-                .batch_cost(input.now, c.cost_look_back)
-                .filter(|k| k.seconds(1.0) > 0.0)
-        } else {
-            None
-        };
-        learned.or(c.cost)
+        let valid = |k: &BatchCost| k.seconds(1.0) > 0.0;
+        if !c.learn_cost {
+            return c.cost;
+        }
+        let view = input.window.view(input.now, c.cost_look_back);
+        view.batch_cost_fit()
+            .filter(valid)
+            .or(c.cost)
+            .or_else(|| view.batch_cost().filter(valid))
     }
 }
 

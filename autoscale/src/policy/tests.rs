@@ -615,3 +615,33 @@ fn ray_silent_replicas_count_at_target_when_scaling_down() {
     // Scaling up is not held back by silent replicas.
     assert_eq!(decide(&mut p, &reporting(20.0, 2), 30, 4, 4).desired, 10);
 }
+
+#[test]
+fn queue_model_prefers_a_real_fit_then_the_prior_then_proportional() {
+    let narrow = arrivals(1000, Some((50, 500, Duration::from_millis(1000))));
+    // Batches all of size 10: no two-term fit, so the configured prior
+    // (10 ms + 1 ms · n, 2 replicas for 1000 req/s) wins over the proportional curve (3).
+    let cfg = QueueModelConfig::default().cost(Some(cost_10ms_plus_1ms()));
+    let mut p = QueueModel::new(cfg.clone()).unwrap();
+    assert_eq!(decide(&mut p, &narrow, 60, 1, 1).desired, 2);
+    // Spread batch sizes give a genuine fit, which wins over the prior:
+    // cost(n) = 20 ms + 2 ms · n peaks at 32 / 84 ms = 381 req/s → 1000 / (0.8 · 381) → 4.
+    let mut w = Window::new(s(600));
+    for t in 0..=60u64 {
+        let n = if t % 2 == 0 { 4 } else { 24 };
+        w.push(
+            s(t),
+            LoadSample {
+                arrivals: 1000,
+                batches: 10,
+                batch_items: 10 * n,
+                batch_busy: Duration::from_millis(20 + 2 * n) * 10,
+                ..Default::default()
+            },
+        );
+    }
+    let fit = w.batch_cost(s(60), s(60)).unwrap();
+    assert!((fit.per_item.as_secs_f64() - 0.002).abs() < 1e-9, "{fit:?}");
+    let mut p = QueueModel::new(cfg).unwrap();
+    assert_eq!(decide(&mut p, &w, 60, 1, 1).desired, 4);
+}

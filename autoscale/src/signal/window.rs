@@ -345,43 +345,65 @@ impl<'a> WindowView<'a> {
     /// Fits `cost(n) = fixed + per_item · n` to the batches in the look-back
     /// (weighted least squares over each sample's mean batch size and mean
     /// batch time). With too little spread in batch sizes to separate the two
-    /// terms, returns the proportional curve through the mean point
+    /// terms (a coefficient of variation under 10 %), or with a negative
+    /// term, returns the proportional curve through the mean point
     /// (`fixed = 0`), which never overstates throughput at larger batches.
     /// `None` when no batch was reported.
     pub fn batch_cost(&self) -> Option<BatchCost> {
+        self.fit_batches().map(|(fit, _)| fit)
+    }
+
+    /// Like [`batch_cost`](Self::batch_cost), but only a genuine two-term
+    /// fit: `None` when the batch sizes do not spread enough to separate
+    /// `fixed` from `per_item` (the caller may prefer a configured curve).
+    pub fn batch_cost_fit(&self) -> Option<BatchCost> {
+        self.fit_batches()
+            .and_then(|(fit, two_term)| two_term.then_some(fit))
+    }
+
+    /// The fit and whether it is a genuine two-term fit.
+    fn fit_batches(&self) -> Option<(BatchCost, bool)> {
         let (mut sw, mut sx, mut sy, mut sxx, mut sxy) = (0.0, 0.0, 0.0, 0.0, 0.0);
-        for (_, _, s) in self.weighted() {
+        let (begin, end) = self.bounds();
+        for e in self.window.entries.range(begin..end) {
+            let s = &e.sample;
             if s.batches == 0 || s.batch_items == 0 {
                 continue;
             }
-            let w = s.batches as f64;
-            let x = s.batch_items as f64 / w;
-            let y = s.batch_busy.as_secs_f64() / w;
-            if !(x.is_finite() && y.is_finite()) {
-                continue;
-            }
-            sw += w;
-            sx += w * x;
-            sy += w * y;
-            sxx += w * x * x;
-            sxy += w * x * y;
+            // Weight w = batches, x = items / batches, y = busy / batches:
+            // w·x = items, w·y = busy, w·x² = items · x, w·x·y = busy · x.
+            let items = s.batch_items as f64;
+            let busy = s.batch_busy.as_secs_f64();
+            let x = items / s.batches as f64;
+            sw += s.batches as f64;
+            sx += items;
+            sy += busy;
+            sxx += items * x;
+            sxy += busy * x;
         }
         if sw <= 0.0 {
             return None;
         }
         let (mx, my) = (sx / sw, sy / sw);
         let var = sxx / sw - mx * mx;
-        let fitted = if var > 1e-9 * mx.max(1.0) * mx.max(1.0) {
+        // Trust the two-term fit only with a real spread of batch sizes (a
+        // coefficient of variation of at least 10 %); noise on a narrow spread
+        // would make the slope arbitrary.
+        let fitted = if var >= 0.01 * mx * mx && var > 0.0 {
             let b = (sxy / sw - mx * my) / var;
             let a = my - b * mx;
             (a >= 0.0 && b >= 0.0).then_some((a, b))
         } else {
             None
         };
+        let two_term = fitted.is_some();
         let (a, b) = fitted.unwrap_or((0.0, if mx > 0.0 { my / mx } else { 0.0 }));
-        Some(BatchCost::new(
-            Duration::try_from_secs_f64(a).ok()?,
-            Duration::try_from_secs_f64(b).ok()?,
+        Some((
+            BatchCost::new(
+                Duration::try_from_secs_f64(a).ok()?,
+                Duration::try_from_secs_f64(b).ok()?,
+            ),
+            two_term,
         ))
     }
 
