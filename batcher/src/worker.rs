@@ -26,6 +26,8 @@ use crate::telemetry::Handles;
 
 /// Most loop turns before the worker yields to the runtime.
 const BUDGET: usize = 64;
+/// Gauges are set at most this often while the batcher is busy.
+const GAUGE_INTERVAL: Duration = Duration::from_millis(1);
 /// Expired items are swept out at most this often.
 const SWEEP_GRANULARITY: Duration = Duration::from_millis(1);
 
@@ -59,6 +61,8 @@ where
     yielded: bool,
     /// Callers answered by the most recently finished batch.
     last_fanout: usize,
+    /// Last published (queue depth, in-flight batches) and when.
+    gauges: ((usize, usize), Option<Instant>),
     finished: bool,
 }
 
@@ -114,6 +118,7 @@ where
             waits: Vec::new(),
             yielded: false,
             last_fanout: 0,
+            gauges: ((0, 0), None),
             finished: false,
         }
     }
@@ -296,8 +301,26 @@ where
         let h = &self.handles;
         h.batch_size.record(size as f64);
         h.record_waits(&self.waits);
-        h.queue_depth.set(self.queue.len() as f64);
-        h.in_flight.set((self.running + 1) as f64);
+    }
+
+    /// Sets the queue-depth and in-flight gauges when they changed, at most
+    /// once a millisecond while busy; the idle state is always published.
+    fn publish_gauges(&mut self, now: Option<Instant>) {
+        let state = (self.queue.len(), self.running);
+        if state == self.gauges.0 {
+            return;
+        }
+        let idle = state == (0, 0);
+        let due = match (now, self.gauges.1) {
+            (Some(now), Some(last)) => now >= last + GAUGE_INTERVAL,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if idle || due {
+            self.handles.queue_depth.set(state.0 as f64);
+            self.handles.in_flight.set(state.1 as f64);
+            self.gauges = (state, now.or(self.gauges.1));
+        }
     }
 
     fn record_done(&mut self, mut done: Done<Resp>) {
@@ -314,7 +337,6 @@ where
         let h = &self.handles;
         h.service.record(done.took.as_secs_f64());
         h.batches[done.outcome as usize].increment(1);
-        h.in_flight.set(self.running as f64);
         done.senders.clear();
         if self.spare_senders.len() < self.in_flight.len() {
             self.spare_senders.push(done.senders);
@@ -373,6 +395,8 @@ where
             return Poll::Pending;
         }
         this.yielded = false;
+        // One clock read per poll: the decisions below need no finer time.
+        let mut now = None;
         for _ in 0..BUDGET {
             if this.running > 0 {
                 for slot in 0..this.in_flight.len() {
@@ -382,7 +406,6 @@ where
 
             let closing = this.take_inbound();
             this.refresh_policy();
-            let mut now = None;
             if let Some(at) = this.next_sweep {
                 let t = *now.get_or_insert_with(Instant::now);
                 if at <= t {
@@ -426,6 +449,7 @@ where
                 .stats
                 .queued
                 .store(this.queue.len(), Ordering::Relaxed);
+            this.publish_gauges(now);
             if dispatched {
                 // New items may have arrived meanwhile.
                 continue;
@@ -448,6 +472,7 @@ where
                     timer.as_mut().reset(at);
                 }
                 if timer.as_mut().poll(cx).is_ready() {
+                    now = None;
                     continue;
                 }
             }
