@@ -138,7 +138,7 @@
 //! | name | kind | meaning |
 //! |---|---|---|
 //! | `convoy_batcher_batch_size` | histogram | items per dispatched batch |
-//! | `convoy_batcher_queue_wait_seconds` | histogram | admission to dispatch, per item (at most 16 weighted samples per batch) |
+//! | `convoy_batcher_queue_wait_seconds` | histogram | admission to dispatch, per item (at most 16 evenly spaced items per batch) |
 //! | `convoy_batcher_batch_service_seconds` | histogram | batch service time per batch |
 //! | `convoy_batcher_queue_depth` | gauge | items queued |
 //! | `convoy_batcher_in_flight_batches` | gauge | batches running |

@@ -144,25 +144,49 @@ impl Handles {
         });
     }
 
-    /// Records per-item queue waits (ns) with at most 16 samples per batch,
-    /// each weighted by the items it stands for.
+    /// Records per-item queue waits (ns): every item of a small batch, 16
+    /// evenly spaced items of a larger one (recorders commonly record a
+    /// weighted sample once per unit of weight, which would cost per item).
     pub(crate) fn record_waits(&self, waits: &[u64]) {
         const SAMPLES: usize = 16;
-        if waits.len() <= SAMPLES {
-            for &w in waits {
-                self.queue_wait.record(w as f64 * 1e-9);
-            }
-            return;
+        let stride = waits.len().div_ceil(SAMPLES).max(1);
+        for &w in waits.iter().step_by(stride) {
+            self.queue_wait.record(w as f64 * 1e-9);
         }
-        let stride = waits.len() / SAMPLES;
-        for i in 0..SAMPLES {
-            let count = if i == SAMPLES - 1 {
-                waits.len() - stride * (SAMPLES - 1)
-            } else {
-                stride
-            };
-            self.queue_wait
-                .record_many(waits[i * stride] as f64 * 1e-9, count);
-        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    #[test]
+    fn queue_waits_are_sampled_per_batch() {
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let telemetry = Telemetry::new(&Arc::from("sampled"));
+        metrics::with_local_recorder(&recorder, || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut handles = Handles::new();
+                handles.refresh(&telemetry, Instant::now());
+                handles.record_waits(&(0..1000).collect::<Vec<u64>>());
+                handles.record_waits(&[5, 6, 7]);
+            });
+        });
+        let samples = snapshotter
+            .snapshot()
+            .into_vec()
+            .into_iter()
+            .find(|(k, ..)| k.key().name() == QUEUE_WAIT_SECONDS)
+            .map(|(.., v)| match v {
+                DebugValue::Histogram(v) => v.len(),
+                _ => 0,
+            });
+        assert_eq!(samples, Some(16 + 3));
     }
 }
