@@ -1,6 +1,6 @@
 //! convoy-batcher side by side with its peers.
 //!
-//! Run with `cargo bench -p convoy-benches --bench batcher` (about 5 minutes).
+//! Run with `cargo bench -p convoy-benches --bench batcher` (about 6 minutes).
 //!
 //! Group `batcher_noop`: a no-op batch service on a 2-thread tokio runtime,
 //! 1 / 64 / 1024 closed-loop callers, items per second for
