@@ -237,17 +237,30 @@ fn bench_cuda(c: &mut Criterion) {
     let raw = CudaBackend::new(0).expect("second handle");
     let pool = GpuPool::new(dev, PoolConfig::default()).expect("pool");
     let t = pool.tenant("bench", Share::fraction(0.5)).expect("tenant");
-    let mut g = c.benchmark_group("gpu_pool/cuda_alloc_free_1MiB");
-    g.bench_function("pool", |b| {
-        b.iter(|| drop(t.alloc(1 << 20).expect("alloc")))
-    });
-    g.bench_function("cuMemAlloc", |b| {
-        b.iter(|| raw.raw_alloc_free(1 << 20, RawAlloc::Sync).expect("raw"))
-    });
-    g.bench_function("cuMemAllocAsync", |b| {
-        b.iter(|| raw.raw_alloc_free(1 << 20, RawAlloc::Async).expect("raw"))
-    });
-    g.finish();
+    println!("gpu_pool/cuda: on {}", pool.device_name());
+    for (label, bytes) in [
+        ("4KiB", 4usize << 10),
+        ("1MiB", 1 << 20),
+        ("64MiB", 64 << 20),
+    ] {
+        let mut g = c.benchmark_group(format!("gpu_pool/cuda_alloc_free_{label}"));
+        g.bench_function("pool", |b| {
+            b.iter(|| drop(t.alloc(bytes as u64).expect("alloc")))
+        });
+        g.bench_function("cuMemAlloc", |b| {
+            b.iter(|| raw.raw_alloc_free(bytes, RawAlloc::Sync).expect("raw"))
+        });
+        g.bench_function("cuMemAllocAsync+sync", |b| {
+            b.iter(|| raw.raw_alloc_free(bytes, RawAlloc::Async).expect("raw"))
+        });
+        g.bench_function("cuMemAllocAsync_queued", |b| {
+            b.iter(|| {
+                raw.raw_alloc_free(bytes, RawAlloc::AsyncQueued)
+                    .expect("raw")
+            })
+        });
+        g.finish();
+    }
 }
 
 #[cfg(not(feature = "cuda"))]

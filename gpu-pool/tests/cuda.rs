@@ -63,4 +63,204 @@ fn raw_driver_allocations_work() {
     let Some(dev) = device() else { return };
     dev.raw_alloc_free(1 << 20, RawAlloc::Sync).unwrap();
     dev.raw_alloc_free(1 << 20, RawAlloc::Async).unwrap();
+    dev.raw_alloc_free(1 << 20, RawAlloc::AsyncQueued).unwrap();
+}
+
+/// A pool on the device with `slots` compute slots.
+fn device_pool(slots: u32) -> Option<GpuPool> {
+    let dev = device()?;
+    Some(GpuPool::new(dev, PoolConfig::default().compute_slots(slots)).unwrap())
+}
+
+#[test]
+fn tenants_buffers_never_overlap_on_the_device() {
+    // Every buffer is filled with its own byte on its own tenant's stream;
+    // if any two ranges overlapped, a later fill would show in an earlier
+    // buffer when read back.
+    let Some(pool) = device_pool(4) else { return };
+    let cuda = pool.cuda().expect("a pool on the CUDA backend");
+    let tenants: Vec<_> = ["resnet", "bert", "yolo"]
+        .iter()
+        .map(|n| pool.tenant(*n, Share::fraction(0.01).streams(2)).unwrap())
+        .collect();
+    let sizes = [256u64, 1000, 4096, 65_536, 300_000, 1 << 20, 3 << 20];
+    let mut bufs = Vec::new();
+    let mut value = 1u8;
+    for round in 0..4 {
+        for (ti, t) in tenants.iter().enumerate() {
+            for (si, size) in sizes.iter().enumerate() {
+                let stream = t.streams()[(round + ti + si) % 2];
+                let mut b = t.alloc_on(stream, *size).unwrap();
+                cuda.memset(&mut b, value).unwrap();
+                bufs.push((b, value));
+                value = value.wrapping_add(1).max(1);
+            }
+        }
+        // Free every third buffer so later rounds reuse ranges.
+        let mut i = 0;
+        bufs.retain(|_| {
+            i += 1;
+            i % 3 != 0
+        });
+    }
+    let mut checked = 0u64;
+    for (b, v) in &bufs {
+        let mut out = vec![0u8; b.len() as usize];
+        cuda.copy_to_host(b, &mut out).unwrap();
+        assert!(
+            out.iter().all(|x| x == v),
+            "{b:?} was overwritten (expected every byte {v})"
+        );
+        checked += b.len();
+    }
+    eprintln!(
+        "{} live buffers, {checked} bytes checked on the device",
+        bufs.len()
+    );
+    // A round trip through the device keeps the data.
+    let t = &tenants[0];
+    let mut b = t.alloc(4096).unwrap();
+    let data: Vec<u8> = (0..4096u32).map(|i| (i * 7 % 251) as u8).collect();
+    cuda.copy_to_device(&mut b, &data).unwrap();
+    let mut out = vec![0u8; 4096];
+    cuda.copy_to_host(&b, &mut out).unwrap();
+    assert_eq!(out, data);
+    // Too much data is an error, not an overflow.
+    assert!(cuda.copy_to_device(&mut b, &[0u8; 4097]).is_err());
+    assert!(cuda.copy_to_host(&b, &mut [0u8; 4097]).is_err());
+}
+
+#[test]
+fn buffers_of_another_pool_are_refused() {
+    let Some(a) = device_pool(1) else { return };
+    let b = device_pool(1).unwrap();
+    let ta = a.tenant("a", Share::fraction(0.001)).unwrap();
+    let mut buf = ta.alloc(1024).unwrap();
+    let err = b.cuda().unwrap().memset(&mut buf, 1).unwrap_err();
+    assert!(format!("{err}").contains("another pool"), "{err}");
+    a.cuda().unwrap().memset(&mut buf, 1).unwrap();
+}
+
+#[test]
+fn a_freed_range_waits_for_its_stream_before_another_stream_reuses_it() {
+    let Some(pool) = device_pool(1) else { return };
+    let cuda = pool.cuda().unwrap();
+    let t = pool.tenant("t", Share::fraction(0.05).streams(2)).unwrap();
+    let (s0, s1) = (t.streams()[0], t.streams()[1]);
+    const BIG: u64 = 256 << 20;
+    let mut a = t.alloc_on(s0, BIG).unwrap();
+    let old = a.device_ptr();
+    // Tens of milliseconds of work queued on s0 that writes the buffer.
+    for i in 0..200 {
+        cuda.memset(&mut a, i as u8).unwrap();
+    }
+    drop(a);
+    // s0's work is still running: s1 must not get the range...
+    let b = t.alloc_on(s1, BIG).unwrap();
+    assert_ne!(
+        b.device_ptr(),
+        old,
+        "another stream reused a range still in use"
+    );
+    // ...while s0 itself may reuse it at once (its work is ordered after).
+    let c = t.alloc_on(s0, BIG).unwrap();
+    assert_eq!(
+        c.device_ptr(),
+        old,
+        "the freeing stream could not reuse its range"
+    );
+    drop((b, c));
+    pool.backend().synchronize(s0).unwrap();
+    pool.backend().synchronize(s1).unwrap();
+    pool.poll_events();
+    // Once the work is done, either stream reuses without new chunks.
+    let reserved = pool.stats().reserved_bytes;
+    let d = t.alloc_on(s1, BIG).unwrap();
+    let e = t.alloc_on(s1, BIG).unwrap();
+    assert_eq!(pool.stats().reserved_bytes, reserved);
+    assert!([d.device_ptr(), e.device_ptr()].contains(&old));
+}
+
+#[test]
+fn compute_slots_share_real_gpu_work_by_weight() {
+    // One compute slot; three tenants with weights 1:2:3, two workers each,
+    // every slot hold runs the same GPU work (memsets over 64 MiB) and
+    // waits for it. Work done per tenant must follow the weights.
+    let Some(pool) = device_pool(1) else { return };
+    let tenants: Vec<_> = (1..=3)
+        .map(|w| {
+            pool.tenant(
+                format!("w{w}"),
+                Share::fraction(0.01).compute_weight(w).streams(2),
+            )
+            .unwrap()
+        })
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done: Vec<_> = (0..3)
+        .map(|_| std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)))
+        .collect();
+    let measuring = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for (i, t) in tenants.iter().enumerate() {
+        for _ in 0..2 {
+            let (t, pool, stop, done, measuring) = (
+                t.clone(),
+                pool.clone(),
+                stop.clone(),
+                done[i].clone(),
+                measuring.clone(),
+            );
+            workers.push(std::thread::spawn(move || {
+                let cuda = pool.cuda().unwrap();
+                let stream = t.next_stream();
+                let mut buf = t.alloc_on(stream, 64 << 20).unwrap();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let permit = futures::executor::block_on(t.acquire_slot());
+                    for v in 0..8 {
+                        cuda.memset(&mut buf, v).unwrap();
+                    }
+                    pool.backend().synchronize(stream).unwrap();
+                    drop(permit);
+                    if measuring.load(std::sync::atomic::Ordering::Relaxed) {
+                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }));
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before: Vec<u64> = tenants.iter().map(|t| t.stats().slot_busy_ns).collect();
+    measuring.store(true, std::sync::atomic::Ordering::Relaxed);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    measuring.store(false, std::sync::atomic::Ordering::Relaxed);
+    let after: Vec<u64> = tenants.iter().map(|t| t.stats().slot_busy_ns).collect();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let busy: Vec<f64> = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| (a - b) as f64)
+        .collect();
+    let total: f64 = busy.iter().sum();
+    let shares: Vec<f64> = busy.iter().map(|b| b / total).collect();
+    let units: Vec<u64> = done
+        .iter()
+        .map(|d| d.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    let unit_total: u64 = units.iter().sum();
+    eprintln!(
+        "GPU slot time shares {shares:?} (weights give 0.167/0.333/0.5); work units {units:?} of {unit_total}"
+    );
+    for (s, w) in shares.iter().zip([1.0, 2.0, 3.0]) {
+        let e = w / 6.0;
+        assert!((s - e).abs() <= 0.05 * e, "shares {shares:?}");
+    }
+    for (u, w) in units.iter().zip([1.0, 2.0, 3.0]) {
+        let e = w / 6.0;
+        let s = *u as f64 / unit_total as f64;
+        assert!((s - e).abs() <= 0.05 * e, "work units {units:?}");
+    }
 }

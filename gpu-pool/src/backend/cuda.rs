@@ -16,6 +16,7 @@ use tower::BoxError;
 
 use super::{Backend, BackendKind, EventId, MemoryInfo, StreamId, StreamPriorityRange};
 use crate::error::{BackendError, NoGpu};
+use crate::PoolBuf;
 
 /// Spare events kept for reuse (creating one is a driver call).
 const SPARE_EVENTS: usize = 1024;
@@ -76,8 +77,12 @@ fn driver_err(e: DriverError) -> BackendError {
 pub enum RawAlloc {
     /// `cuMemAlloc` + `cuMemFree`.
     Sync,
-    /// `cuMemAllocAsync` + `cuMemFreeAsync` on the device's default pool.
+    /// `cuMemAllocAsync` + `cuMemFreeAsync` on the device's default pool,
+    /// then a stream synchronize (the memory is back in the pool).
     Async,
+    /// `cuMemAllocAsync` + `cuMemFreeAsync` without synchronizing: the
+    /// driver pool's own cost when work stays queued on one stream.
+    AsyncQueued,
 }
 
 impl CudaBackend {
@@ -144,8 +149,8 @@ impl CudaBackend {
         self.streams.read().get(stream.0 as usize).cloned()
     }
 
-    /// One raw driver allocation and free of `bytes`, synchronized: the
-    /// baseline the pool is measured against in benchmarks.
+    /// One raw driver allocation and free of `bytes` (see [`RawAlloc`]): the
+    /// baselines the pool is measured against in benchmarks.
     pub fn raw_alloc_free(&self, bytes: usize, how: RawAlloc) -> Result<(), BackendError> {
         self.ctx.bind_to_thread().map_err(driver_err)?;
         let s = self.chunk_stream.cu_stream();
@@ -157,15 +162,89 @@ impl CudaBackend {
                 // SAFETY: `p` came from malloc_sync and is freed once.
                 unsafe { result::free_sync(p) }.map_err(driver_err)
             }
-            RawAlloc::Async => {
+            RawAlloc::Async | RawAlloc::AsyncQueued => {
                 // SAFETY: `s` is our live stream; the memory is only freed
                 // on the same stream and never read.
                 let p = unsafe { result::malloc_async(s, bytes) }.map_err(driver_err)?;
                 // SAFETY: `p` was allocated on `s` and is freed once on it.
                 unsafe { result::free_async(p, s) }.map_err(driver_err)?;
-                self.chunk_stream.synchronize().map_err(driver_err)
+                if how == RawAlloc::Async {
+                    self.chunk_stream.synchronize().map_err(driver_err)?;
+                }
+                Ok(())
             }
         }
+    }
+
+    /// Fills the buffer with `value`, queued on the buffer's stream (it runs
+    /// after the work queued there before, and before the buffer's range can
+    /// be reused by another stream).
+    ///
+    /// The buffer must come from a pool on this backend, else the call is an
+    /// error and touches nothing.
+    pub fn memset(&self, buf: &mut PoolBuf, value: u8) -> Result<(), BackendError> {
+        let s = self.buf_stream(buf)?;
+        // SAFETY: `buf` was allocated from this backend (checked above), so
+        // its address and length lie inside one of our device chunks; the
+        // set is queued on the buffer's own stream, and the pool keeps the
+        // range (and its chunk) out of other streams' hands until an event
+        // recorded on that stream after this call has completed.
+        unsafe { result::memset_d8_async(buf.device_ptr(), value, Self::len(buf)?, s.cu_stream()) }
+            .map_err(driver_err)
+    }
+
+    /// Copies `data` into the start of the buffer, on the buffer's stream,
+    /// and waits for the copy. `data` longer than the buffer is an error.
+    pub fn copy_to_device(&self, buf: &mut PoolBuf, data: &[u8]) -> Result<(), BackendError> {
+        let s = self.buf_stream(buf)?;
+        if data.len() > Self::len(buf)? {
+            return Err(BackendError::new(format!(
+                "{} bytes do not fit in a buffer of {}",
+                data.len(),
+                buf.len()
+            )));
+        }
+        // SAFETY: the destination lies inside one of our chunks (checked
+        // ownership and length); `data` stays borrowed until the stream is
+        // synchronized below, so the host memory outlives the copy.
+        unsafe { result::memcpy_htod_async(buf.device_ptr(), data, s.cu_stream()) }
+            .map_err(driver_err)?;
+        s.synchronize().map_err(driver_err)
+    }
+
+    /// Copies the start of the buffer into `out`, on the buffer's stream
+    /// (after the work queued there), and waits for the copy. `out` longer
+    /// than the buffer is an error.
+    pub fn copy_to_host(&self, buf: &PoolBuf, out: &mut [u8]) -> Result<(), BackendError> {
+        let s = self.buf_stream(buf)?;
+        if out.len() > Self::len(buf)? {
+            return Err(BackendError::new(format!(
+                "{} bytes asked from a buffer of {}",
+                out.len(),
+                buf.len()
+            )));
+        }
+        // SAFETY: the source lies inside one of our chunks (checked
+        // ownership and length); `out` is exclusively borrowed until the
+        // stream is synchronized below, so nothing reads it mid-copy.
+        unsafe { result::memcpy_dtoh_async(out, buf.device_ptr(), s.cu_stream()) }
+            .map_err(driver_err)?;
+        s.synchronize().map_err(driver_err)
+    }
+
+    fn buf_stream(&self, buf: &PoolBuf) -> Result<Arc<CudaStream>, BackendError> {
+        if !buf.is_from((self as *const Self).cast::<()>()) {
+            return Err(BackendError::new(format!(
+                "buffer of tenant {:?} belongs to another pool's backend",
+                buf.tenant()
+            )));
+        }
+        self.stream(buf.stream())
+    }
+
+    fn len(buf: &PoolBuf) -> Result<usize, BackendError> {
+        usize::try_from(buf.len())
+            .map_err(|_| BackendError::new("buffer exceeds the address space"))
     }
 
     fn stream(&self, s: StreamId) -> Result<Arc<CudaStream>, BackendError> {
@@ -269,5 +348,9 @@ impl Backend for CudaBackend {
 
     fn synchronize(&self, stream: StreamId) -> Result<(), BackendError> {
         self.stream(stream)?.synchronize().map_err(driver_err)
+    }
+
+    fn as_cuda(&self) -> Option<&CudaBackend> {
+        Some(self)
     }
 }

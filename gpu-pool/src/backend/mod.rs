@@ -103,4 +103,11 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
 
     /// Blocks until the work queued on `stream` has completed.
     fn synchronize(&self, stream: StreamId) -> Result<(), BackendError>;
+
+    /// This backend as a [`CudaBackend`], if it is one (for copies, memsets
+    /// and kernel launches on a pool's buffers).
+    #[cfg(feature = "cuda")]
+    fn as_cuda(&self) -> Option<&CudaBackend> {
+        None
+    }
 }

@@ -67,6 +67,17 @@ impl PoolBuf {
     pub fn tenant(&self) -> &str {
         &self.tenant.name
     }
+
+    /// Whether the buffer was allocated from `backend` (the same object, not
+    /// merely the same kind): device operations check this before touching
+    /// the buffer's address.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn is_from(&self, backend: *const ()) -> bool {
+        std::ptr::eq(
+            Arc::as_ptr(&self.tenant.pool.inner.backend).cast::<()>(),
+            backend,
+        )
+    }
 }
 
 impl fmt::Debug for PoolBuf {

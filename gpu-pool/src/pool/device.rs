@@ -142,6 +142,13 @@ impl GpuPool {
         &self.inner.backend
     }
 
+    /// The CUDA backend, when the pool runs on one: copies to and from
+    /// buffers, memsets, the context for kernel launches.
+    #[cfg(feature = "cuda")]
+    pub fn cuda(&self) -> Option<&crate::CudaBackend> {
+        self.inner.backend.as_cuda()
+    }
+
     /// Bytes tenants may reserve in total.
     pub fn budget(&self) -> u64 {
         self.inner.budget
