@@ -2,8 +2,9 @@
 //! deterministic simulator.
 //!
 //! - [`signal`]: [`LoadSample`]s (ongoing = queued + running, arrivals,
-//!   completions, latency quantiles, batch statistics) and the look-back
-//!   [`Window`] that aggregates them on a clock the simulator can drive.
+//!   completions, latency quantiles, batch statistics), the look-back
+//!   [`Window`] that aggregates them on a clock the simulator can drive, and
+//!   [`LoadObserver`], which measures them in front of a deployment.
 //! - [`policy`]: the [`Policy`] trait (a pure decision from the window) and
 //!   the built-ins: [`TargetOngoing`] (Ray Serve), [`Hpa`] (Kubernetes),
 //!   [`Kpa`] (Knative, with panic mode), [`LatencySlo`], [`QueueModel`],
@@ -44,6 +45,11 @@
 //! # }
 //! ```
 
+// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub mod engine;
 mod error;
 pub mod policy;
@@ -63,4 +69,7 @@ pub use crate::policy::{
 pub use crate::replica_set::{Replica, ReplicaId, ReplicaSet, ReplicaSetConfig};
 #[cfg(feature = "batcher")]
 pub use crate::signal::BatcherSource;
-pub use crate::signal::{BatchCost, Counter, LoadSample, Signal, SignalSource, Window, WindowView};
+pub use crate::signal::{
+    BatchCost, Counter, LoadObserver, LoadSample, ObserveLayer, Signal, SignalSource, Window,
+    WindowView,
+};

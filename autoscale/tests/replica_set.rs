@@ -1,5 +1,8 @@
 //! ReplicaSet as a Scaler and a Discover source for tower::balance, under paused time.
 
+mod common;
+use common::settle;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,13 +20,6 @@ use tower::{service_fn, BoxError, Service, ServiceExt};
 
 fn s(secs: u64) -> Duration {
     Duration::from_secs(secs)
-}
-
-/// Lets spawned tasks run to their next await point.
-async fn settle() {
-    for _ in 0..20 {
-        tokio::task::yield_now().await;
-    }
 }
 
 type Hits = Arc<Vec<AtomicUsize>>;

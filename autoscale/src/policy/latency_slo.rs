@@ -157,7 +157,9 @@ impl LatencySloConfig {
 ///   `max_ongoing_per_replica` guard would be crossed.
 /// - Otherwise hold.
 ///
-/// The look-back is also the window of the arrival and completion rates.
+/// The look-back is also the window of the arrival and completion rates;
+/// rates compared per replica (saturation, the shortfall, the learned
+/// capacity) only use the part of it since the ready count last changed.
 ///
 /// Anti-windup: the increase is computed from the *ready* replicas, not from
 /// the previous recommendation, so a violation that persists while new replicas
@@ -169,6 +171,9 @@ pub struct LatencySlo {
     config: LatencySloConfig,
     /// Learned completions per second of one ready replica when saturated.
     capacity: Option<f64>,
+    /// The ready count last seen and when it was first seen: completion
+    /// rates are only read over samples taken with that many replicas.
+    ready_since: Option<(u32, Duration)>,
 }
 
 impl LatencySlo {
@@ -178,6 +183,7 @@ impl LatencySlo {
         Ok(Self {
             config,
             capacity: None,
+            ready_since: None,
         })
     }
 
@@ -299,11 +305,30 @@ impl Policy for LatencySlo {
                 Reason::new("scale_from_zero").with_values(ongoing, 0.0),
             );
         }
-        let saturated = shortfall(&view, true);
+        // Completions per replica only mean something over samples taken
+        // while the same replicas were ready: a look-back reaching into a
+        // time with fewer replicas would underestimate each one's throughput
+        // (and overshoot the replicas asked for).
+        let since = match self.ready_since {
+            Some((ready, at)) if ready == input.ready => at,
+            Some(_) => {
+                self.ready_since = Some((input.ready, input.now));
+                input.now
+            }
+            // The first decision: nothing says the count was ever different.
+            None => {
+                self.ready_since = Some((input.ready, Duration::ZERO));
+                Duration::ZERO
+            }
+        };
+        let stable = input
+            .window
+            .view(input.now, c.look_back.min(input.now.saturating_sub(since)));
+        let saturated = shortfall(&stable, true);
         if saturated.is_some() {
             // Only a growing queue shows the replicas at full throughput; a
             // violation alone may come at any load.
-            self.learn_capacity(&view, input.ready);
+            self.learn_capacity(&stable, input.ready);
         }
         let c = &self.config;
         if observed > target {
@@ -312,7 +337,7 @@ impl Policy for LatencySlo {
             let mut wanted = ceil_count(f64::from(base) * ratio).max(base.saturating_add(1));
             // Saturated replicas complete less than arrives: scale by the
             // shortfall at once, however large.
-            if let Some(shortfall) = shortfall(&view, false) {
+            if let Some(shortfall) = shortfall(&stable, false) {
                 wanted = wanted.max(ceil_count(f64::from(base) * shortfall));
             }
             if let Some(needed) = self.needed(&view) {

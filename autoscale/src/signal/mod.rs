@@ -1,5 +1,9 @@
 //! Load signals: samples, the look-back [`Window`] and pull sources.
 //!
+//! [`LoadObserver`] measures a deployment at its front door (in flight,
+//! arrivals, completions, latency quantiles) through [`ObserveLayer`];
+//! `BatcherSource` (feature `batcher`) reads a batcher's statistics.
+//!
 //! Samples reach the engine two ways: pushed with
 //! [`Engine::record`](crate::Engine::record) (or
 //! [`AutoscalerHandle::record`](crate::AutoscalerHandle::record)), or pulled
@@ -8,6 +12,7 @@
 
 #[cfg(feature = "batcher")]
 mod batcher;
+mod observe;
 mod sample;
 mod window;
 
@@ -15,6 +20,7 @@ use std::time::Duration;
 
 #[cfg(feature = "batcher")]
 pub use self::batcher::BatcherSource;
+pub use self::observe::{LoadObserver, Observe, ObserveFuture, ObserveLayer};
 pub use self::sample::{BatchCost, Counter, LoadSample, Signal};
 pub use self::window::{Window, WindowView};
 
