@@ -67,9 +67,9 @@ pub use crate::policy::{
     Reason, Recommendation, SelectPolicy, TargetOngoing, TargetOngoingConfig,
 };
 pub use crate::replica_set::{Replica, ReplicaId, ReplicaSet, ReplicaSetConfig};
-#[cfg(feature = "batcher")]
-pub use crate::signal::BatcherSource;
 pub use crate::signal::{
-    BatchCost, Counter, LoadObserver, LoadSample, ObserveLayer, Signal, SignalSource, Window,
-    WindowView,
+    BatchCost, Counter, Layered, LoadObserver, LoadSample, ObserveLayer, Signal, SignalSource,
+    Window, WindowView,
 };
+#[cfg(feature = "batcher")]
+pub use crate::signal::{BatcherSet, BatcherSource};

@@ -1,8 +1,10 @@
 //! Adapter from convoy-batcher's statistics to [`LoadSample`]s (feature `batcher`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use convoy_batcher::{BatchHandle, BatchStats};
+use parking_lot::Mutex;
 
 use super::{LoadSample, SignalSource};
 
@@ -93,5 +95,68 @@ impl SignalSource for BatcherSource {
         let sample = Self::load_sample(&stats, self.previous.as_ref());
         self.previous = Some(stats);
         Some(sample)
+    }
+}
+
+/// The batchers of every replica of a deployment as one [`SignalSource`]:
+/// their samples summed ([`LoadSample::sum`]: gauges and counters add,
+/// batch statistics add, so [`QueueModel`](crate::QueueModel) learns the
+/// cost curve from all replicas).
+///
+/// Register each replica's batcher as it is made (e.g. in a
+/// [`ReplicaSet`](crate::ReplicaSet) factory); a batcher that was closed or
+/// whose worker ended (its replica was removed) gives its last sample and is
+/// then forgotten. Clones share the registry.
+///
+/// ```
+/// use convoy_autoscale::{BatcherSet, SignalSource};
+/// use convoy_batcher::{batch_fn, BatchConfig};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), tower::BoxError> {
+/// let batchers = BatcherSet::new();
+/// let replica = batch_fn(BatchConfig::builder().build()?, |items: Vec<u32>| async move {
+///     Ok::<_, tower::BoxError>(items)
+/// });
+/// batchers.add(replica.handle());
+/// assert_eq!(batchers.len(), 1);
+/// let sample = batchers.clone().sample(Duration::ZERO).expect("one batcher");
+/// assert_eq!(sample.replicas_reporting, Some(1));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct BatcherSet {
+    sources: Arc<Mutex<Vec<BatcherSource>>>,
+}
+
+impl BatcherSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a replica's batcher.
+    pub fn add(&self, handle: BatchHandle) {
+        self.sources.lock().push(BatcherSource::new(handle));
+    }
+
+    /// Batchers registered and not yet forgotten.
+    pub fn len(&self) -> usize {
+        self.sources.lock().len()
+    }
+
+    /// Whether no batcher is registered.
+    pub fn is_empty(&self) -> bool {
+        self.sources.lock().is_empty()
+    }
+}
+
+impl SignalSource for BatcherSet {
+    fn sample(&mut self, now: Duration) -> Option<LoadSample> {
+        let mut sources = self.sources.lock();
+        let samples: Vec<LoadSample> = sources.iter_mut().filter_map(|s| s.sample(now)).collect();
+        sources.retain(|s| !s.handle.is_closed());
+        LoadSample::sum(&samples)
     }
 }

@@ -19,8 +19,8 @@ mod window;
 use std::time::Duration;
 
 #[cfg(feature = "batcher")]
-pub use self::batcher::BatcherSource;
-pub use self::observe::{LoadObserver, Observe, ObserveFuture, ObserveLayer};
+pub use self::batcher::{BatcherSet, BatcherSource};
+pub use self::observe::{Layered, LoadObserver, Observe, ObserveFuture, ObserveLayer};
 pub use self::sample::{BatchCost, Counter, LoadSample, Signal};
 pub use self::window::{Window, WindowView};
 

@@ -309,3 +309,49 @@ where
         Poll::Ready(out)
     }
 }
+
+/// Two sources as one: what callers feel from `front` (requests in flight,
+/// arrivals, completions, latency quantiles), what happens behind it from
+/// `behind` (queue depth, queue wait, batch statistics, replicas reporting).
+///
+/// The usual pair is a [`LoadObserver`] in front of a deployment and a
+/// `BatcherSet` of its replicas' batchers (feature `batcher`), so that
+/// [`LatencySlo`](crate::LatencySlo) sees the p99 callers felt and
+/// [`QueueModel`](crate::QueueModel) the batch cost curve, without counting
+/// a request twice. `running` is the front's in-flight count less the
+/// queue behind it. When one side has no sample, the other's is used alone.
+#[derive(Debug, Clone)]
+pub struct Layered<F, B> {
+    front: F,
+    behind: B,
+}
+
+impl<F, B> Layered<F, B> {
+    /// Combines `front` and `behind`.
+    pub fn new(front: F, behind: B) -> Self {
+        Self { front, behind }
+    }
+}
+
+impl<F: SignalSource, B: SignalSource> SignalSource for Layered<F, B> {
+    fn sample(&mut self, now: Duration) -> Option<LoadSample> {
+        let front = self.front.sample(now);
+        let behind = self.behind.sample(now);
+        match (front, behind) {
+            (Some(f), Some(b)) => {
+                let queued = b.queued.min(f.ongoing);
+                Some(LoadSample {
+                    queued,
+                    running: f.ongoing - queued,
+                    queue_wait: b.queue_wait,
+                    batches: b.batches,
+                    batch_items: b.batch_items,
+                    batch_busy: b.batch_busy,
+                    replicas_reporting: b.replicas_reporting,
+                    ..f
+                })
+            }
+            (f, b) => f.or(b),
+        }
+    }
+}
