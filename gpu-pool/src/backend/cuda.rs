@@ -183,27 +183,22 @@ impl CudaBackend {
     /// The buffer must come from a pool on this backend, else the call is an
     /// error and touches nothing.
     pub fn memset(&self, buf: &mut PoolBuf, value: u8) -> Result<(), BackendError> {
-        let s = self.buf_stream(buf)?;
+        let bytes = usize::try_from(buf.len())
+            .map_err(|_| BackendError::new("buffer exceeds the address space"))?;
+        let s = self.buf_stream(buf, bytes)?;
         // SAFETY: `buf` was allocated from this backend (checked above), so
         // its address and length lie inside one of our device chunks; the
         // set is queued on the buffer's own stream, and the pool keeps the
         // range (and its chunk) out of other streams' hands until an event
         // recorded on that stream after this call has completed.
-        unsafe { result::memset_d8_async(buf.device_ptr(), value, Self::len(buf)?, s.cu_stream()) }
+        unsafe { result::memset_d8_async(buf.device_ptr(), value, bytes, s.cu_stream()) }
             .map_err(driver_err)
     }
 
     /// Copies `data` into the start of the buffer, on the buffer's stream,
     /// and waits for the copy. `data` longer than the buffer is an error.
     pub fn copy_to_device(&self, buf: &mut PoolBuf, data: &[u8]) -> Result<(), BackendError> {
-        let s = self.buf_stream(buf)?;
-        if data.len() > Self::len(buf)? {
-            return Err(BackendError::new(format!(
-                "{} bytes do not fit in a buffer of {}",
-                data.len(),
-                buf.len()
-            )));
-        }
+        let s = self.buf_stream(buf, data.len())?;
         // SAFETY: the destination lies inside one of our chunks (checked
         // ownership and length); `data` stays borrowed until the stream is
         // synchronized below, so the host memory outlives the copy.
@@ -216,14 +211,7 @@ impl CudaBackend {
     /// (after the work queued there), and waits for the copy. `out` longer
     /// than the buffer is an error.
     pub fn copy_to_host(&self, buf: &PoolBuf, out: &mut [u8]) -> Result<(), BackendError> {
-        let s = self.buf_stream(buf)?;
-        if out.len() > Self::len(buf)? {
-            return Err(BackendError::new(format!(
-                "{} bytes asked from a buffer of {}",
-                out.len(),
-                buf.len()
-            )));
-        }
+        let s = self.buf_stream(buf, out.len())?;
         // SAFETY: the source lies inside one of our chunks (checked
         // ownership and length); `out` is exclusively borrowed until the
         // stream is synchronized below, so nothing reads it mid-copy.
@@ -232,19 +220,22 @@ impl CudaBackend {
         s.synchronize().map_err(driver_err)
     }
 
-    fn buf_stream(&self, buf: &PoolBuf) -> Result<Arc<CudaStream>, BackendError> {
+    /// The stream of a buffer that `bytes` of device work may touch: the
+    /// buffer must come from this backend and be at least `bytes` long.
+    fn buf_stream(&self, buf: &PoolBuf, bytes: usize) -> Result<Arc<CudaStream>, BackendError> {
         if !buf.is_from((self as *const Self).cast::<()>()) {
             return Err(BackendError::new(format!(
                 "buffer of tenant {:?} belongs to another pool's backend",
                 buf.tenant()
             )));
         }
+        if u64::try_from(bytes).map_or(true, |b| b > buf.len()) {
+            return Err(BackendError::new(format!(
+                "{bytes} bytes do not fit in a buffer of {}",
+                buf.len()
+            )));
+        }
         self.stream(buf.stream())
-    }
-
-    fn len(buf: &PoolBuf) -> Result<usize, BackendError> {
-        usize::try_from(buf.len())
-            .map_err(|_| BackendError::new("buffer exceeds the address space"))
     }
 
     fn stream(&self, s: StreamId) -> Result<Arc<CudaStream>, BackendError> {
