@@ -1,0 +1,1 @@
+//! The KServe Open Inference Protocol v2 (being built).

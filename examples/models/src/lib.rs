@@ -1,0 +1,1 @@
+//! The model runtime of the multi-model server (being built).

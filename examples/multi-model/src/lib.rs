@@ -1,0 +1,1 @@
+//! The multi-model server (being built).
