@@ -3,11 +3,11 @@ SHELL := /bin/bash
 CARGO ?= cargo
 EXAMPLES := examples
 
-.PHONY: test test-root test-examples demo fmt bench
+.PHONY: test test-root test-examples test-fuzz demo fmt bench fuzz
 
 ## The whole suite: fmt, clippy -D warnings, tests + doc tests, docs with warnings denied,
 ## for the root workspace and the examples workspace.
-test: test-root test-examples
+test: test-root test-examples test-fuzz
 
 test-root:
 	$(CARGO) fmt --all --check
@@ -20,6 +20,26 @@ test-examples:
 	cd $(EXAMPLES) && $(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd $(EXAMPLES) && $(CARGO) test --workspace
 	cd $(EXAMPLES) && RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+
+## The fuzz targets' checks on stable: every checked-in seed and a fixed set of
+## pseudo-random inputs replayed as ordinary tests.
+test-fuzz:
+	cd fuzz && $(CARGO) fmt --all --check
+	cd fuzz && $(CARGO) clippy -p convoy-fuzz-harness --all-targets -- -D warnings
+	cd fuzz && $(CARGO) test -p convoy-fuzz-harness
+
+## Each fuzz target under libFuzzer (nightly + cargo-fuzz, installed when
+## missing) for FUZZ_SECS seconds (default 60). New inputs land in
+## fuzz/corpus/<target>; crashes in fuzz/artifacts/<target>.
+FUZZ_SECS ?= 60
+FUZZ_TARGETS ?= allocator_ops batcher_ops router_ops autoscale_signals
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t && \
+		(cd fuzz && $(CARGO) +nightly fuzz run $$t corpus/$$t seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECS) -print_final_stats=1) || exit 1; \
+	done
 
 ## The main job: the example server, driven by the load generator, printing what batching bought.
 demo:

@@ -1,0 +1,471 @@
+//! convoy-batcher driven by an operation sequence.
+//!
+//! Requests arrive with keys, priorities, costs and deadlines; callers
+//! cancel; time advances; the batch service answers each batch with its
+//! results, a batch error, a panic, or a batch of the wrong length; the
+//! batch size and queue capacity change live; the batcher is closed or its
+//! worker dropped. After every step:
+//! - the queue never holds more than its capacity and no batch breaks the
+//!   size or cost caps or mixes keys;
+//! - nothing expired or cancelled reaches the batch service, nothing is
+//!   dispatched twice.
+//!
+//! At the end every admitted caller has exactly one answer, of the kind
+//! its batch's fate calls for, and the statistics add up.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arbitrary::{Arbitrary, Unstructured};
+use convoy_batcher::{
+    BatchConfig, BatchFailed, BatchLayer, BatchPanicked, Closed, DeadlineExceeded, OverflowPolicy,
+    Priority, QueueFull, ResponseFuture,
+};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio_test::task::Spawn;
+use tower::{BoxError, Service};
+
+/// The message of a scripted panic (kept out of the fuzzer's output).
+pub const PANIC_MESSAGE: &str = "convoy-fuzz scripted panic";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
+enum Ending {
+    Ok,
+    Fail,
+    Panic,
+    Short,
+    Long,
+}
+
+#[derive(Debug, Arbitrary)]
+enum Op {
+    Arrive {
+        key: u8,
+        priority: u8,
+        cost: u8,
+        deadline_ms: Option<u8>,
+    },
+    Cancel(u16),
+    Advance(u8),
+    Finish(u8, Ending),
+    SetMaxBatchSize(u8),
+    SetQueueCapacity(u8),
+    Close,
+    DropWorker,
+}
+
+#[derive(Debug, Arbitrary)]
+struct Setup {
+    max_batch_size: u8,
+    max_cost: Option<u8>,
+    max_concurrent: u8,
+    max_wait_ms: u8,
+    queue_capacity: u8,
+    reject: bool,
+    ops: Vec<Op>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Attrs {
+    key: u64,
+    priority: Priority,
+    cost: u64,
+    deadline: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct ItemError;
+
+impl std::fmt::Display for ItemError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("item error")
+    }
+}
+
+impl std::error::Error for ItemError {}
+
+type Log = Arc<Mutex<Vec<(Vec<u32>, Instant, Option<oneshot::Sender<Ending>>)>>>;
+
+/// A batch service whose batches end when and how the input says.
+#[derive(Clone)]
+struct Scripted {
+    log: Log,
+}
+
+impl Service<Vec<u32>> for Scripted {
+    type Response = Vec<Result<u32, ItemError>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, batch: Vec<u32>) -> Self::Future {
+        let (tx, rx) = oneshot::channel();
+        self.log
+            .lock()
+            .push((batch.clone(), Instant::now(), Some(tx)));
+        Box::pin(async move {
+            let answer = |batch: Vec<u32>| -> Vec<Result<u32, ItemError>> {
+                batch
+                    .into_iter()
+                    .map(|id| if id % 5 == 4 { Err(ItemError) } else { Ok(id) })
+                    .collect()
+            };
+            match rx.await {
+                Ok(Ending::Ok) => Ok(answer(batch)),
+                Ok(Ending::Short) => {
+                    let mut out = answer(batch);
+                    out.pop();
+                    Ok(out)
+                }
+                Ok(Ending::Long) => {
+                    let mut out = answer(batch);
+                    out.push(Ok(u32::MAX));
+                    Ok(out)
+                }
+                Ok(Ending::Fail) => Err("scripted batch failure".into()),
+                Ok(Ending::Panic) => panic!("{PANIC_MESSAGE}"),
+                Err(_) => Err("the batch was dropped".into()),
+            }
+        })
+    }
+}
+
+struct Caller {
+    future: Option<Spawn<ResponseFuture<u32>>>,
+    cancelled: bool,
+    result: Option<Result<u32, BoxError>>,
+}
+
+/// Polls the worker until it stops asking to be polled again.
+fn drive<F: Future>(worker: &mut Spawn<F>) -> Poll<F::Output> {
+    for _ in 0..10_000 {
+        let p = worker.poll();
+        if p.is_ready() || !worker.is_woken() {
+            return p;
+        }
+    }
+    panic!("the worker keeps waking itself without making progress");
+}
+
+/// Runs one input. Panics when an invariant breaks.
+pub fn run(data: &[u8]) {
+    let Ok(setup) = Setup::arbitrary_take_rest(Unstructured::new(data)) else {
+        return;
+    };
+    crate::quiet_scripted_panics(PANIC_MESSAGE);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    rt.block_on(run_case(setup));
+}
+
+async fn run_case(s: Setup) {
+    let max_batch_size = usize::from(s.max_batch_size % 8) + 1;
+    let max_cost = s.max_cost.map(|c| u64::from(c % 16) + 4);
+    let capacity = usize::from(s.queue_capacity % 16) + 1;
+    let mut config = BatchConfig::builder()
+        .max_batch_size(max_batch_size)
+        .max_concurrent_batches(usize::from(s.max_concurrent % 3) + 1)
+        .max_wait(Duration::from_millis(u64::from(s.max_wait_ms % 6)))
+        .queue_capacity(capacity)
+        .overflow(if s.reject {
+            OverflowPolicy::Reject
+        } else {
+            OverflowPolicy::Backpressure
+        });
+    if let Some(c) = max_cost {
+        config = config.max_batch_cost(c);
+    }
+    let attrs: Arc<Mutex<Vec<Attrs>>> = Arc::default();
+    let get = |a: &Arc<Mutex<Vec<Attrs>>>| {
+        let a = a.clone();
+        move |id: &u32| a.lock()[*id as usize]
+    };
+    let (a1, a2, a3, a4) = (get(&attrs), get(&attrs), get(&attrs), get(&attrs));
+    let layer = BatchLayer::<u32, u32>::new(config.build().expect("valid config"))
+        .key_fn(move |id| a1(id).key)
+        .priority_fn(move |id| a2(id).priority)
+        .cost_fn(move |id| a3(id).cost)
+        .deadline_fn(move |id| a4(id).deadline);
+    let log: Log = Arc::default();
+    let (mut svc, worker) = layer.pair(Scripted { log: log.clone() });
+    let handle = svc.handle();
+    let mut worker = Some(tokio_test::task::spawn(worker));
+
+    let mut callers: Vec<Caller> = Vec::new();
+    let mut refused = 0u64;
+    let mut seen = 0usize;
+    let mut running: Vec<usize> = Vec::new();
+    let mut dispatched: HashMap<u32, usize> = HashMap::new();
+    let mut endings: HashMap<usize, Ending> = HashMap::new();
+    let mut cap = max_batch_size;
+    let mut closed = false;
+    let mut worker_gone = false;
+
+    for op in s.ops.iter().take(256) {
+        match *op {
+            Op::Arrive {
+                key,
+                priority,
+                cost,
+                deadline_ms,
+            } => {
+                let id = callers.len() as u32;
+                attrs.lock().push(Attrs {
+                    key: u64::from(key % 3),
+                    priority: match priority % 3 {
+                        0 => Priority::Low,
+                        1 => Priority::Normal,
+                        _ => Priority::High,
+                    },
+                    cost: u64::from(cost % 8) + 1,
+                    deadline: deadline_ms
+                        .map(|ms| Instant::now() + Duration::from_millis(ms.into())),
+                });
+                let mut ready =
+                    tokio_test::task::spawn(futures::future::poll_fn(|cx| svc.poll_ready(cx)));
+                match ready.poll() {
+                    Poll::Ready(Ok(())) => {
+                        drop(ready);
+                        callers.push(Caller {
+                            future: Some(tokio_test::task::spawn(svc.call(id))),
+                            cancelled: false,
+                            result: None,
+                        });
+                    }
+                    Poll::Ready(Err(e)) => {
+                        assert!(
+                            e.is::<Closed>() && (closed || worker_gone),
+                            "poll_ready failed while open: {e}"
+                        );
+                        refused += 1;
+                        callers.push(Caller {
+                            future: None,
+                            cancelled: true,
+                            result: None,
+                        });
+                    }
+                    Poll::Pending => {
+                        assert!(!s.reject, "a rejecting batcher must not pend in poll_ready");
+                        // Backpressure: the caller gives up waiting.
+                        refused += 1;
+                        callers.push(Caller {
+                            future: None,
+                            cancelled: true,
+                            result: None,
+                        });
+                    }
+                }
+            }
+            Op::Cancel(i) => {
+                if let Some(c) = callers.get_mut(usize::from(i)) {
+                    if c.result.is_none() {
+                        if let Some(mut f) = c.future.take() {
+                            match f.poll() {
+                                Poll::Ready(r) => c.result = Some(r),
+                                Poll::Pending => c.cancelled = true,
+                            }
+                        }
+                    }
+                }
+            }
+            Op::Advance(ms) => {
+                tokio::time::advance(Duration::from_millis(u64::from(ms % 12) + 1)).await
+            }
+            Op::Finish(i, ending) => {
+                if !running.is_empty() {
+                    let bi = running.remove(usize::from(i) % running.len());
+                    if let Some(tx) = log.lock()[bi].2.take() {
+                        if !worker_gone {
+                            endings.insert(bi, ending);
+                        }
+                        let _ = tx.send(ending);
+                    }
+                }
+            }
+            Op::SetMaxBatchSize(n) => {
+                let n = usize::from(n % 8) + 1;
+                handle.set_max_batch_size(n).expect("a valid size");
+                cap = cap.max(n);
+            }
+            Op::SetQueueCapacity(n) => {
+                handle
+                    .set_queue_capacity(usize::from(n % 16) + 1)
+                    .expect("a valid capacity");
+            }
+            Op::Close => {
+                handle.close();
+                closed = true;
+            }
+            Op::DropWorker => {
+                worker = None;
+                worker_gone = true;
+            }
+        }
+        if let Some(w) = worker.as_mut() {
+            let _ = drive(w);
+        }
+        check_batches(
+            &log,
+            &attrs,
+            &callers,
+            &mut seen,
+            &mut running,
+            &mut dispatched,
+            cap,
+            max_cost,
+        );
+        let stats = handle.stats();
+        assert!(
+            stats.queue_depth <= 16,
+            "queue depth {} above every capacity",
+            stats.queue_depth
+        );
+    }
+
+    // Wind down: let every deadline pass, finish every batch.
+    for _ in 0..300 {
+        tokio::time::advance(Duration::from_millis(50)).await;
+        for &bi in &running {
+            if let Some(tx) = log.lock()[bi].2.take() {
+                if !worker_gone {
+                    endings.insert(bi, Ending::Ok);
+                }
+                let _ = tx.send(Ending::Ok);
+            }
+        }
+        running.clear();
+        if let Some(w) = worker.as_mut() {
+            let _ = drive(w);
+        }
+        check_batches(
+            &log,
+            &attrs,
+            &callers,
+            &mut seen,
+            &mut running,
+            &mut dispatched,
+            cap,
+            max_cost,
+        );
+        if running.is_empty() {
+            break;
+        }
+    }
+    assert!(running.is_empty(), "batches kept coming");
+
+    let mut answered = 0u64;
+    for (id, c) in callers.iter_mut().enumerate() {
+        let id = id as u32;
+        if c.cancelled {
+            continue;
+        }
+        let result = match c.result.take() {
+            Some(r) => r,
+            None => match c.future.as_mut().expect("admitted").poll() {
+                Poll::Ready(r) => r,
+                Poll::Pending => panic!("caller {id} hangs"),
+            },
+        };
+        answered += 1;
+        let Some(&bi) = dispatched.get(&id) else {
+            let err = result.expect_err("an undispatched item cannot succeed");
+            assert!(
+                err.is::<DeadlineExceeded>() || err.is::<Closed>() || err.is::<QueueFull>(),
+                "item {id} never dispatched but got: {err}"
+            );
+            if err.is::<Closed>() {
+                assert!(worker_gone, "item {id} closed out while the worker lived");
+            }
+            continue;
+        };
+        match endings.get(&bi).copied() {
+            None => {
+                // Its batch was still running when the worker was dropped.
+                assert!(worker_gone, "item {id}: batch {bi} never ended");
+                let err = result.expect_err("a dropped batch cannot succeed");
+                assert!(err.is::<Closed>(), "item {id}: {err}");
+            }
+            Some(Ending::Ok) if id % 5 == 4 => {
+                assert!(result.expect_err("item error").is::<ItemError>())
+            }
+            Some(Ending::Ok) => assert_eq!(result.expect("answer"), id),
+            Some(Ending::Fail | Ending::Short | Ending::Long) => {
+                let err = result.expect_err("failed batch");
+                assert!(err.is::<BatchFailed>(), "item {id}: {err}");
+            }
+            Some(Ending::Panic) => {
+                let err = result.expect_err("panicked batch");
+                assert!(err.is::<BatchPanicked>(), "item {id}: {err}");
+            }
+        }
+    }
+    let stats = handle.stats();
+    assert_eq!(stats.queue_depth, 0, "items left in the queue");
+    assert!(
+        stats.admitted_total <= callers.len() as u64 - refused,
+        "admitted {} of {} callers ({} refused)",
+        stats.admitted_total,
+        callers.len(),
+        refused
+    );
+    assert!(answered <= stats.admitted_total + stats.rejected.total());
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_batches(
+    log: &Log,
+    attrs: &Arc<Mutex<Vec<Attrs>>>,
+    callers: &[Caller],
+    seen: &mut usize,
+    running: &mut Vec<usize>,
+    dispatched: &mut HashMap<u32, usize>,
+    cap: usize,
+    max_cost: Option<u64>,
+) {
+    let log = log.lock();
+    let attrs = attrs.lock();
+    for (bi, (batch, at, _)) in log.iter().enumerate().skip(*seen) {
+        assert!(!batch.is_empty(), "empty batch");
+        assert!(
+            batch.len() <= cap,
+            "batch of {} above cap {cap}",
+            batch.len()
+        );
+        let key = attrs[batch[0] as usize].key;
+        assert!(
+            batch.iter().all(|&id| attrs[id as usize].key == key),
+            "mixed keys: {batch:?}"
+        );
+        if let Some(c) = max_cost {
+            let cost: u64 = batch.iter().map(|&id| attrs[id as usize].cost).sum();
+            assert!(cost <= c || batch.len() == 1, "cost {cost} > {c}");
+        }
+        for &id in batch {
+            if let Some(d) = attrs[id as usize].deadline {
+                assert!(*at < d, "expired item {id} dispatched");
+            }
+            assert!(
+                !callers[id as usize].cancelled,
+                "cancelled item {id} dispatched"
+            );
+            assert!(
+                dispatched.insert(id, bi).is_none(),
+                "item {id} dispatched twice"
+            );
+        }
+        running.push(bi);
+    }
+    *seen = log.len();
+}

@@ -1,0 +1,44 @@
+//! The checks behind convoy's fuzz targets, as plain functions of the input
+//! bytes. libFuzzer drives them on nightly (`make fuzz`, targets in
+//! `fuzz/fuzz_targets/`), and `cargo test` in this crate replays every
+//! checked-in seed (`fuzz/seeds/<target>/`) plus a fixed set of
+//! pseudo-random inputs through them on stable Rust, so a crash once found
+//! stays fixed. Each function panics when one of convoy's promises breaks.
+
+pub mod allocator;
+pub mod autoscale;
+pub mod batcher;
+pub mod router;
+
+/// A target's check: panics when the input breaks one of convoy's promises.
+pub type Check = fn(&[u8]);
+
+/// Every target: its name (as in `fuzz/fuzz_targets/` and `fuzz/seeds/`)
+/// and its check.
+pub const TARGETS: &[(&str, Check)] = &[
+    ("allocator_ops", allocator::run),
+    ("batcher_ops", batcher::run),
+    ("router_ops", router::run),
+    ("autoscale_signals", autoscale::run),
+];
+
+/// Keeps a target's own scripted panics (a model that panics on purpose)
+/// out of the output; every other panic still prints.
+pub fn quiet_scripted_panics(message: &'static str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(move || {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let scripted = payload
+                .downcast_ref::<String>()
+                .is_some_and(|m| m == message)
+                || payload
+                    .downcast_ref::<&str>()
+                    .is_some_and(|m| *m == message);
+            if !scripted {
+                default(info);
+            }
+        }));
+    });
+}
