@@ -128,3 +128,34 @@ async fn a_replica_set_of_batchers_reports_through_one_layered_source() {
     let _ = source.sample(Duration::from_secs(7));
     assert_eq!(batchers.len(), 1, "{batchers:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn running_is_the_exact_count_of_items_in_running_batches() {
+    // A batch of 8, then a batch of 2 that stays running: the mean batch
+    // size is 5, but exactly 2 requests are running.
+    let config = BatchConfig::builder()
+        .max_batch_size(8)
+        .max_wait(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let svc = batch_fn(config, |items: Vec<u32>| async move {
+        let hold = if items.len() == 2 { 3_600 } else { 0 };
+        tokio::time::sleep(Duration::from_secs(hold)).await;
+        Ok::<_, BoxError>(items)
+    });
+    let handle = svc.handle();
+    let first: FuturesUnordered<_> = (0..8u32).map(|x| svc.clone().oneshot(x)).collect();
+    assert!(first.collect::<Vec<_>>().await.iter().all(|r| r.is_ok()));
+    let second: Vec<_> = (0..2u32)
+        .map(|x| tokio::spawn(svc.clone().oneshot(x)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let stats = handle.stats();
+    assert_eq!((stats.in_flight_batches, stats.in_flight_items), (1, 2));
+    let sample = BatcherSource::new(handle).sample(Duration::ZERO).unwrap();
+    assert_eq!(sample.running, 2.0, "{sample:?}");
+    assert_eq!(sample.ongoing, 2.0, "{sample:?}");
+    for call in second {
+        call.abort();
+    }
+}

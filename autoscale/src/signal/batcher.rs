@@ -17,9 +17,9 @@ use super::{LoadSample, SignalSource};
 ///
 /// | `LoadSample` | from `BatchStats` |
 /// |---|---|
-/// | `ongoing` | `ongoing_estimate()` (queued + in-flight batches × mean batch size) |
+/// | `ongoing` | `ongoing_requests()` (`queue_depth + in_flight_items`) |
 /// | `queued` | `queue_depth` |
-/// | `running` | `in_flight_batches × batch_size.mean` |
+/// | `running` | `in_flight_items` (exact, not estimated from the mean batch size) |
 /// | `arrivals` | Δ `admitted_total` |
 /// | `completions` | Δ `completed_total` |
 /// | `batches`, `batch_items` | Δ `batches_total`, × `batch_size.mean` |
@@ -66,7 +66,7 @@ impl BatcherSource {
             })
             .filter(|s| s.is_finite() && *s >= 0.0)
             .unwrap_or(0.0);
-        let running = stats.in_flight_batches as f64 * mean_size;
+        let running = stats.in_flight_items as f64;
         let queued = stats.queue_depth as f64;
         LoadSample {
             ongoing: queued + running,

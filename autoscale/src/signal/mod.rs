@@ -12,6 +12,7 @@
 
 #[cfg(feature = "batcher")]
 mod batcher;
+mod histogram;
 mod observe;
 mod sample;
 mod window;
