@@ -1,32 +1,140 @@
 //! Stable key hashing and a bounded distinct-key counter.
 //!
-//! Sticky assignment must not change when the binary is rebuilt, so keys are
-//! hashed with FNV-1a plus a SplitMix64 finaliser rather than with std's
-//! randomly keyed `RandomState`.
+//! Sticky assignment must not change when the binary is rebuilt, moved to
+//! another CPU architecture or compiled by another Rust release, so a key is
+//! hashed from its canonical bytes ([`StickyKey`]) with 64-bit FNV-1a
+//! followed by the SplitMix64 finaliser. std's `Hash` is not used: its
+//! output depends on each type's `Hash` impl (`str` appends a `0xff`
+//! terminator, integers write native-endian bytes) and is not promised to
+//! stay the same between Rust releases.
 
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU8, Ordering};
 
-/// FNV-1a, 64 bit.
-#[derive(Debug)]
-pub(crate) struct StableHasher(u64);
+/// FNV-1a 64-bit offset basis.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+/// FNV-1a 64-bit prime.
+const FNV_PRIME: u64 = 0x0100_0000_01b3;
 
-impl Default for StableHasher {
+/// 64-bit FNV-1a over the bytes fed to it; see [`StickyKey`].
+#[derive(Debug)]
+pub struct KeyHasher(u64);
+
+impl Default for KeyHasher {
     fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
+        Self(FNV_OFFSET)
     }
 }
 
-impl Hasher for StableHasher {
+impl KeyHasher {
+    /// Feeds `bytes`.
+    pub fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(FNV_PRIME);
+        }
+    }
+
+    /// The sticky hash: FNV-1a state passed through the SplitMix64 finaliser.
     fn finish(&self) -> u64 {
         mix64(self.0)
     }
+}
 
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+/// A value usable as a sticky key: it feeds its canonical bytes to a
+/// [`KeyHasher`], so its sticky backend is the same on every build and
+/// platform.
+///
+/// Canonical bytes: strings and byte slices as they are (a `&str` key and a
+/// header with the same text stick to the same backend); unsigned integers
+/// up to 64 bits as the 8 little-endian bytes of `u64` (so `7u32` and
+/// `7u64` are the same key), signed ones as those of `i64`; 128-bit
+/// integers as their 16 little-endian bytes; `bool` as one byte; `char` as
+/// its UTF-8 bytes. Implement it for your own key types by feeding a stable
+/// encoding (not a `Debug` string that may change).
+pub trait StickyKey {
+    /// Feeds this key's canonical bytes to `hasher`.
+    fn feed(&self, hasher: &mut KeyHasher);
+}
+
+impl<T: StickyKey + ?Sized> StickyKey for &T {
+    fn feed(&self, hasher: &mut KeyHasher) {
+        (**self).feed(hasher);
+    }
+}
+
+impl StickyKey for str {
+    fn feed(&self, hasher: &mut KeyHasher) {
+        hasher.write(self.as_bytes());
+    }
+}
+
+impl StickyKey for String {
+    fn feed(&self, hasher: &mut KeyHasher) {
+        hasher.write(self.as_bytes());
+    }
+}
+
+impl StickyKey for [u8] {
+    fn feed(&self, hasher: &mut KeyHasher) {
+        hasher.write(self);
+    }
+}
+
+impl<const N: usize> StickyKey for [u8; N] {
+    fn feed(&self, hasher: &mut KeyHasher) {
+        hasher.write(self);
+    }
+}
+
+impl StickyKey for Vec<u8> {
+    fn feed(&self, hasher: &mut KeyHasher) {
+        hasher.write(self);
+    }
+}
+
+impl StickyKey for http::HeaderValue {
+    fn feed(&self, hasher: &mut KeyHasher) {
+        hasher.write(self.as_bytes());
+    }
+}
+
+impl StickyKey for bool {
+    fn feed(&self, hasher: &mut KeyHasher) {
+        hasher.write(&[u8::from(*self)]);
+    }
+}
+
+impl StickyKey for char {
+    fn feed(&self, hasher: &mut KeyHasher) {
+        hasher.write(self.encode_utf8(&mut [0; 4]).as_bytes());
+    }
+}
+
+macro_rules! sticky_int {
+    ($wide:ty: $($t:ty),*) => {$(
+        impl StickyKey for $t {
+            fn feed(&self, hasher: &mut KeyHasher) {
+                hasher.write(&<$wide>::from(*self).to_le_bytes());
+            }
         }
+    )*};
+}
+
+sticky_int!(u64: u8, u16, u32, u64);
+sticky_int!(i64: i8, i16, i32, i64);
+sticky_int!(u128: u128);
+sticky_int!(i128: i128);
+
+impl StickyKey for usize {
+    fn feed(&self, hasher: &mut KeyHasher) {
+        // usize is at most 64 bits on every supported target.
+        hasher.write(&(*self as u64).to_le_bytes());
+    }
+}
+
+impl StickyKey for isize {
+    fn feed(&self, hasher: &mut KeyHasher) {
+        hasher.write(&(*self as i64).to_le_bytes());
     }
 }
 
@@ -38,9 +146,9 @@ pub(crate) fn mix64(mut z: u64) -> u64 {
 }
 
 /// Stable 64-bit hash of a sticky key.
-pub(crate) fn key_hash<K: Hash + ?Sized>(key: &K) -> u64 {
-    let mut h = StableHasher::default();
-    key.hash(&mut h);
+pub(crate) fn key_hash<K: StickyKey + ?Sized>(key: &K) -> u64 {
+    let mut h = KeyHasher::default();
+    key.feed(&mut h);
     h.finish()
 }
 
@@ -107,14 +215,43 @@ impl DistinctKeys {
 mod tests {
     use super::*;
 
+    fn fnv1a(bytes: &[u8]) -> u64 {
+        let mut h = KeyHasher::default();
+        h.write(bytes);
+        h.0
+    }
+
     #[test]
-    fn key_hash_is_stable() {
-        // Pinned value: sticky assignment must survive rebuilds.
-        assert_eq!(key_hash("user-42"), key_hash("user-42"));
-        assert_ne!(key_hash("user-42"), key_hash("user-43"));
-        let mut h = StableHasher::default();
-        h.write(b"abc");
-        assert_eq!(h.0, 0xe71f_a219_0541_574b);
+    fn key_hasher_is_fnv1a_64() {
+        // Published FNV-1a 64-bit test vectors.
+        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn key_hash_is_pinned() {
+        // Sticky assignment must survive rebuilds, Rust upgrades and other
+        // CPU architectures: these literals never change.
+        assert_eq!(key_hash("user-42"), 0x7a15_96f0_e94b_5793);
+        assert_eq!(key_hash(&"user-42".to_owned()), 0x7a15_96f0_e94b_5793);
+        assert_eq!(key_hash(b"user-42".as_slice()), 0x7a15_96f0_e94b_5793);
+        assert_eq!(key_hash(&42u64), 0xe15f_07fe_f55b_9454);
+        assert_eq!(key_hash(&-1i64), 0x9795_737c_4a2d_acd5);
+    }
+
+    #[test]
+    fn integer_keys_do_not_depend_on_width() {
+        assert_eq!(key_hash(&42u8), key_hash(&42u64));
+        assert_eq!(key_hash(&42u32), key_hash(&42usize));
+        assert_eq!(key_hash(&-1i32), key_hash(&-1i64));
+        assert_ne!(key_hash(&42u64), key_hash(&43u64));
+    }
+
+    #[test]
+    fn header_and_str_keys_agree() {
+        let v = http::HeaderValue::from_static("user-42");
+        assert_eq!(key_hash(&v), key_hash("user-42"));
     }
 
     #[test]

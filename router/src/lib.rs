@@ -62,6 +62,7 @@ pub mod stats;
 
 pub use balance::{Balancer, NoReadyReplica};
 pub use error::{ConfigError, ConfigErrorKind};
+pub use hash::{KeyHasher, StickyKey};
 pub use rollout::{Rollout, RolloutConfig, RolloutHandle};
 pub use shadow::{Shadow, ShadowLayer};
 

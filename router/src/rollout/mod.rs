@@ -3,8 +3,10 @@
 //! A [`Rollout`] raises the canary's share step by step (1, 5, 10, 25, 50,
 //! 100 % by default). Each step lasts at least `min_step_duration`; every
 //! `analysis_interval` the canary's requests since the step began are
-//! analysed: error rate ≤ `max_error_rate`, and optionally a latency
-//! quantile ≤ an absolute bound or ≤ the stable's quantile × a factor.
+//! analysed: error rate ≤ `max_error_rate`, optionally a latency
+//! quantile ≤ an absolute bound or ≤ the stable's quantile × a factor, and
+//! optionally prediction drift: whether the canary answers like the stable
+//! version on the same traffic ([`Rollout::drift`], [`drift`] module).
 //!
 //! * No verdict is given below `min_samples` completed canary requests
 //!   (analysis that passes on no data is how bad canaries reach 100 %): the
@@ -62,6 +64,7 @@
 //! ```
 
 mod config;
+pub mod drift;
 mod event;
 mod handle;
 mod target;
@@ -77,6 +80,7 @@ pub use handle::{RolloutFinished, RolloutHandle};
 pub use target::RolloutTarget;
 
 use crate::error::ConfigError;
+use drift::DriftMonitor;
 use worker::{EventFn, Worker};
 
 /// A validated rollout, ready to start.
@@ -85,6 +89,7 @@ pub struct Rollout<T> {
     config: RolloutConfig,
     events: broadcast::Sender<RolloutEvent>,
     on_event: Option<EventFn>,
+    drift: Option<DriftMonitor>,
 }
 
 impl<T> fmt::Debug for Rollout<T> {
@@ -105,7 +110,17 @@ impl<T: RolloutTarget> Rollout<T> {
             config,
             events,
             on_event: None,
+            drift: None,
         })
+    }
+
+    /// Adds the prediction-drift check: every analysis also judges the
+    /// pairs `monitor` collected since the step (or the last failed
+    /// analysis) began, against the monitor's thresholds. The rollout resets
+    /// the monitor's window when it starts a step or restarts a window.
+    pub fn drift(mut self, monitor: DriftMonitor) -> Self {
+        self.drift = Some(monitor);
+        self
     }
 
     /// Calls `f` with every event, on the controller's task (keep it quick).
@@ -132,6 +147,7 @@ impl<T: RolloutTarget> Rollout<T> {
             self.config,
             self.events.clone(),
             self.on_event,
+            self.drift,
             state_tx,
             commands_rx,
         );

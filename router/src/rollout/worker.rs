@@ -6,6 +6,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::config::{LatencyLimit, RolloutConfig};
+use super::drift::{DriftMonitor, DriftVerdict};
 use super::event::{RolloutEvent, RolloutEventKind, RolloutState};
 use super::handle::Command;
 use super::target::RolloutTarget;
@@ -14,7 +15,9 @@ use crate::stats::BackendSnapshot;
 pub(crate) type EventFn = Box<dyn Fn(&RolloutEvent) + Send + Sync>;
 
 enum Verdict {
-    Wait(String),
+    /// Not enough data; the first field names what is missing, so a new
+    /// kind of wait is reported once even after another was.
+    Wait(&'static str, String),
     Pass(String),
     Fail(String),
 }
@@ -24,6 +27,7 @@ pub(crate) struct Worker<T> {
     pub(crate) config: RolloutConfig,
     pub(crate) events: broadcast::Sender<RolloutEvent>,
     pub(crate) on_event: Option<EventFn>,
+    drift: Option<DriftMonitor>,
     pub(crate) state: watch::Sender<RolloutState>,
     pub(crate) commands: mpsc::Receiver<Command>,
     step: usize,
@@ -32,7 +36,7 @@ pub(crate) struct Worker<T> {
     window: BackendSnapshot,
     step_started: Instant,
     stable_baseline: BackendSnapshot,
-    waiting_reported: bool,
+    waiting_reported: Option<&'static str>,
 }
 
 impl<T: RolloutTarget> Worker<T> {
@@ -41,6 +45,7 @@ impl<T: RolloutTarget> Worker<T> {
         config: RolloutConfig,
         events: broadcast::Sender<RolloutEvent>,
         on_event: Option<EventFn>,
+        drift: Option<DriftMonitor>,
         state: watch::Sender<RolloutState>,
         commands: mpsc::Receiver<Command>,
     ) -> Self {
@@ -51,6 +56,7 @@ impl<T: RolloutTarget> Worker<T> {
             config,
             events,
             on_event,
+            drift,
             state,
             commands,
             step: 0,
@@ -59,7 +65,7 @@ impl<T: RolloutTarget> Worker<T> {
             window,
             step_started: Instant::now(),
             stable_baseline,
-            waiting_reported: false,
+            waiting_reported: None,
         }
     }
 
@@ -114,8 +120,11 @@ impl<T: RolloutTarget> Worker<T> {
 
     fn reset_window(&mut self) {
         self.window = self.snapshot(&self.config.canary.clone());
+        if let Some(drift) = &self.drift {
+            drift.reset();
+        }
         self.step_started = Instant::now();
-        self.waiting_reported = false;
+        self.waiting_reported = None;
     }
 
     fn start_step(&mut self, step: usize) -> bool {
@@ -180,9 +189,9 @@ impl<T: RolloutTarget> Worker<T> {
                         continue;
                     }
                     match self.analyze() {
-                        Verdict::Wait(reason) => {
-                            if !self.waiting_reported {
-                                self.waiting_reported = true;
+                        Verdict::Wait(what, reason) => {
+                            if self.waiting_reported != Some(what) {
+                                self.waiting_reported = Some(what);
                                 self.emit(RolloutEventKind::Waiting, reason);
                             }
                         }
@@ -224,10 +233,13 @@ impl<T: RolloutTarget> Worker<T> {
         let canary = self.snapshot(&cfg.canary).since(&self.window);
         let n = canary.completed;
         if n < cfg.min_samples {
-            return Verdict::Wait(format!(
-                "{n} of {} canary samples needed for a verdict",
-                cfg.min_samples
-            ));
+            return Verdict::Wait(
+                "canary",
+                format!(
+                    "{n} of {} canary samples needed for a verdict",
+                    cfg.min_samples
+                ),
+            );
         }
         let error_rate = canary.error_rate();
         if error_rate > cfg.max_error_rate {
@@ -249,10 +261,13 @@ impl<T: RolloutTarget> Worker<T> {
                 LatencyLimit::StableFactor(f) => {
                     let stable = self.snapshot(&cfg.stable).since(&self.stable_baseline);
                     if stable.completed < cfg.min_samples {
-                        return Verdict::Wait(format!(
-                            "{} of {} stable samples needed for a latency comparison",
-                            stable.completed, cfg.min_samples
-                        ));
+                        return Verdict::Wait(
+                            "stable",
+                            format!(
+                                "{} of {} stable samples needed for a latency comparison",
+                                stable.completed, cfg.min_samples
+                            ),
+                        );
                     }
                     stable
                         .latency
@@ -271,6 +286,16 @@ impl<T: RolloutTarget> Worker<T> {
                 "; p{} latency {observed:?} <= {limit:?}",
                 check.quantile * 100.0
             ));
+        }
+        if let Some(drift) = &self.drift {
+            match drift.verdict() {
+                DriftVerdict::Wait(r) => return Verdict::Wait("drift", r),
+                DriftVerdict::Fail(r) => return Verdict::Fail(r),
+                DriftVerdict::Pass(r) => {
+                    reason.push_str("; ");
+                    reason.push_str(&r);
+                }
+            }
         }
         Verdict::Pass(reason)
     }

@@ -1,5 +1,4 @@
 use std::fmt;
-use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -14,7 +13,7 @@ use super::instances::Instances;
 use super::overrides::{HeaderOverride, Override, PredicateOverride};
 use super::table::{Entry, Table};
 use crate::error::ConfigError;
-use crate::hash::key_hash;
+use crate::hash::{key_hash, StickyKey};
 use crate::stats::BackendStats;
 
 /// Name of the counter of overrides naming an unknown backend (label `split`).
@@ -358,9 +357,12 @@ impl<S: Clone, Req> SplitBuilder<S, Req> {
 
     /// Makes the split sticky: requests with the same key go to the same
     /// backend. Requests for which `key` returns `None` are split by weight.
+    ///
+    /// Keys are hashed from their canonical bytes (see [`StickyKey`]), so a
+    /// key keeps its backend across rebuilds and platforms.
     pub fn sticky_by<K, F>(mut self, key: F) -> Self
     where
-        K: Hash,
+        K: StickyKey,
         F: Fn(&Req) -> Option<K> + Send + Sync + 'static,
     {
         self.key = Some(Box::new(move |req| key(req).map(|k| key_hash(&k))));
@@ -435,7 +437,7 @@ impl<S: Clone, B> SplitBuilder<S, http::Request<B>> {
     pub fn sticky_header(self, name: http::HeaderName) -> Self {
         let mut this = self;
         this.key = Some(Box::new(move |req: &http::Request<B>| {
-            req.headers().get(&name).map(|v| key_hash(v.as_bytes()))
+            req.headers().get(&name).map(key_hash)
         }));
         this
     }
