@@ -3,7 +3,7 @@
 use std::fmt;
 
 /// What was wrong with a configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ConfigErrorKind {
     /// No backends were given.
@@ -25,7 +25,7 @@ pub enum ConfigErrorKind {
 }
 
 /// A configuration was rejected when it was built or updated.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
     kind: ConfigErrorKind,
     message: String,

@@ -1,5 +1,5 @@
 //! All four convoy crates in one axum app, along the data flow of
-//! ARCHITECTURE.md:
+//! the repository's `docs/ARCHITECTURE.md`:
 //!
 //! ```text
 //! POST /infer ─► convoy-router Split (v1/v2 by weight, sticky by user,
