@@ -175,6 +175,8 @@ pub enum ConfigErrorKind {
     MaxBatchCost,
     /// `queue_timeout` was zero.
     QueueTimeout,
+    /// An [`AdaptiveConfig`](crate::AdaptiveConfig) value was out of range.
+    AdaptiveBatchSize,
 }
 
 /// An impossible configuration, reported when the configuration is built

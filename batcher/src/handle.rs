@@ -84,7 +84,16 @@ impl BatchHandle {
             self.shared.queued(),
             control.queue_capacity.load(Ordering::Relaxed),
             control.max_batch_size.load(Ordering::Relaxed),
+            control.batch_size_cap(),
         )
+    }
+
+    /// The largest batch the batcher forms now: the adaptive cap when
+    /// [`adaptive_batch_size`](crate::BatchConfigBuilder::adaptive_batch_size)
+    /// is on (it moves with the measured throughput), otherwise
+    /// `max_batch_size`.
+    pub fn batch_size_cap(&self) -> usize {
+        self.shared.control().batch_size_cap()
     }
 
     fn changed(&self) {

@@ -160,6 +160,7 @@
 //! the layer must be applied inside a tokio runtime;
 //! [`BatchLayer::pair`] returns the [`Worker`] future to run elsewhere.
 
+mod adaptive;
 mod config;
 mod error;
 mod future;
@@ -173,6 +174,7 @@ mod stats;
 mod telemetry;
 mod worker;
 
+pub use adaptive::AdaptiveConfig;
 pub use config::{BatchConfig, BatchConfigBuilder, OverflowPolicy};
 pub use error::{
     BatchFailed, BatchPanicked, Closed, ConfigError, ConfigErrorKind, DeadlineExceeded, QueueFull,
@@ -191,8 +193,8 @@ pub use worker::Worker;
 /// `batcher` label with the configured name.
 pub mod metric_names {
     pub use crate::telemetry::{
-        BATCHES_TOTAL, BATCH_SERVICE_SECONDS, BATCH_SIZE, CANCELLED_TOTAL, IN_FLIGHT_BATCHES,
-        QUEUE_DEPTH, QUEUE_WAIT_SECONDS, REJECTED_TOTAL,
+        BATCHES_TOTAL, BATCH_SERVICE_SECONDS, BATCH_SIZE, BATCH_SIZE_CAP, CANCELLED_TOTAL,
+        IN_FLIGHT_BATCHES, QUEUE_DEPTH, QUEUE_WAIT_SECONDS, REJECTED_TOTAL,
     };
 }
 

@@ -26,7 +26,8 @@ pub(crate) struct Group<Req, Resp> {
     pub(crate) key: u64,
     lanes: [VecDeque<Item<Req, Resp>>; LANES],
     len: usize,
-    cost: u64,
+    /// Total cost queued; `u128` so that no sum of `u64` costs overflows.
+    cost: u128,
 }
 
 impl<Req, Resp> Group<Req, Resp> {
@@ -58,6 +59,8 @@ impl<Req, Resp> Group<Req, Resp> {
 #[derive(Debug, Clone)]
 pub(crate) struct Policy {
     pub(crate) max_batch_size: usize,
+    /// The adaptive cap (`usize::MAX` when off); batches stay below both.
+    pub(crate) cap: usize,
     pub(crate) max_wait: Duration,
     pub(crate) preferred: Vec<usize>,
     pub(crate) max_cost: Option<u64>,
@@ -67,9 +70,13 @@ impl Policy {
     /// How many items of `group` to dispatch now, or when to look again.
     fn decide<Req, Resp>(&self, group: &Group<Req, Resp>, now: Instant) -> Result<usize, Instant> {
         let n = group.len;
-        let cap = self.max_batch_size;
+        let cap = self.max_batch_size.min(self.cap);
         let oldest = group.oldest().unwrap_or(now);
-        let expires = oldest + self.max_wait;
+        // An unreachable instant means "wait for a full batch"; a far
+        // deadline stands in for it.
+        let expires = oldest
+            .checked_add(self.max_wait)
+            .unwrap_or_else(|| far_future(now));
         let waited_out = self.max_wait.is_zero() || now >= expires;
         if waited_out {
             return Ok(n.min(cap));
@@ -81,13 +88,19 @@ impl Policy {
                 None => Err(expires),
             };
         }
-        let full = n >= cap || self.max_cost.is_some_and(|c| group.cost >= c);
+        let full = n >= cap || self.max_cost.is_some_and(|c| group.cost >= u128::from(c));
         if full {
             Ok(cap)
         } else {
             Err(expires)
         }
     }
+}
+
+/// About thirty years from `now`: later than any wait that matters, and
+/// far enough from the end of time for timers to handle.
+pub(crate) fn far_future(now: Instant) -> Instant {
+    now + Duration::from_secs(86_400 * 365 * 30)
 }
 
 /// What the queue says the worker should do next.
@@ -140,7 +153,7 @@ impl<Req, Resp> PendingQueue<Req, Resp> {
         let gi = self.group_for(item.key);
         let g = &mut self.groups[gi];
         g.len += 1;
-        g.cost = g.cost.saturating_add(item.cost);
+        g.cost += u128::from(item.cost);
         g.lanes[lane(item.priority)].push_back(item);
         self.len += 1;
     }
@@ -204,50 +217,82 @@ impl<Req, Resp> PendingQueue<Req, Resp> {
         }
     }
 
-    /// Takes up to `target` items of group `gi`, highest priority first and
-    /// FIFO within a priority, within the cost cap. Expired and cancelled
-    /// items met on the way are removed (expired ones are answered).
-    /// Hands the taken items to `take` and returns how many there were.
-    pub(crate) fn take(
+    /// Removes the expired and cancelled items of group `gi` among those
+    /// the next [`take`](Self::take) of `target` items would reach (expired
+    /// ones are answered). Returns whether anything was removed. Run before
+    /// reserving the batch service, so that a reservation always has live
+    /// items to send.
+    pub(crate) fn prune(
         &mut self,
         gi: usize,
         target: usize,
         now: Instant,
-        max_cost: Option<u64>,
         removed: &mut Removed,
+    ) -> bool {
+        let g = &mut self.groups[gi];
+        let mut live = 0usize;
+        let mut gone = 0usize;
+        for lane in g.lanes.iter_mut() {
+            let mut i = 0;
+            while live < target && i < lane.len() {
+                let item = &lane[i];
+                let cancelled = item.tx.is_closed();
+                if !cancelled && item.deadline.is_none_or(|d| d > now) {
+                    live += 1;
+                    i += 1;
+                    continue;
+                }
+                let item = lane.remove(i).expect("index in range");
+                g.cost -= u128::from(item.cost);
+                gone += 1;
+                if cancelled {
+                    removed.cancelled += 1;
+                } else {
+                    removed.expired += 1;
+                    answer_expired(item);
+                }
+            }
+        }
+        g.len -= gone;
+        self.len -= gone;
+        if g.len == 0 && self.groups.len() > KEEP_EMPTY_GROUPS {
+            self.remove_group(gi);
+        }
+        gone > 0
+    }
+
+    /// Takes up to `target` items of group `gi`, highest priority first and
+    /// FIFO within a priority, within the cost cap, after a
+    /// [`prune`](Self::prune) at the same instant. Hands the taken items to
+    /// `take` and returns how many there were.
+    pub(crate) fn take(
+        &mut self,
+        gi: usize,
+        target: usize,
+        max_cost: Option<u64>,
         mut take: impl FnMut(Item<Req, Resp>),
     ) -> usize {
         let g = &mut self.groups[gi];
         let mut taken = 0usize;
-        let mut cost = 0u64;
+        let mut cost = 0u128;
         'lanes: for lane in g.lanes.iter_mut() {
             while taken < target {
                 let Some(front) = lane.front() else {
                     break;
                 };
-                let cancelled = front.tx.is_closed();
-                let expired = !cancelled && front.deadline.is_some_and(|d| d <= now);
-                if !cancelled && !expired {
-                    if let Some(max) = max_cost {
-                        if taken > 0 && cost.saturating_add(front.cost) > max {
-                            break 'lanes;
-                        }
+                let front_cost = u128::from(front.cost);
+                if let Some(max) = max_cost {
+                    if taken > 0 && cost + front_cost > u128::from(max) {
+                        break 'lanes;
                     }
                 }
                 let item = lane.pop_front().expect("front exists");
                 g.len -= 1;
-                g.cost -= item.cost;
+                g.cost -= front_cost;
                 self.len -= 1;
-                if cancelled {
-                    removed.cancelled += 1;
-                } else if expired {
-                    removed.expired += 1;
-                    answer_expired(item);
-                } else {
-                    cost = cost.saturating_add(item.cost);
-                    taken += 1;
-                    take(item);
-                }
+                cost += front_cost;
+                taken += 1;
+                take(item);
             }
         }
         // Empty groups are kept for reuse while there are few of them.
@@ -272,10 +317,10 @@ impl<Req, Resp> PendingQueue<Req, Resp> {
                 for item in lane.drain(..) {
                     if item.tx.is_closed() {
                         removed.cancelled += 1;
-                        g.cost -= item.cost;
+                        g.cost -= u128::from(item.cost);
                     } else if item.deadline.is_some_and(|d| d <= now) {
                         removed.expired += 1;
-                        g.cost -= item.cost;
+                        g.cost -= u128::from(item.cost);
                         answer_expired(item);
                     } else {
                         if let Some(d) = item.deadline {

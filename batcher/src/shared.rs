@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tower::BoxError;
 use tracing::Span;
 
+use crate::adaptive::AdaptiveConfig;
 use crate::config::BatchConfig;
 use crate::error::Closed;
 use crate::future::ResponseFuture;
@@ -91,6 +92,9 @@ pub(crate) struct Control {
     pub(crate) permit_debt: AtomicUsize,
     pub(crate) queue_capacity: AtomicUsize,
     pub(crate) max_batch_size: AtomicUsize,
+    /// The adaptive batch-size cap the worker forms batches under, when on.
+    pub(crate) batch_size_cap: AtomicUsize,
+    pub(crate) adaptive: Option<AdaptiveConfig>,
     pub(crate) max_wait_nanos: AtomicU64,
     pub(crate) preferred: Mutex<Vec<usize>>,
     pub(crate) settings_changed: AtomicBool,
@@ -112,6 +116,8 @@ impl Control {
             permit_debt: AtomicUsize::new(0),
             queue_capacity: AtomicUsize::new(config.queue_capacity),
             max_batch_size: AtomicUsize::new(config.max_batch_size),
+            batch_size_cap: AtomicUsize::new(config.max_batch_size),
+            adaptive: config.adaptive,
             max_wait_nanos: AtomicU64::new(nanos(config.max_wait)),
             preferred: Mutex::new(config.preferred_batch_sizes.clone()),
             settings_changed: AtomicBool::new(false),
@@ -157,6 +163,17 @@ impl Control {
 
     pub(crate) fn max_wait(&self) -> Duration {
         Duration::from_nanos(self.max_wait_nanos.load(Ordering::Relaxed))
+    }
+
+    /// The largest batch formed now: `max_batch_size`, or the adaptive cap
+    /// below it.
+    pub(crate) fn batch_size_cap(&self) -> usize {
+        let max = self.max_batch_size.load(Ordering::Relaxed);
+        if self.adaptive.is_some() {
+            self.batch_size_cap.load(Ordering::Relaxed).clamp(1, max)
+        } else {
+            max
+        }
     }
 }
 
@@ -224,7 +241,9 @@ impl<Req, Resp> Shared<Req, Resp> {
             .map_or(Priority::Normal, |f| f(&req));
         let enqueued = Instant::now();
         let own = hooks.deadline.as_ref().and_then(|f| f(&req));
-        let deadline = match (own, self.queue_timeout.map(|t| enqueued + t)) {
+        // A timeout beyond the end of time is no timeout.
+        let timeout = self.queue_timeout.and_then(|t| enqueued.checked_add(t));
+        let deadline = match (own, timeout) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };

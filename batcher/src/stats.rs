@@ -262,6 +262,10 @@ pub struct BatchStats {
     pub queue_capacity: usize,
     /// Current maximum batch size.
     pub max_batch_size: usize,
+    /// The largest batch formed now: the adaptive cap when
+    /// [`adaptive_batch_size`](crate::BatchConfigBuilder::adaptive_batch_size)
+    /// is on, otherwise `max_batch_size`.
+    pub batch_size_cap: usize,
     /// Batches running in the batch service now.
     pub in_flight_batches: usize,
     /// Requests in those running batches.
@@ -305,6 +309,7 @@ pub(crate) fn snapshot(
     inbound: usize,
     queue_capacity: usize,
     max_batch_size: usize,
+    batch_size_cap: usize,
 ) -> BatchStats {
     let recent = state.recent.lock();
     let batch_size = recent.batch_sizes.distribution(1.0);
@@ -326,6 +331,7 @@ pub(crate) fn snapshot(
         queue_depth: inbound + state.queued.load(Ordering::Relaxed),
         queue_capacity,
         max_batch_size,
+        batch_size_cap,
         in_flight_batches: state.in_flight.load(Ordering::Relaxed),
         in_flight_items: state.in_flight_items.load(Ordering::Relaxed),
         admitted_total: load(&state.admitted) + inbound as u64,

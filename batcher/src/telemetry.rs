@@ -29,6 +29,9 @@ pub const REJECTED_TOTAL: &str = "convoy_batcher_rejected_total";
 pub const CANCELLED_TOTAL: &str = "convoy_batcher_cancelled_total";
 /// Counter: finished batches, by `outcome` (`ok`, `failed`, `panicked`).
 pub const BATCHES_TOTAL: &str = "convoy_batcher_batches_total";
+/// Gauge: the adaptive batch-size cap (only with
+/// [`adaptive_batch_size`](crate::BatchConfigBuilder::adaptive_batch_size)).
+pub const BATCH_SIZE_CAP: &str = "convoy_batcher_batch_size_cap";
 
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
@@ -42,6 +45,7 @@ pub(crate) struct Telemetry {
     rejected: [Key; 3],
     cancelled: Key,
     batches: [Key; 3],
+    batch_size_cap: Key,
 }
 
 impl fmt::Debug for Telemetry {
@@ -80,6 +84,7 @@ impl Telemetry {
                 key(BATCHES_TOTAL, name, Some(("outcome", "failed"))),
                 key(BATCHES_TOTAL, name, Some(("outcome", "panicked"))),
             ],
+            batch_size_cap: key(BATCH_SIZE_CAP, name, None),
         }
     }
 
@@ -98,6 +103,7 @@ pub(crate) struct Handles {
     pub(crate) cancelled: Counter,
     pub(crate) deadline_exceeded: Counter,
     pub(crate) batches: [Counter; 3],
+    pub(crate) batch_size_cap: Gauge,
     refreshed: Option<Instant>,
 }
 
@@ -120,12 +126,14 @@ impl Handles {
             cancelled: Counter::noop(),
             deadline_exceeded: Counter::noop(),
             batches: [Counter::noop(), Counter::noop(), Counter::noop()],
+            batch_size_cap: Gauge::noop(),
             refreshed: None,
         }
     }
 
-    /// Registers again if [`REFRESH`] has passed since the last time.
-    pub(crate) fn refresh(&mut self, t: &Telemetry, now: Instant) {
+    /// Registers again if [`REFRESH`] has passed since the last time; the
+    /// adaptive cap gauge only when `cap` is given (and set to it).
+    pub(crate) fn refresh(&mut self, t: &Telemetry, now: Instant, cap: Option<usize>) {
         if self.refreshed.is_some_and(|at| now < at + REFRESH) {
             return;
         }
@@ -140,6 +148,10 @@ impl Handles {
             self.deadline_exceeded = r.register_counter(&t.rejected[1], &METADATA);
             for (h, k) in self.batches.iter_mut().zip(&t.batches) {
                 *h = r.register_counter(k, &METADATA);
+            }
+            if let Some(cap) = cap {
+                self.batch_size_cap = r.register_gauge(&t.batch_size_cap, &METADATA);
+                self.batch_size_cap.set(cap as f64);
             }
         });
     }
@@ -173,7 +185,7 @@ mod tests {
                 .unwrap();
             rt.block_on(async {
                 let mut handles = Handles::new();
-                handles.refresh(&telemetry, Instant::now());
+                handles.refresh(&telemetry, Instant::now(), None);
                 handles.record_waits(&(0..1000).collect::<Vec<u64>>());
                 handles.record_waits(&[5, 6, 7]);
             });

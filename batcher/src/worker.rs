@@ -17,6 +17,7 @@ use tower::{BoxError, Service};
 use tracing::instrument::Instrumented;
 use tracing::Instrument;
 
+use crate::adaptive::Adaptive;
 use crate::error::{BatchFailed, BatchPanicked, LengthMismatch};
 use crate::queue::{PendingQueue, Pick, Policy, Removed};
 use crate::results::IntoItemResults;
@@ -63,6 +64,11 @@ where
     last_fanout: usize,
     /// Last published (queue depth, in-flight batches) and when.
     gauges: ((usize, usize), Option<Instant>),
+    /// The adaptive batch-size cap, when configured.
+    adaptive: Option<Adaptive>,
+    /// The batch service failed for good: no more dispatches; running
+    /// batches still finish.
+    failed: bool,
     finished: bool,
 }
 
@@ -97,8 +103,13 @@ where
     ) -> Self {
         debug_assert!(max_concurrent > 0);
         let control = &shared.control;
+        let max_batch_size = control.max_batch_size.load(Ordering::Relaxed);
+        let adaptive = control
+            .adaptive
+            .map(|config| Adaptive::new(config, max_batch_size));
         let policy = Policy {
-            max_batch_size: control.max_batch_size.load(Ordering::Relaxed),
+            max_batch_size,
+            cap: adaptive.as_ref().map_or(usize::MAX, Adaptive::cap),
             max_wait: control.max_wait(),
             preferred: control.preferred.lock().clone(),
             max_cost,
@@ -119,6 +130,8 @@ where
             yielded: false,
             last_fanout: 0,
             gauges: ((0, 0), None),
+            adaptive,
+            failed: false,
             finished: false,
         }
     }
@@ -161,6 +174,23 @@ where
             self.policy.max_batch_size = control.max_batch_size.load(Ordering::Relaxed);
             self.policy.max_wait = control.max_wait();
             self.policy.preferred = control.preferred.lock().clone();
+            if let Some(adaptive) = &mut self.adaptive {
+                adaptive.set_max(self.policy.max_batch_size);
+                self.publish_cap();
+            }
+        }
+    }
+
+    /// Applies the adaptive cap to the next batches and publishes the
+    /// chosen one.
+    fn publish_cap(&mut self) {
+        if let Some(adaptive) = &self.adaptive {
+            self.policy.cap = adaptive.cap();
+            let chosen = adaptive.chosen();
+            let control = &self.shared.control;
+            if control.batch_size_cap.swap(chosen, Ordering::Relaxed) != chosen {
+                self.handles.batch_size_cap.set(chosen as f64);
+            }
         }
     }
 
@@ -208,28 +238,19 @@ where
         let follow = !span.is_disabled();
         let mut reqs = Vec::with_capacity(target);
         let mut senders = self.spare_senders.pop().unwrap_or_default();
-        let mut removed = Removed::default();
         let waits = &mut self.waits;
         waits.clear();
-        let taken = self.queue.take(
-            gi,
-            target,
-            now,
-            self.policy.max_cost,
-            &mut removed,
-            |item| {
-                if follow {
-                    span.follows_from(&item.span);
-                }
-                waits.push(
-                    u64::try_from(now.saturating_duration_since(item.enqueued).as_nanos())
-                        .unwrap_or(u64::MAX),
-                );
-                reqs.push(item.req);
-                senders.push(item.tx);
-            },
-        );
-        self.count_removed(&removed);
+        let taken = self.queue.take(gi, target, self.policy.max_cost, |item| {
+            if follow {
+                span.follows_from(&item.span);
+            }
+            waits.push(
+                u64::try_from(now.saturating_duration_since(item.enqueued).as_nanos())
+                    .unwrap_or(u64::MAX),
+            );
+            reqs.push(item.req);
+            senders.push(item.tx);
+        });
         if taken == 0 {
             self.spare_senders.push(senders);
             return 0;
@@ -337,6 +358,10 @@ where
         let h = &self.handles;
         h.service.record(done.took.as_secs_f64());
         h.batches[done.outcome as usize].increment(1);
+        if let (Some(adaptive), Outcome::Ok) = (&mut self.adaptive, done.outcome) {
+            adaptive.record(done.size, done.took);
+            self.publish_cap();
+        }
         done.senders.clear();
         if self.spare_senders.len() < self.in_flight.len() {
             self.spare_senders.push(done.senders);
@@ -344,8 +369,9 @@ where
     }
 
     /// The batch service failed for good: fail everything queued with its
-    /// error and stop.
+    /// error and stop admitting; running batches still finish.
     fn fail_all(&mut self, err: BoxError) {
+        self.failed = true;
         let source: Arc<dyn std::error::Error + Send + Sync> = Arc::from(err);
         self.control().close();
         {
@@ -415,7 +441,7 @@ where
 
             let mut dispatched = false;
             let mut wait_until = None;
-            while this.running < this.in_flight.len() && !this.queue.is_empty() {
+            while !this.failed && this.running < this.in_flight.len() && !this.queue.is_empty() {
                 let t = *now.get_or_insert_with(Instant::now);
                 let (gi, target) = match this.queue.pick(t, &this.policy) {
                     Pick::Go { group, target } => (group, target),
@@ -425,16 +451,24 @@ where
                     }
                     Pick::Empty => break,
                 };
+                // Drop dead items first: the batch service is reserved only
+                // for a batch that goes out. If any went, decide again.
+                let mut removed = Removed::default();
+                let pruned = this.queue.prune(gi, target, t, &mut removed);
+                this.count_removed(&removed);
+                if pruned {
+                    continue;
+                }
                 match this.service.poll_ready(cx) {
                     Poll::Pending => break,
                     Poll::Ready(Err(err)) => {
                         this.fail_all(err.into());
-                        this.finished = true;
-                        return Poll::Ready(());
+                        break;
                     }
                     Poll::Ready(Ok(())) => {}
                 }
-                this.handles.refresh(&this.shared.control.telemetry, t);
+                let cap = this.adaptive.as_ref().map(Adaptive::chosen);
+                this.handles.refresh(&this.shared.control.telemetry, t, cap);
                 let slot = this
                     .in_flight
                     .iter()
@@ -455,7 +489,7 @@ where
                 continue;
             }
 
-            if closing && this.queue.is_empty() && this.running == 0 {
+            if (closing || this.failed) && this.queue.is_empty() && this.running == 0 {
                 this.finished = true;
                 return Poll::Ready(());
             }

@@ -1,9 +1,12 @@
 //! The batcher composed with tower middleware, behind an axum route and
-//! inside a tonic-style gRPC handler.
+//! behind a tonic gRPC server on a loopback connection.
 
 mod support;
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -11,11 +14,18 @@ use axum::extract::State;
 use axum::http::{Request, StatusCode};
 use axum::routing::post;
 use axum::{Json, Router};
+use bytes::{Buf, BufMut};
 use convoy_batcher::{
     batch_fn, Batch, BatchConfig, BatchLayer, DeadlineExceeded, OverflowPolicy, QueueFull,
 };
+use http::uri::PathAndQuery;
 use support::*;
 use tokio_test::assert_pending;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::server::{NamedService, UnaryService};
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::Channel;
+use tonic::Status;
 use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
 #[tokio::test(start_paused = true)]
@@ -150,13 +160,13 @@ async fn behind_an_axum_route() {
         .route("/infer", post(infer))
         .with_state(gated.clone());
     let running = tokio::spawn(gated.clone().oneshot(1));
-    while gated.handle().stats().in_flight_batches == 0 {
-        tokio::task::yield_now().await;
-    }
+    eventually(
+        || gated.handle().stats().in_flight_batches == 1,
+        "the first batch",
+    )
+    .await;
     let queued = tokio::spawn(gated.clone().oneshot(2));
-    while gated.handle().stats().queue_depth == 0 {
-        tokio::task::yield_now().await;
-    }
+    eventually(|| gated.handle().stats().queue_depth == 1, "a queued call").await;
     let response = app.oneshot(request()).await.unwrap();
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     gate.add_permits(10);
@@ -164,34 +174,128 @@ async fn behind_an_axum_route() {
     assert_eq!(queued.await.unwrap().unwrap(), 2);
 }
 
-/// A hand-written tonic handler (what `tonic-build` would generate a trait
-/// for): the batcher behind a gRPC method.
+/// gRPC method path of the test service.
+const SCORE_PATH: &str = "/convoy.test.Scorer/Score";
+
+/// A `u32` as four big-endian bytes: a gRPC message without protobuf.
+#[derive(Debug, Clone, Copy, Default)]
+struct U32Codec;
+
+impl Codec for U32Codec {
+    type Encode = u32;
+    type Decode = u32;
+    type Encoder = U32Codec;
+    type Decoder = U32Codec;
+
+    fn encoder(&mut self) -> U32Codec {
+        U32Codec
+    }
+
+    fn decoder(&mut self) -> U32Codec {
+        U32Codec
+    }
+}
+
+impl Encoder for U32Codec {
+    type Item = u32;
+    type Error = Status;
+
+    fn encode(&mut self, item: u32, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_u32(item);
+        Ok(())
+    }
+}
+
+impl Decoder for U32Codec {
+    type Item = u32;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<u32>, Status> {
+        if src.remaining() != 4 {
+            return Err(Status::invalid_argument("a message is 4 bytes"));
+        }
+        Ok(Some(src.get_u32()))
+    }
+}
+
+/// A hand-written tonic service (what `tonic-build` would generate): the
+/// batcher behind a gRPC method, served over HTTP/2.
 #[derive(Clone)]
 struct Scorer {
     model: Batch<u32, u32>,
 }
 
 impl Scorer {
-    async fn score(
-        &self,
-        request: tonic::Request<u32>,
-    ) -> Result<tonic::Response<u32>, tonic::Status> {
+    async fn score(self, request: tonic::Request<u32>) -> Result<tonic::Response<u32>, Status> {
         let x = request.into_inner();
-        match self.model.clone().oneshot(x).await {
+        match self.model.oneshot(x).await {
             Ok(y) => Ok(tonic::Response::new(y)),
-            Err(e) if e.is::<QueueFull>() => Err(tonic::Status::resource_exhausted(e.to_string())),
-            Err(e) if e.is::<DeadlineExceeded>() => {
-                Err(tonic::Status::deadline_exceeded(e.to_string()))
-            }
-            Err(e) => Err(tonic::Status::internal(e.to_string())),
+            Err(e) if e.is::<QueueFull>() => Err(Status::resource_exhausted(e.to_string())),
+            Err(e) if e.is::<DeadlineExceeded>() => Err(Status::deadline_exceeded(e.to_string())),
+            Err(e) => Err(Status::internal(e.to_string())),
         }
     }
 }
 
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl UnaryService<u32> for Scorer {
+    type Response = u32;
+    type Future = BoxFuture<Result<tonic::Response<u32>, Status>>;
+
+    fn call(&mut self, request: tonic::Request<u32>) -> Self::Future {
+        Box::pin(self.clone().score(request))
+    }
+}
+
+impl<B> Service<http::Request<B>> for Scorer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<BoxError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let method = self.clone();
+        Box::pin(async move {
+            if req.uri().path() == SCORE_PATH {
+                Ok(tonic::server::Grpc::new(U32Codec).unary(method, req).await)
+            } else {
+                Ok(Status::unimplemented(req.uri().path().to_owned()).into_http())
+            }
+        })
+    }
+}
+
+impl NamedService for Scorer {
+    const NAME: &'static str = "convoy.test.Scorer";
+}
+
+async fn score(mut client: tonic::client::Grpc<Channel>, x: u32) -> Result<u32, Status> {
+    client
+        .ready()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let response = client
+        .unary(
+            tonic::Request::new(x),
+            PathAndQuery::from_static(SCORE_PATH),
+            U32Codec,
+        )
+        .await?;
+    Ok(response.into_inner())
+}
+
 #[tokio::test]
-async fn inside_a_tonic_service() {
+async fn behind_a_tonic_server() {
     let config = BatchConfig::builder()
-        .queue_timeout(Duration::from_millis(20))
+        .queue_timeout(Duration::from_millis(100))
         .build()
         .unwrap();
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
@@ -205,28 +309,44 @@ async fn inside_a_tonic_service() {
             }
         })
     };
-    let scorer = Scorer { model };
-    // The first call occupies the batch service; the second waits past its
-    // queue timeout and is answered DEADLINE_EXCEEDED without running.
-    let first = tokio::spawn({
-        let scorer = scorer.clone();
-        async move { scorer.score(tonic::Request::new(1)).await }
-    });
-    while scorer.model.handle().stats().in_flight_batches == 0 {
-        tokio::task::yield_now().await;
-    }
-    let status = scorer.score(tonic::Request::new(2)).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
-    gate.add_permits(10);
-    assert_eq!(first.await.unwrap().unwrap().into_inner(), 2);
-    assert_eq!(
-        scorer
-            .score(tonic::Request::new(5))
-            .await
-            .unwrap()
-            .into_inner(),
-        6
+    let stats = model.handle();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(Scorer { model })
+            .serve_with_incoming(TcpIncoming::from(listener)),
     );
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let client = tonic::client::Grpc::new(channel);
+
+    // The first call occupies the batch service; the next one waits past
+    // its queue timeout and comes back DEADLINE_EXCEEDED without running.
+    let first = tokio::spawn(score(client.clone(), 1));
+    eventually(|| stats.stats().in_flight_batches == 1, "the first batch").await;
+    let status = score(client.clone(), 2).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status}");
+
+    // Calls that arrive over the connection while the service is busy
+    // share one batch.
+    let calls: Vec<_> = (10..18)
+        .map(|x| tokio::spawn(score(client.clone(), x)))
+        .collect();
+    eventually(|| stats.stats().queue_depth == 8, "eight queued calls").await;
+    gate.add_permits(100);
+    assert_eq!(first.await.unwrap().unwrap(), 2);
+    for (x, call) in (10..18).zip(calls) {
+        assert_eq!(call.await.unwrap().unwrap(), x + 1);
+    }
+    assert_eq!(score(client, 5).await.unwrap(), 6);
+    let s = stats.stats();
+    assert_eq!(s.batch_size.max, 8.0, "{:?}", s.batch_size);
+    assert_eq!(s.rejected.deadline_exceeded, 1);
+    server.abort();
 }
 
 #[test]

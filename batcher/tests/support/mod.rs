@@ -23,14 +23,28 @@ pub fn batcher_with(layer: BatchLayer<u32, u32>) -> (Batch<u32, u32>, TestWorker
     (svc, tokio_test::task::spawn(worker), handle)
 }
 
-/// Polls the worker until it stops asking to be polled again.
+/// Polls the worker until it stops asking to be polled again; fails (instead
+/// of hanging) if it keeps asking.
 pub fn drive<F: std::future::Future>(worker: &mut Spawn<F>) -> Poll<F::Output> {
-    loop {
+    for _ in 0..100_000 {
         let p = worker.poll();
         if p.is_ready() || !worker.is_woken() {
             return p;
         }
     }
+    panic!("the worker keeps waking itself");
+}
+
+/// Waits (1 ms steps, real or paused time) until `cond` holds; fails after
+/// five seconds instead of hanging.
+pub async fn eventually(mut cond: impl FnMut() -> bool, what: &str) {
+    for _ in 0..5000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    panic!("gave up waiting for {what}");
 }
 
 /// Reserves a queue slot and queues `req`; panics if the batcher is not ready.

@@ -1,0 +1,405 @@
+//! The adaptive batch-size cap: keeps batches at the size where the batch
+//! service's measured throughput is best.
+//!
+//! Sizes are grouped in power-of-two buckets: bucket `k` holds batches of
+//! `2^(k-1) + 1 ..= 2^k` items (bucket 0 holds batches of one). The cap is
+//! the top of the current bucket (never above `max_batch_size`). For each
+//! bucket the worker keeps a mean of the service time per item (a running
+//! mean for the first samples, then an EWMA), so throughput compares as
+//! `items / second = 1 / seconds_per_item`.
+//!
+//! Schedule: the batcher starts at `max_batch_size`. After
+//! [`min_samples`](AdaptiveConfig::min_samples) batches it probes the
+//! neighbouring bucket: the cap moves there for up to `4 × min_samples`
+//! batches, fresh measurements of that bucket are collected, and the cap
+//! moves if the neighbour is better (a smaller bucket when its throughput is
+//! higher, a larger one when it is more than
+//! [`margin_percent`](AdaptiveConfig::margin_percent) higher). After a move
+//! it probes on in the same direction at once; otherwise it settles and
+//! probes again after [`explore_every`](AdaptiveConfig::explore_every)
+//! batches, alternately the larger and the smaller neighbour. When the
+//! settled bucket becomes half again slower per item than when it was
+//! chosen (the model or the machine changed), its measurements are dropped,
+//! it is measured afresh over `min_samples` batches and probing starts at
+//! once. Only batches that succeeded count.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ConfigError, ConfigErrorKind};
+
+/// Weight of the newest batch in a bucket's mean once the bucket has
+/// `1 / ALPHA` samples (a running mean before that).
+const ALPHA: f64 = 0.125;
+/// Number of buckets: sizes up to `usize::MAX` are in bucket 64 or below.
+const BUCKETS: usize = usize::BITS as usize + 1;
+/// A probe ends after at most this many times `min_samples` batches.
+const PROBE_LIMIT: u32 = 4;
+/// A settled bucket this much slower per item than when it was chosen is
+/// measured afresh and its neighbours probed at once.
+const CHANGE_FACTOR: f64 = 1.5;
+
+/// Settings of the adaptive batch-size cap, enabled with
+/// [`BatchConfigBuilder::adaptive_batch_size`](crate::BatchConfigBuilder::adaptive_batch_size).
+///
+/// The defaults suit most models; see the crate documentation for the
+/// probing schedule these numbers drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdaptiveConfig {
+    /// Successful batches of a size bucket needed before it is compared
+    /// with another (default 8, at least 1). More samples resist noisy
+    /// service times better and adapt more slowly.
+    pub min_samples: u32,
+    /// Batches between two probes of a neighbouring bucket while the cap is
+    /// settled (default 64, at least 1).
+    pub explore_every: u32,
+    /// How much higher (in percent) a larger bucket's throughput must be
+    /// for the cap to grow (default 5, at most 100). Growing costs latency,
+    /// so it must pay.
+    pub margin_percent: u32,
+}
+
+impl Default for AdaptiveConfig {
+    fn default() -> Self {
+        Self {
+            min_samples: 8,
+            explore_every: 64,
+            margin_percent: 5,
+        }
+    }
+}
+
+impl AdaptiveConfig {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.min_samples == 0 || self.explore_every == 0 || self.margin_percent > 100 {
+            return Err(ConfigError::new(
+                ConfigErrorKind::AdaptiveBatchSize,
+                format!(
+                    "adaptive batch size needs min_samples >= 1, explore_every >= 1 and \
+                     margin_percent <= 100, got {self:?}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The bucket of a batch of `n` items: `ceil(log2(n))`.
+fn bucket(n: usize) -> usize {
+    (usize::BITS - n.saturating_sub(1).leading_zeros()) as usize
+}
+
+/// The largest batch of bucket `k`.
+fn top_of(k: usize) -> usize {
+    u32::try_from(k)
+        .ok()
+        .and_then(|k| 1usize.checked_shl(k))
+        .unwrap_or(usize::MAX)
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    secs_per_item: f64,
+    samples: u32,
+}
+
+impl Bucket {
+    fn add(&mut self, secs_per_item: f64) {
+        self.samples = self.samples.saturating_add(1);
+        let weight = (1.0 / f64::from(self.samples)).max(ALPHA);
+        self.secs_per_item += weight * (secs_per_item - self.secs_per_item);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Settled,
+    Probing(usize),
+}
+
+/// The worker's adaptive cap state; updated once per finished batch.
+#[derive(Debug)]
+pub(crate) struct Adaptive {
+    config: AdaptiveConfig,
+    max: usize,
+    /// Bucket of `max`.
+    top: usize,
+    buckets: [Bucket; BUCKETS],
+    current: usize,
+    phase: Phase,
+    /// Batches since the phase began.
+    since: u32,
+    up_next: bool,
+    /// Seconds per item of the settled bucket when it was chosen.
+    reference: Option<f64>,
+}
+
+impl Adaptive {
+    pub(crate) fn new(config: AdaptiveConfig, max_batch_size: usize) -> Self {
+        let top = bucket(max_batch_size.max(1));
+        Self {
+            config,
+            max: max_batch_size.max(1),
+            top,
+            buckets: [Bucket::default(); BUCKETS],
+            current: top,
+            phase: Phase::Settled,
+            // The first probe comes once the starting bucket has been measured.
+            since: config.explore_every.saturating_sub(config.min_samples),
+            up_next: true,
+            reference: None,
+        }
+    }
+
+    /// The chosen cap, in `1..=max_batch_size`: what the measurements say
+    /// is best (a probe forms a few batches under a neighbouring cap).
+    pub(crate) fn chosen(&self) -> usize {
+        top_of(self.current).min(self.max)
+    }
+
+    /// The cap batches are formed under now (the chosen one, or the probed
+    /// one during a probe), in `1..=max_batch_size`.
+    pub(crate) fn cap(&self) -> usize {
+        let k = match self.phase {
+            Phase::Settled => self.current,
+            Phase::Probing(p) => p,
+        };
+        top_of(k).min(self.max)
+    }
+
+    /// `max_batch_size` changed.
+    pub(crate) fn set_max(&mut self, max_batch_size: usize) {
+        let max = max_batch_size.max(1);
+        if max == self.max {
+            return;
+        }
+        self.max = max;
+        self.top = bucket(max);
+        self.current = self.current.min(self.top);
+        if matches!(self.phase, Phase::Probing(p) if p > self.top) {
+            self.settle();
+        }
+    }
+
+    /// A batch of `size` items succeeded in `took`.
+    pub(crate) fn record(&mut self, size: usize, took: Duration) {
+        if size == 0 {
+            return;
+        }
+        let k = bucket(size);
+        self.buckets[k].add(took.as_secs_f64() / size as f64);
+        self.since = self.since.saturating_add(1);
+        match self.phase {
+            Phase::Settled => {
+                let here = self.buckets[self.current];
+                if k == self.current && here.samples >= self.config.min_samples {
+                    match self.reference {
+                        None => self.reference = Some(here.secs_per_item),
+                        Some(r) if here.secs_per_item > r * CHANGE_FACTOR => {
+                            self.remeasure();
+                            return;
+                        }
+                        Some(_) => {}
+                    }
+                }
+                if self.since >= self.config.explore_every {
+                    self.start_probe();
+                }
+            }
+            Phase::Probing(p) => {
+                let min = self.config.min_samples;
+                if self.buckets[p].samples >= min || self.since >= min.saturating_mul(PROBE_LIMIT) {
+                    self.conclude(p);
+                }
+            }
+        }
+    }
+
+    fn settle(&mut self) {
+        self.phase = Phase::Settled;
+        self.since = 0;
+        self.reference = None;
+    }
+
+    /// The settled bucket got slower: measure it afresh, then probe.
+    fn remeasure(&mut self) {
+        self.buckets[self.current] = Bucket::default();
+        self.settle();
+        self.since = self
+            .config
+            .explore_every
+            .saturating_sub(self.config.min_samples);
+    }
+
+    fn probe(&mut self, p: usize) {
+        self.buckets[p] = Bucket::default();
+        self.phase = Phase::Probing(p);
+        self.since = 0;
+    }
+
+    fn start_probe(&mut self) {
+        let up = (self.current < self.top).then_some(self.current + 1);
+        let down = self.current.checked_sub(1);
+        let choice = if self.up_next {
+            up.or(down)
+        } else {
+            down.or(up)
+        };
+        self.up_next = !self.up_next;
+        match choice {
+            Some(p) => self.probe(p),
+            None => self.settle(),
+        }
+    }
+
+    fn conclude(&mut self, p: usize) {
+        let c = self.current;
+        let (probed, here) = (self.buckets[p], self.buckets[c]);
+        let min = self.config.min_samples;
+        let measured = probed.samples >= min && here.samples >= min;
+        let margin = 1.0 + f64::from(self.config.margin_percent) / 100.0;
+        // Compared as seconds per item: a lower value is a higher throughput.
+        let better = measured
+            && if p > c {
+                probed.secs_per_item * margin < here.secs_per_item
+            } else {
+                probed.secs_per_item < here.secs_per_item
+            };
+        if !better {
+            self.settle();
+            return;
+        }
+        self.current = p;
+        let next = if p > c {
+            (p < self.top).then_some(p + 1)
+        } else {
+            p.checked_sub(1)
+        };
+        match next {
+            Some(q) => self.probe(q),
+            None => self.settle(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Runs `batches` batches of a closed loop that always fills the cap.
+    fn run(a: &mut Adaptive, batches: usize, cost: impl Fn(usize) -> f64) {
+        for _ in 0..batches {
+            let n = a.cap();
+            a.record(n, Duration::from_secs_f64(cost(n)));
+        }
+    }
+
+    #[test]
+    fn buckets_are_powers_of_two() {
+        assert_eq!(bucket(1), 0);
+        assert_eq!(bucket(2), 1);
+        assert_eq!(bucket(3), 2);
+        assert_eq!(bucket(4), 2);
+        assert_eq!(bucket(5), 3);
+        assert_eq!(bucket(8), 3);
+        assert_eq!(bucket(9), 4);
+        assert_eq!(bucket(usize::MAX), 64);
+        assert_eq!(top_of(64), usize::MAX);
+        assert_eq!(top_of(3), 8);
+    }
+
+    #[test]
+    fn settles_on_the_peak_of_a_convex_curve() {
+        let mut a = Adaptive::new(AdaptiveConfig::default(), 64);
+        assert_eq!(a.cap(), 64);
+        let cost = |n: usize| {
+            let n = n as f64;
+            0.002 + 0.00025 * n.min(8.0) + 0.003 * (n - 8.0).max(0.0)
+        };
+        run(&mut a, 2000, cost);
+        assert_eq!(a.current, 3);
+        assert_eq!(a.cap(), 8);
+    }
+
+    #[test]
+    fn follows_a_curve_that_changes() {
+        let mut a = Adaptive::new(AdaptiveConfig::default(), 32);
+        let bigger_is_better = |n: usize| 0.005 + 0.0001 * n as f64;
+        run(&mut a, 1000, bigger_is_better);
+        assert_eq!(a.cap(), 32);
+        let best_at_4 = |n: usize| {
+            let n = n as f64;
+            0.001 + 0.00025 * n.min(4.0) + 0.004 * (n - 4.0).max(0.0)
+        };
+        run(&mut a, 80, best_at_4);
+        assert_eq!(a.current, 2, "{a:?}");
+    }
+
+    #[test]
+    fn zero_service_times_do_not_shrink_the_cap() {
+        let mut a = Adaptive::new(AdaptiveConfig::default(), 32);
+        run(&mut a, 1000, |_| 0.0);
+        assert_eq!(a.current, bucket(32));
+    }
+
+    #[test]
+    fn a_lower_max_clamps_the_cap_at_once() {
+        let mut a = Adaptive::new(AdaptiveConfig::default(), 32);
+        a.set_max(5);
+        assert_eq!(a.cap(), 5);
+        a.set_max(100);
+        assert!(a.cap() <= 100);
+    }
+
+    #[test]
+    fn invalid_settings_are_rejected() {
+        for bad in [
+            AdaptiveConfig {
+                min_samples: 0,
+                ..Default::default()
+            },
+            AdaptiveConfig {
+                explore_every: 0,
+                ..Default::default()
+            },
+            AdaptiveConfig {
+                margin_percent: 101,
+                ..Default::default()
+            },
+        ] {
+            assert_eq!(
+                bad.validate().unwrap_err().kind(),
+                ConfigErrorKind::AdaptiveBatchSize
+            );
+        }
+        AdaptiveConfig::default().validate().unwrap();
+    }
+
+    proptest! {
+        #[test]
+        fn the_cap_stays_within_one_and_the_max(
+            max in 1usize..300,
+            costs in proptest::collection::vec(0u64..50_000, 1..400),
+            sizes in proptest::collection::vec(1usize..400, 1..400),
+            new_max in proptest::option::of(1usize..300),
+        ) {
+            let mut a = Adaptive::new(AdaptiveConfig { min_samples: 2, explore_every: 3, margin_percent: 5 }, max);
+            let mut max = max;
+            for (i, (&c, &s)) in costs.iter().zip(sizes.iter().cycle()).enumerate() {
+                if i == costs.len() / 2 {
+                    if let Some(m) = new_max {
+                        max = m;
+                        a.set_max(m);
+                    }
+                }
+                let n = s.min(a.cap());
+                a.record(n, Duration::from_micros(c));
+                prop_assert!((1..=max).contains(&a.cap()), "cap {} max {}", a.cap(), max);
+                prop_assert!((1..=max).contains(&a.chosen()), "chosen {} max {}", a.chosen(), max);
+            }
+        }
+    }
+}
