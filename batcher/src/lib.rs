@@ -92,11 +92,43 @@
 //!   [`DeadlineExceeded`] (within about a millisecond) and never reaches the
 //!   batch service.
 //! - **Cancellation:** a caller that drops its future has its item skipped
-//!   before dispatch.
+//!   before dispatch; the batch service is only reserved (`poll_ready`) for
+//!   a batch that has live items to send.
+//! - **Adaptive size** (opt-in,
+//!   [`BatchConfigBuilder::adaptive_batch_size`]): batches stay at the size
+//!   where measured throughput is best; see below.
 //!
 //! Per-request functions rather than wrapper types keep the request type
 //! your own: for `http::Request` they can read extensions or headers (a
 //! deadline from `grpc-timeout`, a priority from a tenant header).
+//!
+//! # Adaptive batch size
+//!
+//! Batching does not pay on every model and machine: on a 2-core CPU a
+//! traced ResNet-50 runs 10.0 images/s at batch 1, 8.7 at batch 8 and 6.6 at
+//! batch 32, while a MiniLM encoder gains 3.6x from batching, so a fixed
+//! `max_batch_size` is wrong for some model on some hardware. With
+//! [`adaptive_batch_size(true)`](BatchConfigBuilder::adaptive_batch_size)
+//! the worker groups batch sizes in power-of-two buckets, keeps the mean
+//! service time per item of each (running mean, then EWMA) and moves a cap
+//! below `max_batch_size` to the bucket with the most items per second:
+//!
+//! - it starts at `max_batch_size`; after
+//!   [`min_samples`](AdaptiveConfig::min_samples) batches it probes a
+//!   neighbouring bucket (the cap moves there for up to `4 × min_samples`
+//!   batches and the bucket is measured afresh);
+//! - it moves when the neighbour is better (a larger bucket must be
+//!   [`margin_percent`](AdaptiveConfig::margin_percent) better, since it
+//!   costs latency) and then probes on in the same direction;
+//! - settled, it probes again every
+//!   [`explore_every`](AdaptiveConfig::explore_every) batches, alternately
+//!   up and down; a settled bucket that becomes 1.5x slower per item is
+//!   measured afresh and probing restarts at once, so a cost curve that
+//!   changes is followed.
+//!
+//! The work is done once per finished batch, never per request. The chosen
+//! cap is in [`BatchHandle::batch_size_cap`], [`BatchStats::batch_size_cap`]
+//! and the `convoy_batcher_batch_size_cap` gauge.
 //!
 //! # Backpressure
 //!
@@ -115,7 +147,10 @@
 //! failed, or the response had the wrong length; the cause is its
 //! `source()`), [`BatchPanicked`] (the batch service panicked: only that
 //! batch fails, the worker carries on), [`Closed`] (the batcher was closed
-//! or its worker ended: nobody hangs). Per-item errors from a
+//! or its worker ended: nobody hangs). If the batch service's `poll_ready`
+//! fails, queued requests get [`BatchFailed`] with that error as the cause,
+//! running batches still finish and answer their callers, and new requests
+//! get [`Closed`]. Per-item errors from a
 //! `Vec<Result<Resp, E>>` response reach only their own caller, unchanged.
 //! Impossible configurations are a [`ConfigError`] when the configuration is
 //! built.
@@ -145,6 +180,7 @@
 //! | `convoy_batcher_rejected_total{reason}` | counter | `queue_full`, `deadline_exceeded`, `closed` |
 //! | `convoy_batcher_cancelled_total` | counter | queued items whose caller went away |
 //! | `convoy_batcher_batches_total{outcome}` | counter | `ok`, `failed`, `panicked` |
+//! | `convoy_batcher_batch_size_cap` | gauge | the adaptive cap (only when it is on) |
 //!
 //! Metrics are recorded once per batch, not per item; handles are
 //! registered again every second, so a recorder installed after the batcher
