@@ -30,6 +30,13 @@ unsafe impl Send for MemPool {}
 // SAFETY: as above; no Rust-side state is reachable through the handle.
 unsafe impl Sync for MemPool {}
 
+/// Live streams by id; released ids are handed out again.
+#[derive(Default)]
+struct Streams {
+    slots: Vec<Option<Arc<CudaStream>>>,
+    free: Vec<u32>,
+}
+
 #[derive(Default)]
 struct Events {
     next: u64,
@@ -48,7 +55,7 @@ pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     pool: MemPool,
     chunk_stream: Arc<CudaStream>,
-    streams: RwLock<Vec<Arc<CudaStream>>>,
+    streams: RwLock<Streams>,
     events: Mutex<Events>,
     range: StreamPriorityRange,
     name: String,
@@ -59,7 +66,10 @@ impl fmt::Debug for CudaBackend {
         f.debug_struct("CudaBackend")
             .field("ordinal", &self.ctx.ordinal())
             .field("name", &self.name)
-            .field("streams", &self.streams.read().len())
+            .field(
+                "streams",
+                &self.streams.read().slots.iter().flatten().count(),
+            )
             .finish()
     }
 }
@@ -132,7 +142,7 @@ impl CudaBackend {
             ctx,
             pool: MemPool(pool),
             chunk_stream,
-            streams: RwLock::new(Vec::new()),
+            streams: RwLock::new(Streams::default()),
             events: Mutex::new(Events::default()),
             range: StreamPriorityRange { least, greatest },
             name,
@@ -146,7 +156,11 @@ impl CudaBackend {
 
     /// The cudarc stream behind a pool stream, to launch kernels on a lease.
     pub fn cuda_stream(&self, stream: StreamId) -> Option<Arc<CudaStream>> {
-        self.streams.read().get(stream.0 as usize).cloned()
+        self.streams
+            .read()
+            .slots
+            .get(stream.0 as usize)
+            .and_then(Option::clone)
     }
 
     /// One raw driver allocation and free of `bytes` (see [`RawAlloc`]): the
@@ -301,9 +315,36 @@ impl Backend for CudaBackend {
             .new_stream_with_priority(priority)
             .map_err(driver_err)?;
         let mut streams = self.streams.write();
-        let id = u32::try_from(streams.len()).map_err(|_| BackendError::new("too many streams"))?;
-        streams.push(s);
+        let id = match streams.free.pop() {
+            Some(id) => id,
+            None => {
+                let id = u32::try_from(streams.slots.len())
+                    .map_err(|_| BackendError::new("too many streams"))?;
+                streams.slots.push(None);
+                id
+            }
+        };
+        streams.slots[id as usize] = Some(s);
         Ok(StreamId(id))
+    }
+
+    fn release_stream(&self, stream: StreamId) {
+        let mut streams = self.streams.write();
+        let Some(s) = streams
+            .slots
+            .get_mut(stream.0 as usize)
+            .and_then(Option::take)
+        else {
+            tracing::warn!(%stream, "cuda backend: release of an unknown stream ignored");
+            return;
+        };
+        streams.free.push(stream.0);
+        drop(streams);
+        // cudarc destroys the stream (cuStreamDestroy) when the last handle
+        // drops: at once unless a caller of `cuda_stream` still holds one.
+        // Work queued on it still completes and events recorded on it stay
+        // valid, as the driver guarantees for a destroyed stream.
+        drop(s);
     }
 
     fn record_event(&self, stream: StreamId) -> Result<Option<EventId>, BackendError> {

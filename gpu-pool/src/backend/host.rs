@@ -1,10 +1,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -60,7 +60,7 @@ struct Unit([u8; 256]);
 
 type Op = Box<dyn FnOnce() + Send>;
 
-/// Streams one host backend can create.
+/// Streams one host backend can have alive at once.
 const MAX_STREAMS: usize = 4096;
 
 struct HostStream {
@@ -70,31 +70,50 @@ struct HostStream {
     /// Ops completed so far.
     done: AtomicU64,
     state: Mutex<StreamState>,
+    /// Signalled when a stalled stream is released.
+    released: Condvar,
+    /// Synchronize calls blocked on this stream now.
+    blocked_syncs: AtomicU32,
 }
 
 struct StreamState {
     held: bool,
+    /// Held with [`HostBackend::stall`]: synchronize blocks until release.
+    stalled: bool,
     queue: VecDeque<Op>,
     busy_until: Option<Instant>,
 }
 
-#[derive(Debug, Clone, Copy)]
+/// An event keeps its stream alive, so it stays valid after the stream is
+/// released (as CUDA events do).
+#[derive(Clone)]
 struct HostEvent {
-    stream: u32,
+    stream: Arc<HostStream>,
     seq: u64,
     ready_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct StreamTable {
+    slots: Vec<Option<Arc<HostStream>>>,
+    /// Released ids, handed out again by `create_stream`.
+    free: Vec<u32>,
+    live: usize,
 }
 
 struct HostInner {
     cfg: HostConfig,
     used: AtomicU64,
     fail_allocs: AtomicU32,
+    /// Stream creations left before an injected failure (0: none armed).
+    fail_stream_in: AtomicU32,
     chunks: Mutex<HashMap<u64, Box<[Unit]>>>,
-    /// Append-only stream table, read without a lock on every free.
-    streams: Box<[OnceLock<Arc<HostStream>>]>,
-    stream_count: Mutex<u32>,
+    streams: RwLock<StreamTable>,
     events: Mutex<HashMap<u64, HostEvent>>,
     next_event: AtomicU64,
+    /// Signalled when a synchronize starts blocking on a stalled stream.
+    sync_blocked: Condvar,
+    sync_blocked_lock: Mutex<()>,
 }
 
 /// A backend on host memory: chunks are aligned heap slices whose address
@@ -102,9 +121,12 @@ struct HostInner {
 /// events are completion marks on them.
 ///
 /// Test hooks: [`HostBackend::fail_next_chunk_allocs`] injects
-/// out-of-memory, [`HostConfig::op_latency`] makes launched work take
-/// simulated time, and [`HostBackend::hold`]/[`HostBackend::release`] stall a
-/// stream so its events stay incomplete. Clones share the same device.
+/// out-of-memory, [`HostBackend::fail_stream_creation_after`] a failing
+/// stream creation, [`HostConfig::op_latency`] makes launched work take
+/// simulated time, [`HostBackend::hold`]/[`HostBackend::release`] stop a
+/// stream so its events stay incomplete, and [`HostBackend::stall`] also
+/// makes synchronizing it block like a busy device. Clones share the same
+/// device.
 #[derive(Clone)]
 pub struct HostBackend {
     inner: Arc<HostInner>,
@@ -115,7 +137,7 @@ impl fmt::Debug for HostBackend {
         f.debug_struct("HostBackend")
             .field("capacity", &self.inner.cfg.capacity)
             .field("used", &self.inner.used.load(Ordering::Relaxed))
-            .field("streams", &*self.inner.stream_count.lock())
+            .field("streams", &self.inner.streams.read().live)
             .finish()
     }
 }
@@ -134,11 +156,13 @@ impl HostBackend {
                 cfg,
                 used: AtomicU64::new(0),
                 fail_allocs: AtomicU32::new(0),
+                fail_stream_in: AtomicU32::new(0),
                 chunks: Mutex::new(HashMap::new()),
-                streams: (0..MAX_STREAMS).map(|_| OnceLock::new()).collect(),
-                stream_count: Mutex::new(0),
+                streams: RwLock::new(StreamTable::default()),
                 events: Mutex::new(HashMap::new()),
                 next_event: AtomicU64::new(0),
+                sync_blocked: Condvar::new(),
+                sync_blocked_lock: Mutex::new(()),
             }),
         }
     }
@@ -148,20 +172,31 @@ impl HostBackend {
         self.inner.fail_allocs.store(n, Ordering::SeqCst);
     }
 
+    /// The next `ok` stream creations succeed and the one after fails
+    /// (once).
+    pub fn fail_stream_creation_after(&self, ok: u32) {
+        self.inner
+            .fail_stream_in
+            .store(ok.saturating_add(1), Ordering::SeqCst);
+    }
+
     /// Bytes held in chunks now.
     pub fn used_bytes(&self) -> u64 {
         self.inner.used.load(Ordering::SeqCst)
     }
 
-    fn stream(&self, s: StreamId) -> Result<Arc<HostStream>, BackendError> {
-        self.stream_ref(s).cloned()
+    /// Streams created and not yet released.
+    pub fn live_streams(&self) -> usize {
+        self.inner.streams.read().live
     }
 
-    fn stream_ref(&self, s: StreamId) -> Result<&Arc<HostStream>, BackendError> {
+    fn stream(&self, s: StreamId) -> Result<Arc<HostStream>, BackendError> {
         self.inner
             .streams
+            .read()
+            .slots
             .get(s.0 as usize)
-            .and_then(OnceLock::get)
+            .and_then(Option::clone)
             .ok_or_else(|| BackendError::new(format!("unknown {s}")))
     }
 
@@ -191,11 +226,44 @@ impl HostBackend {
         Ok(())
     }
 
-    /// Stalls `stream`: ops launched from now on wait, and events recorded
+    /// Stops `stream`: ops launched from now on wait, and events recorded
     /// after them stay incomplete until [`HostBackend::release`].
+    /// Synchronizing a held stream fails at once (see [`HostBackend::stall`]
+    /// for one that blocks).
     pub fn hold(&self, stream: StreamId) -> Result<(), BackendError> {
         self.stream(stream)?.state.lock().held = true;
         Ok(())
+    }
+
+    /// Like [`HostBackend::hold`], and [`Backend::synchronize`] on the
+    /// stream blocks until [`HostBackend::release`], as on a device whose
+    /// stream runs a long kernel.
+    pub fn stall(&self, stream: StreamId) -> Result<(), BackendError> {
+        let s = self.stream(stream)?;
+        let mut st = s.state.lock();
+        st.held = true;
+        st.stalled = true;
+        Ok(())
+    }
+
+    /// Waits up to `timeout` (wall clock) until a synchronize is blocked on
+    /// the stalled `stream`; true if one is.
+    pub fn wait_for_blocked_sync(&self, stream: StreamId, timeout: std::time::Duration) -> bool {
+        let Ok(s) = self.stream(stream) else {
+            return false;
+        };
+        let mut guard = self.inner.sync_blocked_lock.lock();
+        while s.blocked_syncs.load(Ordering::SeqCst) == 0 {
+            if self
+                .inner
+                .sync_blocked
+                .wait_for(&mut guard, timeout)
+                .timed_out()
+            {
+                return s.blocked_syncs.load(Ordering::SeqCst) > 0;
+            }
+        }
+        true
     }
 
     /// Runs the ops queued on a held stream, in order, and un-holds it.
@@ -203,10 +271,12 @@ impl HostBackend {
         let s = self.stream(stream)?;
         let mut st = s.state.lock();
         st.held = false;
+        st.stalled = false;
         while let Some(op) = st.queue.pop_front() {
             op();
             s.done.fetch_add(1, Ordering::SeqCst);
         }
+        s.released.notify_all();
         Ok(())
     }
 
@@ -279,37 +349,68 @@ impl Backend for HostBackend {
     }
 
     fn create_stream(&self, priority: i32) -> Result<StreamId, BackendError> {
-        let mut count = self.inner.stream_count.lock();
-        let id = *count;
-        let slot = self
-            .inner
-            .streams
-            .get(id as usize)
-            .ok_or_else(|| BackendError::new(format!("at most {MAX_STREAMS} host streams")))?;
-        *count += 1;
-        let _ = slot.set(Arc::new(HostStream {
+        let injected =
+            self.inner
+                .fail_stream_in
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if injected == Ok(1) {
+            return Err(BackendError::new("injected stream creation failure"));
+        }
+        let mut table = self.inner.streams.write();
+        if table.live >= MAX_STREAMS {
+            return Err(BackendError::new(format!(
+                "at most {MAX_STREAMS} live host streams"
+            )));
+        }
+        let stream = Arc::new(HostStream {
             priority,
             submitted: AtomicU64::new(0),
             done: AtomicU64::new(0),
             state: Mutex::new(StreamState {
                 held: false,
+                stalled: false,
                 queue: VecDeque::new(),
                 busy_until: None,
             }),
-        }));
+            released: Condvar::new(),
+            blocked_syncs: AtomicU32::new(0),
+        });
+        let id = match table.free.pop() {
+            Some(id) => id,
+            None => {
+                let id = u32::try_from(table.slots.len())
+                    .map_err(|_| BackendError::new("stream ids exhausted"))?;
+                table.slots.push(None);
+                id
+            }
+        };
+        table.slots[id as usize] = Some(stream);
+        table.live += 1;
         Ok(StreamId(id))
+    }
+
+    fn release_stream(&self, stream: StreamId) {
+        let mut table = self.inner.streams.write();
+        match table
+            .slots
+            .get_mut(stream.0 as usize)
+            .and_then(Option::take)
+        {
+            Some(_) => {
+                table.free.push(stream.0);
+                table.live -= 1;
+            }
+            None => tracing::warn!(%stream, "host backend: release of an unknown stream ignored"),
+        }
     }
 
     fn record_event(&self, stream: StreamId) -> Result<Option<EventId>, BackendError> {
         let latency = !self.inner.cfg.op_latency.is_zero();
-        if !latency {
-            // Fast path (every free): no work outstanding, no event needed.
-            let s = self.stream_ref(stream)?;
-            if s.done.load(Ordering::SeqCst) >= s.submitted.load(Ordering::SeqCst) {
-                return Ok(None);
-            }
-        }
         let s = self.stream(stream)?;
+        if !latency && s.done.load(Ordering::SeqCst) >= s.submitted.load(Ordering::SeqCst) {
+            // Fast path (every free): no work outstanding, no event needed.
+            return Ok(None);
+        }
         let seq = s.submitted.load(Ordering::SeqCst);
         let ready_at = if latency {
             let busy = s.state.lock().busy_until;
@@ -324,7 +425,7 @@ impl Backend for HostBackend {
         self.inner.events.lock().insert(
             id,
             HostEvent {
-                stream: stream.0,
+                stream: s,
                 seq,
                 ready_at,
             },
@@ -333,13 +434,11 @@ impl Backend for HostBackend {
     }
 
     fn event_complete(&self, event: EventId) -> bool {
-        let Some(e) = self.inner.events.lock().get(&event.0).copied() else {
+        let Some(e) = self.inner.events.lock().get(&event.0).cloned() else {
             return true;
         };
-        let Ok(s) = self.stream(StreamId(e.stream)) else {
-            return true;
-        };
-        s.done.load(Ordering::SeqCst) >= e.seq && e.ready_at.is_none_or(|t| Instant::now() >= t)
+        e.stream.done.load(Ordering::SeqCst) >= e.seq
+            && e.ready_at.is_none_or(|t| Instant::now() >= t)
     }
 
     fn release_event(&self, event: EventId) {
@@ -349,6 +448,17 @@ impl Backend for HostBackend {
     fn synchronize(&self, stream: StreamId) -> Result<(), BackendError> {
         let s = self.stream(stream)?;
         let mut st = s.state.lock();
+        if st.stalled {
+            s.blocked_syncs.fetch_add(1, Ordering::SeqCst);
+            {
+                let _g = self.inner.sync_blocked_lock.lock();
+                self.inner.sync_blocked.notify_all();
+            }
+            while st.stalled {
+                s.released.wait(&mut st);
+            }
+            s.blocked_syncs.fetch_sub(1, Ordering::SeqCst);
+        }
         if st.held {
             return Err(BackendError::new(format!(
                 "{stream} is held; synchronizing would never return"
@@ -360,7 +470,7 @@ impl Backend for HostBackend {
         drop(st);
         let mut events = self.inner.events.lock();
         for e in events.values_mut() {
-            if e.stream == stream.0 {
+            if Arc::ptr_eq(&e.stream, &s) {
                 e.ready_at = None;
             }
         }

@@ -90,6 +90,11 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     /// Creates a stream with a priority inside [`Backend::priority_range`].
     fn create_stream(&self, priority: i32) -> Result<StreamId, BackendError>;
 
+    /// Destroys a stream the pool no longer uses. Work queued on it still
+    /// completes and events recorded on it stay valid; its id may be handed
+    /// out again by [`Backend::create_stream`].
+    fn release_stream(&self, stream: StreamId);
+
     /// Records the work queued on `stream` so far. `None` means the backend
     /// knows that work is already complete (no event needed).
     fn record_event(&self, stream: StreamId) -> Result<Option<EventId>, BackendError>;

@@ -1,6 +1,7 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::device::Deferred;
 use super::tenant::TenantInner;
 use crate::alloc::{Allocation, BlockId, StreamId};
 
@@ -18,6 +19,8 @@ pub struct PoolBuf {
     size: u64,
     requested: u64,
     stream: StreamId,
+    /// Usable on every stream of the tenant ([`Tenant::alloc`](crate::Tenant::alloc)).
+    shared: bool,
 }
 
 impl PoolBuf {
@@ -26,6 +29,7 @@ impl PoolBuf {
         a: Allocation,
         requested: u64,
         stream: StreamId,
+        shared: bool,
     ) -> Self {
         Self {
             tenant,
@@ -34,6 +38,7 @@ impl PoolBuf {
             size: a.size,
             requested,
             stream,
+            shared,
         }
     }
 
@@ -58,9 +63,16 @@ impl PoolBuf {
         self.size
     }
 
-    /// The stream the buffer is used on.
+    /// The stream the buffer is used on (for a buffer from
+    /// [`Tenant::alloc`](crate::Tenant::alloc), the tenant's first stream:
+    /// copies go there, kernels may use it on any of the tenant's streams).
     pub fn stream(&self) -> StreamId {
         self.stream
+    }
+
+    /// Whether the buffer may be used on every stream of its tenant.
+    pub fn is_shared(&self) -> bool {
+        self.shared
     }
 
     /// The owning tenant's name.
@@ -94,22 +106,67 @@ impl fmt::Debug for PoolBuf {
 
 impl Drop for PoolBuf {
     fn drop(&mut self) {
-        let pool = &self.tenant.pool.inner;
+        let t = &self.tenant;
+        let pool = &t.pool.inner;
         let mut st = pool.state.lock();
-        let Ok(pending) = pool.record_free(&mut st, self.stream) else {
-            // Neither an event nor a synchronize worked: the device context
-            // is broken. Keeping the range out of circulation is the only
-            // safe choice; it is reported, never a panic.
-            tracing::error!(stream = %self.stream, "gpu pool: buffer leaked, stream state unknown");
-            return;
-        };
-        match st.alloc.free(self.block, pending) {
-            Ok(size) => {
-                // Under the pool lock, so quota checks never see a block
-                // that is back in the allocator as still in use.
-                self.tenant.freed(&mut st, size);
-                drop(st);
+        // Streams whose event could not be recorded: waited for below,
+        // outside the pool lock.
+        let mut unrecorded = Vec::new();
+        let mut events = Vec::new();
+        let mut pending = None;
+        if self.shared {
+            for &s in &t.streams {
+                match pool.backend.record_event(s) {
+                    Ok(Some(ev)) => events.push((s, ev)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(stream = %s, error = %e, "recording a free event failed; synchronizing");
+                        unrecorded.push(s);
+                    }
+                }
             }
+        } else {
+            match pool.record_free(&mut st, self.stream) {
+                Ok(p) => pending = p,
+                Err(e) => {
+                    tracing::warn!(stream = %self.stream, error = %e, "recording a free event failed; synchronizing");
+                    unrecorded.push(self.stream);
+                }
+            }
+        }
+        if !unrecorded.is_empty() {
+            drop(st);
+            let synced = unrecorded
+                .iter()
+                .all(|&s| pool.backend.synchronize(s).is_ok());
+            st = pool.state.lock();
+            if !synced {
+                // Neither an event nor a synchronize worked: the device
+                // context is broken. Keeping the range out of circulation is
+                // the only safe choice; it is reported, never a panic.
+                for (_, ev) in events {
+                    pool.backend.release_event(ev);
+                }
+                drop(st);
+                tracing::error!(stream = %self.stream, "gpu pool: buffer leaked, stream state unknown");
+                return;
+            }
+        }
+        if !events.is_empty() {
+            // Work on several streams may still use the range: it stays
+            // allocated until all of it completes, but leaves the quota now
+            // (as ranges pending on one stream do).
+            st.deferred.push(Deferred {
+                block: self.block,
+                events,
+            });
+            t.freed(&mut st, self.size);
+            return;
+        }
+        match st.alloc.free(self.block, pending) {
+            // Under the pool lock, so quota checks never see a block that is
+            // back in the allocator as still in use.
+            Ok(size) => t.freed(&mut st, size),
             Err(e) => tracing::error!(error = %e, "gpu pool: invalid free ignored"),
         }
     }

@@ -7,8 +7,9 @@ use tower::BoxError;
 
 use super::config::{PoolConfig, Share, TenantConfig};
 use super::tenant::{Tenant, TenantInner};
-use crate::alloc::{Allocator, AllocatorStats, StreamId};
+use crate::alloc::{Allocator, AllocatorStats, BlockId, StreamId};
 use crate::backend::{Backend, BackendKind, EventId, HostBackend, HostConfig};
+use crate::error::BackendError;
 use crate::error::{ConfigError, ConfigErrorKind, FootprintExceeded, Overcommitted};
 use crate::gate::Gate;
 
@@ -42,6 +43,18 @@ pub(crate) struct PoolState {
     epoch: u64,
     /// Per stream: events recorded at frees, oldest first, with their epoch.
     events: Vec<VecDeque<(u64, EventId)>>,
+    /// Buffers used on several streams, dropped while some of that work
+    /// was still queued: their blocks stay allocated until it completes.
+    pub(crate) deferred: Vec<Deferred>,
+    /// Streams of dropped tenants, released to the backend once no block
+    /// waits for them.
+    retiring: Vec<StreamId>,
+}
+
+/// A block whose free waits for events on several streams.
+pub(crate) struct Deferred {
+    pub(crate) block: BlockId,
+    pub(crate) events: Vec<(StreamId, EventId)>,
 }
 
 #[derive(Debug, Default)]
@@ -95,6 +108,8 @@ impl GpuPool {
                     usage: Vec::new(),
                     epoch: 0,
                     events: Vec::new(),
+                    deferred: Vec::new(),
+                    retiring: Vec::new(),
                 }),
                 gate: Gate::new(cfg.compute_slots),
                 admission: Mutex::new(Admission::default()),
@@ -185,13 +200,17 @@ impl GpuPool {
         Ok(v.pop().expect("one tenant admitted"))
     }
 
-    /// Admits several tenants at once: all or none.
+    /// Admits several tenants at once: all or none. If a stream cannot be
+    /// created, the streams made so far are released and nothing is
+    /// admitted.
     pub fn admit_all(
         &self,
         tenants: impl IntoIterator<Item = TenantConfig>,
     ) -> Result<Vec<Tenant>, BoxError> {
         let tenants: Vec<TenantConfig> = tenants.into_iter().collect();
         let budget = self.inner.budget;
+        // Streams of dropped tenants whose work completed go back first.
+        self.poll_events();
         let mut adm = self.inner.admission.lock();
         let mut planned: Vec<(String, u64, u64)> = Vec::new();
         for t in &tenants {
@@ -228,14 +247,28 @@ impl GpuPool {
             return Err(Overcommitted::new(names, total, budget).into());
         }
         let range = self.inner.backend.priority_range();
+        // Every stream first: a failure gives back what was created before
+        // any tenant exists (a tenant dropped here would re-enter admission).
+        let mut created: Vec<Vec<StreamId>> = Vec::with_capacity(tenants.len());
+        for t in &tenants {
+            let prio = stream_priority(range, t.share.priority);
+            let mut streams = Vec::with_capacity(t.share.streams as usize);
+            for _ in 0..t.share.streams {
+                match self.inner.backend.create_stream(prio) {
+                    Ok(s) => streams.push(s),
+                    Err(e) => {
+                        for &s in created.iter().flatten().chain(&streams) {
+                            self.inner.backend.release_stream(s);
+                        }
+                        return Err(e.into());
+                    }
+                }
+            }
+            created.push(streams);
+        }
         let mut out = Vec::with_capacity(tenants.len());
         let mut ids = Vec::new();
-        for (t, (_, quota, reserved)) in tenants.iter().zip(&planned) {
-            let mut streams = Vec::with_capacity(t.share.streams as usize);
-            let prio = stream_priority(range, t.share.priority);
-            for _ in 0..t.share.streams {
-                streams.push(self.inner.backend.create_stream(prio)?);
-            }
+        for ((t, (_, quota, reserved)), streams) in tenants.iter().zip(&planned).zip(created) {
             let id = adm.next_id;
             adm.next_id += 1;
             ids.push((id, t.name.clone(), *reserved, t.share.external_footprint));
@@ -250,9 +283,14 @@ impl GpuPool {
         Ok(out.into_iter().map(Tenant::from_inner).collect())
     }
 
-    pub(crate) fn forget_tenant(&self, id: u32) {
+    /// The last handle of tenant `id` is gone: its reservation and gate
+    /// entry go, and its streams are released once no range waits for them.
+    pub(crate) fn forget_tenant(&self, id: u32, streams: &[StreamId]) {
         self.inner.admission.lock().tenants.retain(|t| t.0 != id);
         self.inner.gate.remove_tenant(id);
+        let mut st = self.inner.state.lock();
+        st.retiring.extend_from_slice(streams);
+        self.inner.reap_streams(&mut st);
     }
 
     /// Allocator statistics of the whole pool (all tenants).
@@ -342,7 +380,9 @@ impl PoolState {
 }
 
 impl PoolInner {
-    /// Moves completed events forward; true if any block became reusable.
+    /// Moves completed events forward, frees deferred blocks whose work
+    /// completed and releases idle retired streams; true if any block
+    /// became reusable. Event queries only: never waits for the device.
     pub(crate) fn poll_events(&self, st: &mut PoolState) -> bool {
         let mut progressed = false;
         for s in 0..st.events.len() {
@@ -360,22 +400,65 @@ impl PoolInner {
                 progressed = true;
             }
         }
+        let mut i = 0;
+        while i < st.deferred.len() {
+            let d = &st.deferred[i];
+            if !d
+                .events
+                .iter()
+                .all(|&(_, e)| self.backend.event_complete(e))
+            {
+                i += 1;
+                continue;
+            }
+            let d = st.deferred.swap_remove(i);
+            for (_, e) in d.events {
+                self.backend.release_event(e);
+            }
+            match st.alloc.free(d.block, None) {
+                Ok(_) => progressed = true,
+                Err(e) => tracing::error!(error = %e, "gpu pool: invalid deferred free ignored"),
+            }
+        }
+        self.reap_streams(st);
         progressed
     }
 
-    /// Synchronizes streams with pending blocks, then settles them.
-    pub(crate) fn drain_pending(&self, st: &mut PoolState) {
-        let streams: Vec<StreamId> = st.alloc.pending_streams().collect();
-        for s in streams {
-            if self.backend.synchronize(s).is_ok() {
-                if let Some(q) = st.events.get_mut(s.0 as usize) {
-                    for (_, ev) in q.drain(..) {
-                        self.backend.release_event(ev);
-                    }
-                }
+    /// Releases retired streams that no pending range or deferred free
+    /// waits for (so a reused stream id never inherits old work).
+    fn reap_streams(&self, st: &mut PoolState) {
+        if st.retiring.is_empty() {
+            return;
+        }
+        let retiring = std::mem::take(&mut st.retiring);
+        for s in retiring {
+            let waited_on = st.events.get(s.0 as usize).is_some_and(|q| !q.is_empty())
+                || st
+                    .deferred
+                    .iter()
+                    .any(|d| d.events.iter().any(|&(ds, _)| ds == s));
+            if waited_on {
+                st.retiring.push(s);
+            } else {
+                // No event left: every range freed on it has completed.
                 st.alloc.settle(s, u64::MAX);
+                self.backend.release_stream(s);
             }
         }
+    }
+
+    /// Streams whose completion would make ranges reusable: those with
+    /// pending ranges and those deferred frees wait for.
+    pub(crate) fn streams_to_wait_for(&self, st: &PoolState) -> Vec<StreamId> {
+        let mut v: Vec<StreamId> = st.alloc.pending_streams().collect();
+        v.extend(
+            st.deferred
+                .iter()
+                .flat_map(|d| d.events.iter().map(|e| e.0)),
+        );
+        v.sort_unstable_by_key(|s| s.0);
+        v.dedup();
+        v
     }
 
     pub(crate) fn release_empty(&self, st: &mut PoolState) -> u64 {
@@ -388,41 +471,33 @@ impl PoolInner {
     }
 
     /// The epoch a block freed on `stream` now waits for, or `None` when the
-    /// stream's work is already complete. Errors fall back to a synchronize.
+    /// stream's work is already complete. Records an event (does not wait);
+    /// on an error the caller synchronizes, outside the pool lock.
     pub(crate) fn record_free(
         &self,
         st: &mut PoolState,
         stream: StreamId,
-    ) -> Result<Option<u64>, ()> {
-        match self.backend.record_event(stream) {
-            Ok(None) => Ok(None),
-            Ok(Some(ev)) => {
-                st.epoch += 1;
-                let epoch = st.epoch;
-                let si = stream.0 as usize;
-                if st.events.len() <= si {
-                    st.events.resize_with(si + 1, VecDeque::new);
-                }
-                st.events[si].push_back((epoch, ev));
-                if st.events[si].len() > MAX_EVENTS_PER_STREAM {
-                    // The newest event was recorded after every older one, so
-                    // waiting for it is a safe (later) stand-in for them all.
-                    let newest = st.events[si].pop_back().expect("just pushed");
-                    for (_, old) in st.events[si].drain(..) {
-                        self.backend.release_event(old);
-                    }
-                    st.events[si].push_back(newest);
-                }
-                Ok(Some(epoch))
-            }
-            Err(e) => {
-                tracing::warn!(%stream, error = %e, "recording a free event failed; synchronizing");
-                match self.backend.synchronize(stream) {
-                    Ok(()) => Ok(None),
-                    Err(_) => Err(()),
-                }
-            }
+    ) -> Result<Option<u64>, BackendError> {
+        let Some(ev) = self.backend.record_event(stream)? else {
+            return Ok(None);
+        };
+        st.epoch += 1;
+        let epoch = st.epoch;
+        let si = stream.0 as usize;
+        if st.events.len() <= si {
+            st.events.resize_with(si + 1, VecDeque::new);
         }
+        st.events[si].push_back((epoch, ev));
+        if st.events[si].len() > MAX_EVENTS_PER_STREAM {
+            // The newest event was recorded after every older one, so
+            // waiting for it is a safe (later) stand-in for them all.
+            let newest = st.events[si].pop_back().expect("just pushed");
+            for (_, old) in st.events[si].drain(..) {
+                self.backend.release_event(old);
+            }
+            st.events[si].push_back(newest);
+        }
+        Ok(Some(epoch))
     }
 }
 
@@ -431,11 +506,24 @@ impl Drop for PoolInner {
         // No buffer is alive (each holds the pool); wait for the streams and
         // give every chunk back.
         let st = self.state.get_mut();
-        for (s, q) in st.events.iter_mut().enumerate() {
-            let _ = self.backend.synchronize(StreamId(s as u32));
+        // Tenants are gone, so their streams are all retiring: wait for
+        // each before its ranges and chunks go back.
+        for &s in &st.retiring {
+            let _ = self.backend.synchronize(s);
+        }
+        for q in &mut st.events {
             for (_, ev) in q.drain(..) {
                 self.backend.release_event(ev);
             }
+        }
+        for d in std::mem::take(&mut st.deferred) {
+            for (_, e) in d.events {
+                self.backend.release_event(e);
+            }
+            let _ = st.alloc.free(d.block, None);
+        }
+        for s in std::mem::take(&mut st.retiring) {
+            self.backend.release_stream(s);
         }
         st.alloc.settle_all();
         for c in st.alloc.release_empty_chunks() {

@@ -72,7 +72,7 @@ impl TenantInner {
 
 impl Drop for TenantInner {
     fn drop(&mut self) {
-        self.pool.forget_tenant(self.id);
+        self.pool.forget_tenant(self.id, &self.streams);
     }
 }
 
@@ -179,18 +179,33 @@ impl Tenant {
         self.inner.pool.inner.gate.usage(self.inner.id)
     }
 
-    /// Allocates `size` bytes on the tenant's first stream.
+    /// Allocates `size` bytes usable on every stream of the tenant (model
+    /// weights, buffers shared by its leases).
+    ///
+    /// When it is dropped, the range goes back to the pool only once the
+    /// work queued on any of the tenant's streams before the drop has
+    /// completed. For a batch's buffers, [`Lease::alloc`] ties the range to
+    /// the lease's stream, which makes it reusable sooner.
     pub fn alloc(&self, size: u64) -> Result<PoolBuf, BoxError> {
-        self.alloc_on(self.inner.streams[0], size)
+        self.alloc_in(self.inner.streams[0], size, true)
     }
 
-    /// Allocates `size` bytes for use on `stream` (one of the tenant's).
+    /// Allocates `size` bytes for use on `stream` (one of the tenant's)
+    /// only: after a drop, `stream` may reuse the range at once (stream
+    /// order) and other streams once the work queued on `stream` before the
+    /// drop has completed. Use it only for work launched on `stream`.
     ///
     /// Checked against the quota atomically with every other allocation:
     /// `QuotaExceeded` if the rounded size does not fit in what is left,
     /// `DeviceOutOfMemory` if the quota allows it but the device has no room
-    /// for a new chunk even after the pool returned its empty ones.
+    /// for a new chunk even after the pool waited for pending frees and
+    /// returned its empty chunks. Device waits happen outside the pool lock,
+    /// so other tenants' allocations and frees go on meanwhile.
     pub fn alloc_on(&self, stream: StreamId, size: u64) -> Result<PoolBuf, BoxError> {
+        self.alloc_in(stream, size, false)
+    }
+
+    fn alloc_in(&self, stream: StreamId, size: u64, shared: bool) -> Result<PoolBuf, BoxError> {
         let t = &self.inner;
         if !t.streams.contains(&stream) {
             return Err(BackendError::new(format!(
@@ -201,7 +216,7 @@ impl Tenant {
         }
         let pool = &t.pool.inner;
         let mut st = pool.state.lock();
-        let (mut polled, mut trimmed) = (false, false);
+        let (mut polled, mut waited) = (false, false);
         loop {
             let used = st.usage(t.id).used;
             let limit = t.limit;
@@ -215,7 +230,8 @@ impl Tenant {
                     let (now, peak) = (u.used, u.peak);
                     drop(st);
                     t.metrics.allocated(now, peak);
-                    return Ok(PoolBuf::new(t.clone(), a, size, stream));
+                    let shared = shared && t.streams.len() > 1;
+                    return Ok(PoolBuf::new(t.clone(), a, size, stream, shared));
                 }
                 Err(Miss::Refused { granted }) => {
                     drop(st);
@@ -237,13 +253,28 @@ impl Tenant {
                             continue;
                         }
                     }
-                    match pool.backend.alloc_chunk(chunk_size) {
+                    // The device call may wait (CUDA synchronizes the new
+                    // chunk): outside the lock. The loop re-checks the quota.
+                    drop(st);
+                    let chunk = pool.backend.alloc_chunk(chunk_size);
+                    st = pool.state.lock();
+                    match chunk {
                         Ok(addr) => {
                             st.alloc.add_chunk(addr, chunk_size, class);
                         }
-                        Err(e) if e.is_out_of_memory() && !trimmed => {
-                            trimmed = true;
-                            pool.drain_pending(&mut st);
+                        Err(e) if e.is_out_of_memory() && !waited => {
+                            waited = true;
+                            // Wait for the streams that hold pending ranges,
+                            // without the lock, then reclaim what completed.
+                            let streams = pool.streams_to_wait_for(&st);
+                            drop(st);
+                            for s in streams {
+                                if let Err(e) = pool.backend.synchronize(s) {
+                                    tracing::debug!(stream = %s, error = %e, "gpu pool: waiting for a stream failed");
+                                }
+                            }
+                            st = pool.state.lock();
+                            pool.poll_events(&mut st);
                             pool.release_empty(&mut st);
                         }
                         Err(e) if e.is_out_of_memory() => {
@@ -295,9 +326,8 @@ impl Tenant {
 
     pub(crate) fn lease_for_slot(&self) -> Lease {
         Lease {
-            tenant: self.inner.name.clone(),
+            tenant: self.inner.clone(),
             stream: self.next_stream(),
-            priority: self.inner.priority,
         }
     }
 
@@ -320,17 +350,20 @@ impl Tenant {
 /// priority. Cheap to clone; attached to requests by
 /// [`GpuShareLayer`](crate::GpuShareLayer). The compute slot it stands for is
 /// held by the [`LeasePermit`] (or the layer's response future).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Buffers for the work launched under the lease come from
+/// [`Lease::alloc`]: on the lease's stream, so a range is never handed to
+/// another stream while this one still uses it.
+#[derive(Clone)]
 pub struct Lease {
-    tenant: Arc<str>,
+    tenant: Arc<TenantInner>,
     stream: StreamId,
-    priority: Priority,
 }
 
 impl Lease {
     /// The tenant's name.
     pub fn tenant(&self) -> &str {
-        &self.tenant
+        &self.tenant.name
     }
 
     /// The stream to launch on.
@@ -340,7 +373,31 @@ impl Lease {
 
     /// The tenant's priority.
     pub fn priority(&self) -> Priority {
-        self.priority
+        self.tenant.priority
+    }
+
+    /// Allocates `size` bytes from the tenant's quota for work launched on
+    /// the lease's stream (see [`Tenant::alloc_on`]).
+    pub fn alloc(&self, size: u64) -> Result<PoolBuf, BoxError> {
+        Tenant::from_inner(self.tenant.clone()).alloc_on(self.stream, size)
+    }
+}
+
+impl PartialEq for Lease {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.tenant, &other.tenant) && self.stream == other.stream
+    }
+}
+
+impl Eq for Lease {}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("tenant", &self.tenant.name)
+            .field("stream", &self.stream)
+            .field("priority", &self.tenant.priority)
+            .finish()
     }
 }
 
@@ -360,6 +417,11 @@ impl LeasePermit {
     /// The stream to launch on.
     pub fn stream(&self) -> StreamId {
         self.lease.stream
+    }
+
+    /// Allocates `size` bytes on the lease's stream ([`Lease::alloc`]).
+    pub fn alloc(&self, size: u64) -> Result<PoolBuf, BoxError> {
+        self.lease.alloc(size)
     }
 
     /// Splits into the lease and the slot.
