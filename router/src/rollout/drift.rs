@@ -352,28 +352,30 @@ impl DriftMonitor {
 
     /// The figures of the current window.
     pub fn report(&self) -> DriftReport {
-        let w = self.window.lock();
         let ratio = |num: f64, den: u64| (den > 0).then(|| num / den as f64);
-        let both = !w.baseline.is_empty() && !w.canary.is_empty();
-        let (baseline, canary) = if both {
-            (
-                w.baseline.iter().copied().collect::<Vec<_>>(),
-                w.canary.iter().copied().collect::<Vec<_>>(),
-            )
-        } else {
-            (Vec::new(), Vec::new())
+        let (mut report, baseline, canary) = {
+            let w = self.window.lock();
+            let report = DriftReport {
+                pairs: w.pairs,
+                top1_pairs: w.top1_pairs,
+                top1_agreement: ratio(w.top1_agree as f64, w.top1_pairs),
+                cosine_pairs: w.cosine_pairs,
+                mean_cosine: ratio(w.cosine_sum, w.cosine_pairs),
+                baseline_scores: w.baseline.len(),
+                canary_scores: w.canary.len(),
+                ks: None,
+                psi: None,
+            };
+            let copy = |d: &VecDeque<f64>| d.iter().copied().collect::<Vec<_>>();
+            (report, copy(&w.baseline), copy(&w.canary))
         };
-        DriftReport {
-            pairs: w.pairs,
-            top1_pairs: w.top1_pairs,
-            top1_agreement: ratio(w.top1_agree as f64, w.top1_pairs),
-            cosine_pairs: w.cosine_pairs,
-            mean_cosine: ratio(w.cosine_sum, w.cosine_pairs),
-            baseline_scores: w.baseline.len(),
-            canary_scores: w.canary.len(),
-            ks: both.then(|| ks_statistic(&baseline, &canary)),
-            psi: both.then(|| psi(&baseline, &canary, self.config.psi_bins)),
+        // The tests sort the samples: done outside the lock, so recording
+        // pairs never waits for an analysis.
+        if !baseline.is_empty() && !canary.is_empty() {
+            report.ks = Some(ks_statistic(&baseline, &canary));
+            report.psi = Some(psi(&baseline, &canary, self.config.psi_bins));
         }
+        report
     }
 
     pub(crate) fn verdict(&self) -> DriftVerdict {
@@ -638,6 +640,49 @@ mod tests {
         let r = m.report();
         assert_eq!((r.pairs, r.baseline_scores, r.canary_scores), (10, 3, 0));
         assert_eq!(r.ks, None);
+    }
+
+    fn verdict_text(m: &DriftMonitor) -> (&'static str, String) {
+        match m.verdict() {
+            DriftVerdict::Wait(r) => ("wait", r),
+            DriftVerdict::Pass(r) => ("pass", r),
+            DriftVerdict::Fail(r) => ("fail", r),
+        }
+    }
+
+    #[test]
+    fn score_distribution_checks_decide_with_their_figures() {
+        let m = DriftMonitor::new(DriftConfig {
+            min_pairs: 50,
+            min_top1_agreement: None,
+            max_ks: Some(0.2),
+            max_psi: Some(0.2),
+            ..DriftConfig::default()
+        })
+        .unwrap();
+        for i in 0..49 {
+            let x = f64::from(i) / 49.0;
+            m.record(&Score(x), &Score(x));
+        }
+        let (kind, reason) = verdict_text(&m);
+        assert_eq!(kind, "wait", "{reason}");
+        assert!(reason.contains("49 of 50 scores"), "{reason}");
+        m.record(&Score(0.5), &Score(0.5));
+        let (kind, reason) = verdict_text(&m);
+        assert_eq!(kind, "pass", "{reason}");
+        assert!(
+            reason.contains("score KS D 0.000 <= 0.2 over 50 scores"),
+            "{reason}"
+        );
+        // Same shapes, scores shifted up by half their range.
+        m.reset();
+        for i in 0..100 {
+            let x = f64::from(i);
+            m.record(&Score(x), &Score(x + 50.0));
+        }
+        let (kind, reason) = verdict_text(&m);
+        assert_eq!(kind, "fail", "{reason}");
+        assert_eq!(reason, "drift: score KS D 0.500 > 0.2 over 100 scores");
     }
 
     #[test]
