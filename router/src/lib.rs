@@ -11,8 +11,10 @@
 //!   ([`shadow`] module).
 //! * [`Rollout`]: a progressive canary controller: weight steps, analysis of
 //!   error rate and latency against thresholds or the stable version,
-//!   minimum sample counts, automatic promotion or ramped rollback, manual
-//!   pause/resume/abort/promote and an event stream ([`rollout`] module).
+//!   prediction drift between the canary's and the stable's outputs on the
+//!   same traffic ([`rollout::drift`]), minimum sample counts, automatic
+//!   promotion or ramped rollback, manual pause/resume/abort/promote and an
+//!   event stream ([`rollout`] module).
 //! * [`Balancer`]: power-of-two-choices over any `Discover` stream of
 //!   replicas, `Clone`, failing fast with [`NoReadyReplica`] instead of
 //!   pending forever ([`balance`] module).
