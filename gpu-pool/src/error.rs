@@ -19,7 +19,8 @@ pub enum ConfigErrorKind {
     EmptyName,
     /// A tenant name already in use in this pool.
     DuplicateTenant,
-    /// Headroom outside (0, 1], or zero compute slots.
+    /// Headroom outside (0, 1], zero compute slots, or a zero limit of
+    /// waiting slot requests.
     InvalidPool,
 }
 
@@ -302,3 +303,44 @@ impl fmt::Display for FootprintExceeded {
 }
 
 impl std::error::Error for FootprintExceeded {}
+
+/// A compute slot request refused at once: the tenant already has as many
+/// requests waiting as
+/// [`PoolConfig::max_waiting_acquires`](crate::PoolConfig::max_waiting_acquires)
+/// allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitQueueFull {
+    tenant: String,
+    limit: usize,
+}
+
+impl WaitQueueFull {
+    pub(crate) fn new(tenant: &str, limit: usize) -> Self {
+        Self {
+            tenant: tenant.to_owned(),
+            limit,
+        }
+    }
+
+    /// The tenant.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// Requests one tenant may have waiting.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+}
+
+impl fmt::Display for WaitQueueFull {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "tenant {:?} already has {} requests waiting for a compute slot",
+            self.tenant, self.limit
+        )
+    }
+}
+
+impl std::error::Error for WaitQueueFull {}

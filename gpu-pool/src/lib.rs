@@ -42,7 +42,7 @@
 //! let activations = bert.alloc(quota / 2)?; // bert's third is intact
 //!
 //! // A batch runs under a lease: a compute slot (weighted fair) + a stream.
-//! let lease = yolo.lease().await;
+//! let lease = yolo.lease().await?;
 //! println!("yolo launches on {}", lease.stream());
 //! drop((weights, activations, lease));
 //! # Ok(()) }
@@ -71,7 +71,7 @@ pub use backend::{CudaBackend, RawAlloc};
 pub use cudarc;
 pub use error::{
     BackendError, ConfigError, ConfigErrorKind, DeviceOutOfMemory, FootprintExceeded, NoGpu,
-    Overcommitted, QuotaExceeded,
+    Overcommitted, QuotaExceeded, WaitQueueFull,
 };
 pub use gate::{Acquire, SlotPermit, SlotUsage};
 pub use pool::{

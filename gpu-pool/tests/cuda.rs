@@ -219,7 +219,7 @@ fn compute_slots_share_real_gpu_work_by_weight() {
                 let stream = t.next_stream();
                 let mut buf = t.alloc_on(stream, 64 << 20).unwrap();
                 while !stop.load(Relaxed) {
-                    let permit = futures::executor::block_on(t.acquire_slot());
+                    let permit = futures::executor::block_on(t.acquire_slot()).unwrap();
                     for v in 0..8 {
                         cuda.memset(&mut buf, v).unwrap();
                     }

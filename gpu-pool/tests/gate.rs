@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use convoy_gpu_pool::{GpuPool, HostBackend, PoolConfig, Priority, Share, Tenant};
+use convoy_gpu_pool::{
+    ConfigError, GpuPool, HostBackend, PoolConfig, Priority, Share, Tenant, WaitQueueFull,
+};
 use tokio::task::JoinHandle;
 use tokio_test::{assert_pending, assert_ready};
 
@@ -21,7 +23,7 @@ fn saturate(t: &Tenant, workers: usize, hold: Duration) -> Vec<JoinHandle<()>> {
             let t = t.clone();
             tokio::spawn(async move {
                 loop {
-                    let permit = t.acquire_slot().await;
+                    let permit = t.acquire_slot().await.unwrap();
                     tokio::time::sleep(hold).await;
                     drop(permit);
                 }
@@ -142,7 +144,7 @@ async fn time_not_grants_is_shared() {
 async fn priority_orders_a_tenants_waiting_work() {
     let pool = pool(1);
     let t = pool.tenant("t", Share::fraction(0.1)).unwrap();
-    let held = t.acquire_slot().await;
+    let held = t.acquire_slot().await.unwrap();
     let mut low = tokio_test::task::spawn(t.acquire_slot_with(Priority::Low));
     let mut normal = tokio_test::task::spawn(t.acquire_slot_with(Priority::Normal));
     let mut high = tokio_test::task::spawn(t.acquire_slot_with(Priority::High));
@@ -151,12 +153,12 @@ async fn priority_orders_a_tenants_waiting_work() {
     assert_pending!(high.poll());
     assert_eq!(t.slot_usage().waiting, 3);
     drop(held);
-    let h = assert_ready!(high.poll());
+    let h = assert_ready!(high.poll()).unwrap();
     assert_pending!(low.poll());
     drop(h);
-    let n = assert_ready!(normal.poll());
+    let n = assert_ready!(normal.poll()).unwrap();
     drop(n);
-    let l = assert_ready!(low.poll());
+    let l = assert_ready!(low.poll()).unwrap();
     drop(l);
     assert_eq!(pool.free_compute_slots(), 1);
 }
@@ -165,7 +167,7 @@ async fn priority_orders_a_tenants_waiting_work() {
 async fn a_dropped_acquire_gives_no_slot_away() {
     let pool = pool(1);
     let t = pool.tenant("t", Share::fraction(0.1)).unwrap();
-    let held = t.acquire_slot().await;
+    let held = t.acquire_slot().await.unwrap();
     let mut waiting = tokio_test::task::spawn(t.acquire_slot());
     assert_pending!(waiting.poll());
     drop(waiting);
@@ -175,7 +177,7 @@ async fn a_dropped_acquire_gives_no_slot_away() {
 
     // Dropped after the slot was handed to it but before it was polled:
     // the slot comes back too.
-    let held = t.acquire_slot().await;
+    let held = t.acquire_slot().await.unwrap();
     let mut waiting = tokio_test::task::spawn(t.acquire_slot());
     assert_pending!(waiting.poll());
     drop(held);
@@ -188,13 +190,76 @@ async fn a_dropped_acquire_gives_no_slot_away() {
 async fn a_lone_tenant_uses_every_slot() {
     let pool = pool(3);
     let t = pool.tenant("t", Share::fraction(0.1)).unwrap();
-    let a = t.lease().await;
-    let b = t.lease().await;
-    let c = t.lease().await;
+    let a = t.lease().await.unwrap();
+    let b = t.lease().await.unwrap();
+    let c = t.lease().await.unwrap();
     assert_eq!(pool.free_compute_slots(), 0);
     let mut d = tokio_test::task::spawn(t.lease());
     assert_pending!(d.poll());
     drop((a, b, c));
-    let d = assert_ready!(d.poll());
+    let d = assert_ready!(d.poll()).unwrap();
     assert_eq!(d.lease().tenant(), "t");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_waiting_when_its_tenant_is_dropped_stays_metered() {
+    let pool = pool(1);
+    let a = pool.tenant("a", Share::fraction(0.1)).unwrap();
+    let b = pool.tenant("b", Share::fraction(0.1)).unwrap();
+    let held = a.acquire_slot().await.unwrap();
+    let mut waiting = tokio_test::task::spawn(b.acquire_slot());
+    assert_pending!(waiting.poll());
+    // The last handle of b goes while its request waits: the request still
+    // waits for a slot of the gate, it gets none outside of it.
+    drop(b);
+    assert_pending!(waiting.poll());
+    assert_eq!(pool.free_compute_slots(), 0);
+    drop(held);
+    let permit = assert_ready!(waiting.poll()).unwrap();
+    assert_eq!(pool.free_compute_slots(), 0, "the slot is b's now");
+    drop(permit);
+    assert_eq!(pool.free_compute_slots(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_requests_are_bounded_per_tenant() {
+    let pool = GpuPool::new(
+        HostBackend::default(),
+        PoolConfig::default()
+            .compute_slots(1)
+            .max_waiting_acquires(2),
+    )
+    .unwrap();
+    let t = pool.tenant("t", Share::fraction(0.1)).unwrap();
+    let u = pool.tenant("u", Share::fraction(0.1)).unwrap();
+    let held = t.acquire_slot().await.unwrap();
+    let mut w1 = tokio_test::task::spawn(t.acquire_slot());
+    let mut w2 = tokio_test::task::spawn(t.lease());
+    assert_pending!(w1.poll());
+    assert_pending!(w2.poll());
+    // A third waiter is refused at once, with a typed error.
+    let err = assert_ready!(tokio_test::task::spawn(t.acquire_slot()).poll()).unwrap_err();
+    let full = err.downcast_ref::<WaitQueueFull>().expect("WaitQueueFull");
+    assert_eq!((full.tenant(), full.limit()), ("t", 2));
+    assert!(assert_ready!(tokio_test::task::spawn(t.lease()).poll()).is_err());
+    assert_eq!(t.slot_usage().waiting, 2);
+    // The limit is per tenant: u still queues.
+    let mut uw = tokio_test::task::spawn(u.acquire_slot());
+    assert_pending!(uw.poll());
+    // A waiter that leaves makes room again.
+    drop(w1);
+    let mut w3 = tokio_test::task::spawn(t.acquire_slot());
+    assert_pending!(w3.poll());
+    drop((held, w2, w3, uw));
+    assert_eq!(pool.free_compute_slots(), 1);
+}
+
+#[test]
+fn a_zero_wait_limit_is_refused_at_construction() {
+    let err = GpuPool::new(
+        HostBackend::default(),
+        PoolConfig::default().max_waiting_acquires(0),
+    )
+    .unwrap_err();
+    assert!(err.is::<ConfigError>(), "{err}");
 }

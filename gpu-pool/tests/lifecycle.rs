@@ -161,3 +161,32 @@ fn a_tenant_buffer_waits_for_every_stream_of_the_tenant() {
     assert_eq!(pool.stats().allocated_bytes, 0);
     assert_eq!(pool.stats().pending_bytes, 0);
 }
+
+#[tokio::test]
+async fn a_lease_allocates_on_its_own_stream() {
+    let (pool, host) = pool(64 * MIB);
+    let t = pool.tenant("t", Share::fraction(0.4).streams(2)).unwrap();
+    let u = pool.tenant("u", Share::fraction(0.4)).unwrap();
+    let first = t.lease().await.unwrap();
+    let second = t.lease().await.unwrap();
+    assert_ne!(first.stream(), second.stream());
+    let buf = second.alloc(2 * MIB).unwrap();
+    assert_eq!(buf.stream(), second.stream());
+    assert!(!buf.is_shared());
+    let addr = buf.device_ptr();
+    // A kernel on the lease's stream still uses the buffer when it drops.
+    host.hold(second.stream()).unwrap();
+    host.launch(second.stream(), || {}).unwrap();
+    drop(buf);
+    // No other stream gets the range; the lease's own stream may, at once.
+    let other = u.alloc(2 * MIB).unwrap();
+    assert_ne!(other.device_ptr(), addr);
+    let on_first = first.alloc(2 * MIB).unwrap();
+    assert_ne!(on_first.device_ptr(), addr);
+    let again = second.alloc(2 * MIB).unwrap();
+    assert_eq!(again.device_ptr(), addr);
+    drop((other, on_first, again));
+    host.release(second.stream()).unwrap();
+    pool.poll_events();
+    assert_eq!(pool.stats().pending_bytes, 0);
+}

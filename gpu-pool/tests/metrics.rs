@@ -28,7 +28,7 @@ fn tenant_metrics_are_recorded() {
             .build()
             .unwrap();
         rt.block_on(async {
-            let slot = t.acquire_slot().await;
+            let slot = t.acquire_slot().await.unwrap();
             tokio::time::advance(std::time::Duration::from_millis(3)).await;
             drop(slot);
         });

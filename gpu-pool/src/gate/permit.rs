@@ -1,3 +1,4 @@
+use std::any::Any;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -6,6 +7,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tower::BoxError;
 
 use super::wfq::{Gate, Key};
 
@@ -30,12 +32,6 @@ impl SlotPermit {
             charged,
             armed: true,
         }
-    }
-
-    pub(super) fn unmetered(gate: Arc<Gate>, tenant: u32) -> Self {
-        let mut p = Self::new(gate, tenant, Instant::now(), 0.0);
-        p.armed = false;
-        p
     }
 
     pub(super) fn disarm(&mut self) {
@@ -67,19 +63,26 @@ impl Drop for SlotPermit {
     }
 }
 
-/// Future of a slot: resolves to a [`SlotPermit`]. Dropping it before it
-/// resolves withdraws the request (and returns a slot granted meanwhile).
+/// Future of a slot: resolves to a [`SlotPermit`], or at once to
+/// [`WaitQueueFull`](crate::WaitQueueFull) when the tenant already has
+/// [`PoolConfig::max_waiting_acquires`](crate::PoolConfig::max_waiting_acquires)
+/// requests waiting. Dropping it before it resolves withdraws the request
+/// (and returns a slot granted meanwhile). While it waits it keeps its
+/// tenant admitted, even if every [`Tenant`](crate::Tenant) handle is dropped.
 pub struct Acquire {
     state: AcquireState,
 }
 
 enum AcquireState {
     Ready(Option<SlotPermit>),
+    Failed(Option<BoxError>),
     Waiting {
         gate: Arc<Gate>,
         tenant: u32,
         key: Key,
         rx: oneshot::Receiver<SlotPermit>,
+        /// Keeps the tenant (and its gate entry) alive while waiting.
+        _owner: Arc<dyn Any + Send + Sync>,
     },
     Done,
 }
@@ -91,11 +94,18 @@ impl Acquire {
         }
     }
 
+    pub(super) fn failed(err: BoxError) -> Self {
+        Self {
+            state: AcquireState::Failed(Some(err)),
+        }
+    }
+
     pub(super) fn waiting(
         gate: Arc<Gate>,
         tenant: u32,
         key: Key,
         rx: oneshot::Receiver<SlotPermit>,
+        owner: Arc<dyn Any + Send + Sync>,
     ) -> Self {
         Self {
             state: AcquireState::Waiting {
@@ -103,6 +113,7 @@ impl Acquire {
                 tenant,
                 key,
                 rx,
+                _owner: owner,
             },
         }
     }
@@ -112,6 +123,7 @@ impl fmt::Debug for Acquire {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.state {
             AcquireState::Ready(_) => "ready",
+            AcquireState::Failed(_) => "failed",
             AcquireState::Waiting { .. } => "waiting",
             AcquireState::Done => "done",
         };
@@ -120,41 +132,36 @@ impl fmt::Debug for Acquire {
 }
 
 impl Future for Acquire {
-    type Output = SlotPermit;
+    type Output = Result<SlotPermit, BoxError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<SlotPermit> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         match &mut this.state {
             AcquireState::Ready(p) => {
                 let permit = p.take();
                 this.state = AcquireState::Done;
                 match permit {
-                    Some(p) => Poll::Ready(p),
+                    Some(p) => Poll::Ready(Ok(p)),
                     None => Poll::Pending,
                 }
             }
-            AcquireState::Waiting {
-                gate,
-                tenant,
-                key,
-                rx,
-            } => match Pin::new(rx).poll(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(Ok(permit)) => {
-                    this.state = AcquireState::Done;
-                    Poll::Ready(permit)
+            AcquireState::Failed(e) => {
+                let err = e.take();
+                this.state = AcquireState::Done;
+                match err {
+                    Some(e) => Poll::Ready(Err(e)),
+                    None => Poll::Pending,
                 }
-                Poll::Ready(Err(_)) => {
-                    // The tenant's entry went away (cannot happen while this
-                    // future keeps the tenant alive): queue again.
-                    let (gate, tenant, key) = (gate.clone(), *tenant, *key);
-                    let priority = key.0 .0;
+            }
+            AcquireState::Waiting { rx, .. } => match Pin::new(rx).poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(res) => {
                     this.state = AcquireState::Done;
-                    let mut again =
-                        gate.acquire(tenant, crate::pool::Priority::from_level(priority));
-                    let res = Pin::new(&mut again).poll(cx);
-                    this.state = std::mem::replace(&mut again.state, AcquireState::Done);
-                    res
+                    // The sender goes only with the tenant's gate entry,
+                    // which this future keeps alive: not expected.
+                    Poll::Ready(
+                        res.map_err(|_| "the compute gate dropped a waiting request".into()),
+                    )
                 }
             },
             AcquireState::Done => Poll::Pending,
@@ -169,6 +176,7 @@ impl Drop for Acquire {
             tenant,
             key,
             rx,
+            ..
         } = &mut self.state
         {
             rx.close();

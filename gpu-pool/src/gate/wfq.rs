@@ -1,3 +1,4 @@
+use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -6,6 +7,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::permit::{Acquire, SlotPermit};
+use crate::error::{BackendError, WaitQueueFull};
 use crate::metrics::TenantMetrics;
 use crate::pool::Priority;
 
@@ -17,6 +19,8 @@ const EWMA: f64 = 0.2;
 #[derive(Debug)]
 pub(crate) struct Gate {
     slots: u32,
+    /// Most acquires one tenant may have waiting.
+    max_waiting: usize,
     state: Mutex<GateState>,
 }
 
@@ -61,9 +65,10 @@ pub struct SlotUsage {
 }
 
 impl Gate {
-    pub(crate) fn new(slots: u32) -> Arc<Self> {
+    pub(crate) fn new(slots: u32, max_waiting: usize) -> Arc<Self> {
         Arc::new(Self {
             slots,
+            max_waiting,
             state: Mutex::new(GateState {
                 free: slots,
                 vclock: 0.0,
@@ -111,8 +116,17 @@ impl Gate {
         self.state.lock().tenants.remove(&id);
     }
 
-    /// Starts waiting for a slot (granted at once when one is free).
-    pub(crate) fn acquire(self: &Arc<Self>, tenant: u32, priority: Priority) -> Acquire {
+    /// Starts waiting for a slot (granted at once when one is free). The
+    /// returned future keeps `owner` (the tenant) alive while it waits, so
+    /// the tenant stays registered; a tenant with `max_waiting` acquires
+    /// waiting already gets [`WaitQueueFull`] at once.
+    pub(crate) fn acquire(
+        self: &Arc<Self>,
+        tenant: u32,
+        name: &str,
+        owner: Arc<dyn Any + Send + Sync>,
+        priority: Priority,
+    ) -> Acquire {
         let (tx, rx) = oneshot::channel();
         let mut st = self.state.lock();
         let now = Instant::now();
@@ -126,17 +140,26 @@ impl Gate {
         st.next_seq += 1;
         let key = (std::cmp::Reverse(priority as u8), seq);
         match st.tenants.get_mut(&tenant) {
+            Some(t) if t.waiters.len() >= self.max_waiting => {
+                drop(st);
+                Acquire::failed(WaitQueueFull::new(name, self.max_waiting).into())
+            }
             Some(t) => {
                 t.waiters.insert(key, Waiter { tx, since: now });
+                drop(st);
+                Acquire::waiting(self.clone(), tenant, key, rx, owner)
             }
             None => {
-                // Unknown tenant: cannot happen through the public API; an
-                // unconditioned permit keeps the caller from hanging.
+                // A live tenant is always registered (its handles and
+                // waiting acquires keep it so): never hand out a slot
+                // outside the gate.
                 drop(st);
-                return Acquire::ready(SlotPermit::unmetered(self.clone(), tenant));
+                Acquire::failed(
+                    BackendError::new(format!("tenant {name:?} is not admitted to the pool"))
+                        .into(),
+                )
             }
         }
-        Acquire::waiting(self.clone(), tenant, key, rx)
     }
 
     /// Takes a free slot for `tenant` and advances its virtual finish tag.

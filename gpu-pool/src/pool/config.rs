@@ -28,16 +28,6 @@ pub enum Priority {
     High = 2,
 }
 
-impl Priority {
-    pub(crate) fn from_level(level: u8) -> Self {
-        match level {
-            0 => Priority::Low,
-            1 => Priority::Normal,
-            _ => Priority::High,
-        }
-    }
-}
-
 /// What a tenant owns of the device.
 ///
 /// ```
@@ -210,6 +200,9 @@ pub struct PoolConfig {
     pub budget_bytes: Option<u64>,
     /// Execution slots of the compute gate (concurrent leases). Default 4.
     pub compute_slots: u32,
+    /// Slot requests one tenant may have waiting at once (≥ 1); more fail
+    /// at once with [`WaitQueueFull`](crate::WaitQueueFull). Default 1024.
+    pub max_waiting_acquires: usize,
     /// Allocator tuning.
     pub allocator: AllocatorConfig,
     /// Capacity of the host backend [`GpuPool::auto`](crate::GpuPool::auto)
@@ -223,6 +216,7 @@ impl Default for PoolConfig {
             headroom: 0.9,
             budget_bytes: None,
             compute_slots: 4,
+            max_waiting_acquires: 1024,
             allocator: AllocatorConfig::default(),
             host_capacity: 1 << 30,
         }
@@ -245,6 +239,12 @@ impl PoolConfig {
     /// Sets [`PoolConfig::compute_slots`].
     pub fn compute_slots(mut self, slots: u32) -> Self {
         self.compute_slots = slots;
+        self
+    }
+
+    /// Sets [`PoolConfig::max_waiting_acquires`].
+    pub fn max_waiting_acquires(mut self, n: usize) -> Self {
+        self.max_waiting_acquires = n;
         self
     }
 
@@ -272,6 +272,12 @@ impl PoolConfig {
             return Err(ConfigError::new(
                 ConfigErrorKind::InvalidPool,
                 "compute_slots must be at least 1",
+            ));
+        }
+        if self.max_waiting_acquires == 0 {
+            return Err(ConfigError::new(
+                ConfigErrorKind::InvalidPool,
+                "max_waiting_acquires must be at least 1",
             ));
         }
         self.allocator.validate()

@@ -111,7 +111,7 @@ impl GpuPool {
                     deferred: Vec::new(),
                     retiring: Vec::new(),
                 }),
-                gate: Gate::new(cfg.compute_slots),
+                gate: Gate::new(cfg.compute_slots, cfg.max_waiting_acquires),
                 admission: Mutex::new(Admission::default()),
                 budget,
                 used_at_start: info.total.saturating_sub(info.free),

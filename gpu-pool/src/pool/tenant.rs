@@ -298,7 +298,10 @@ impl Tenant {
         QuotaExceeded::new(&t.name, requested, used, t.limit).into()
     }
 
-    /// Waits for a compute slot at the tenant's priority.
+    /// Waits for a compute slot at the tenant's priority; fails at once
+    /// with [`WaitQueueFull`](crate::WaitQueueFull) when the tenant has
+    /// [`PoolConfig::max_waiting_acquires`](crate::PoolConfig::max_waiting_acquires)
+    /// requests waiting already.
     pub fn acquire_slot(&self) -> Acquire {
         self.acquire_slot_with(self.inner.priority)
     }
@@ -306,7 +309,11 @@ impl Tenant {
     /// Waits for a compute slot; `priority` orders this request among the
     /// tenant's other waiting ones.
     pub fn acquire_slot_with(&self, priority: Priority) -> Acquire {
-        self.inner.pool.inner.gate.acquire(self.inner.id, priority)
+        let t = &self.inner;
+        t.pool
+            .inner
+            .gate
+            .acquire(t.id, &t.name, self.inner.clone(), priority)
     }
 
     /// The next of the tenant's streams, round robin.
@@ -316,12 +323,13 @@ impl Tenant {
     }
 
     /// Waits for a compute slot and picks a stream: what one batch needs.
-    pub async fn lease(&self) -> LeasePermit {
-        let slot = self.acquire_slot().await;
-        LeasePermit {
+    /// Fails as [`Tenant::acquire_slot`] does.
+    pub async fn lease(&self) -> Result<LeasePermit, BoxError> {
+        let slot = self.acquire_slot().await?;
+        Ok(LeasePermit {
             lease: self.lease_for_slot(),
             slot,
-        }
+        })
     }
 
     pub(crate) fn lease_for_slot(&self) -> Lease {

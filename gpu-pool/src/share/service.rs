@@ -117,7 +117,7 @@ where
             let acquiring = self.acquiring.get_or_insert_with(|| tenant.acquire_slot());
             let permit = ready!(Pin::new(acquiring).poll(cx));
             self.acquiring = None;
-            self.permit = Some(permit);
+            self.permit = Some(permit?);
         }
         self.inner.poll_ready(cx).map_err(Into::into)
     }
