@@ -2,6 +2,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use super::device::Deferred;
+
+/// Deferred frees kept before a drop polls their events.
+const MAX_DEFERRED: usize = 256;
 use super::tenant::TenantInner;
 use crate::alloc::{Allocation, BlockId, StreamId};
 
@@ -161,6 +164,10 @@ impl Drop for PoolBuf {
                 events,
             });
             t.freed(&mut st, self.size);
+            if st.deferred.len() > MAX_DEFERRED {
+                // Event queries only: keeps the list short between misses.
+                pool.poll_events(&mut st);
+            }
             return;
         }
         match st.alloc.free(self.block, pending) {
