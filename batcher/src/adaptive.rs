@@ -14,7 +14,8 @@
 //! batches, fresh measurements of that bucket are collected, and the cap
 //! moves if the neighbour is better (a smaller bucket when its throughput is
 //! higher, a larger one when it is more than
-//! [`margin_percent`](AdaptiveConfig::margin_percent) higher). After a move
+//! [`margin_percent`](AdaptiveConfig::margin_percent) higher; a smaller one
+//! also when the load fills it but never the current bucket). After a move
 //! it probes on in the same direction at once; otherwise it settles and
 //! probes again after [`explore_every`](AdaptiveConfig::explore_every)
 //! batches, alternately the larger and the smaller neighbour. When the
@@ -258,15 +259,20 @@ impl Adaptive {
         let c = self.current;
         let (probed, here) = (self.buckets[p], self.buckets[c]);
         let min = self.config.min_samples;
-        let measured = probed.samples >= min && here.samples >= min;
         let margin = 1.0 + f64::from(self.config.margin_percent) / 100.0;
         // Compared as seconds per item: a lower value is a higher throughput.
-        let better = measured
-            && if p > c {
-                probed.secs_per_item * margin < here.secs_per_item
-            } else {
-                probed.secs_per_item < here.secs_per_item
-            };
+        let better = if probed.samples < min {
+            false
+        } else if here.samples < min {
+            // The load does not reach the current cap but fills the smaller
+            // bucket: shrinking loses nothing, and lets the search go on
+            // from where batches really are.
+            p < c
+        } else if p > c {
+            probed.secs_per_item * margin < here.secs_per_item
+        } else {
+            probed.secs_per_item < here.secs_per_item
+        };
         if !better {
             self.settle();
             return;
@@ -291,10 +297,65 @@ mod tests {
 
     /// Runs `batches` batches of a closed loop that always fills the cap.
     fn run(a: &mut Adaptive, batches: usize, cost: impl Fn(usize) -> f64) {
+        run_with(a, batches, usize::MAX, cost);
+    }
+
+    /// Runs `batches` batches of a closed loop of `clients` callers.
+    fn run_with(a: &mut Adaptive, batches: usize, clients: usize, cost: impl Fn(usize) -> f64) {
         for _ in 0..batches {
-            let n = a.cap();
+            let n = a.cap().min(clients);
             a.record(n, Duration::from_secs_f64(cost(n)));
         }
+    }
+
+    fn peak_at_8(n: usize) -> f64 {
+        let n = n as f64;
+        0.002 + 0.00025 * n.min(8.0) + 0.003 * (n - 8.0).max(0.0)
+    }
+
+    #[test]
+    fn finds_the_peak_when_the_load_never_fills_the_max() {
+        // Twelve callers never fill 32: the search goes on from 16.
+        let mut a = Adaptive::new(AdaptiveConfig::default(), 32);
+        run_with(&mut a, 2000, 12, peak_at_8);
+        assert_eq!(a.chosen(), 8, "{a:?}");
+        // Light load (single items) leaves the cap alone.
+        let mut a = Adaptive::new(AdaptiveConfig::default(), 32);
+        run_with(&mut a, 2000, 1, |_| 0.001);
+        assert_eq!(a.chosen(), 32, "{a:?}");
+        // Load that grows is followed back up when bigger is better.
+        let mut a = Adaptive::new(AdaptiveConfig::default(), 32);
+        let bigger_is_better = |n: usize| 0.005 + 0.0001 * n as f64;
+        run_with(&mut a, 1000, 12, bigger_is_better);
+        assert_eq!(a.chosen(), 16, "{a:?}");
+        run_with(&mut a, 1000, 64, bigger_is_better);
+        assert_eq!(a.chosen(), 32, "{a:?}");
+    }
+
+    #[test]
+    fn noisy_service_times_still_settle_on_the_peak() {
+        let mut a = Adaptive::new(AdaptiveConfig::default(), 64);
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut noise = move || {
+            // xorshift: ±25 % multiplicative noise, deterministic.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            0.75 + (state % 1000) as f64 / 2000.0
+        };
+        let mut chosen = Vec::new();
+        for _ in 0..4000 {
+            let n = a.cap();
+            a.record(n, Duration::from_secs_f64(peak_at_8(n) * noise()));
+            chosen.push(a.chosen());
+        }
+        let settled = &chosen[1000..];
+        let at_peak = settled.iter().filter(|&&c| c == 8).count();
+        assert!(
+            at_peak * 10 >= settled.len() * 9,
+            "at 8 only {at_peak} of {} batches",
+            settled.len()
+        );
     }
 
     #[test]
@@ -315,11 +376,7 @@ mod tests {
     fn settles_on_the_peak_of_a_convex_curve() {
         let mut a = Adaptive::new(AdaptiveConfig::default(), 64);
         assert_eq!(a.cap(), 64);
-        let cost = |n: usize| {
-            let n = n as f64;
-            0.002 + 0.00025 * n.min(8.0) + 0.003 * (n - 8.0).max(0.0)
-        };
-        run(&mut a, 2000, cost);
+        run(&mut a, 2000, peak_at_8);
         assert_eq!(a.current, 3);
         assert_eq!(a.cap(), 8);
     }
