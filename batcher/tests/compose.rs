@@ -26,7 +26,7 @@ use tonic::server::{NamedService, UnaryService};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Channel;
 use tonic::Status;
-use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
+use tower::{BoxError, Layer, Service, ServiceBuilder, ServiceExt};
 
 #[tokio::test(start_paused = true)]
 async fn load_shed_turns_a_full_queue_into_an_immediate_error() {
@@ -294,20 +294,21 @@ async fn score(mut client: tonic::client::Grpc<Channel>, x: u32) -> Result<u32, 
 
 #[tokio::test]
 async fn behind_a_tonic_server() {
-    let config = BatchConfig::builder()
-        .queue_timeout(Duration::from_millis(100))
-        .build()
-        .unwrap();
     let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    // Request 2 may wait 50 ms in the queue; the others have no deadline.
     let model = {
         let gate = gate.clone();
-        batch_fn(config, move |xs: Vec<u32>| {
-            let gate = gate.clone();
-            async move {
-                let _ = gate.acquire().await;
-                Ok::<_, Infallible>(xs.into_iter().map(|x| x + 1).collect::<Vec<u32>>())
-            }
-        })
+        BatchLayer::<u32, u32>::new(BatchConfig::builder().build().unwrap())
+            .deadline_fn(|x: &u32| {
+                (*x == 2).then(|| tokio::time::Instant::now() + Duration::from_millis(50))
+            })
+            .layer(tower::service_fn(move |xs: Vec<u32>| {
+                let gate = gate.clone();
+                async move {
+                    let _ = gate.acquire().await;
+                    Ok::<_, Infallible>(xs.into_iter().map(|x| x + 1).collect::<Vec<u32>>())
+                }
+            }))
     };
     let stats = model.handle();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -325,7 +326,7 @@ async fn behind_a_tonic_server() {
     let client = tonic::client::Grpc::new(channel);
 
     // The first call occupies the batch service; the next one waits past
-    // its queue timeout and comes back DEADLINE_EXCEEDED without running.
+    // its deadline and comes back DEADLINE_EXCEEDED without running.
     let first = tokio::spawn(score(client.clone(), 1));
     eventually(|| stats.stats().in_flight_batches == 1, "the first batch").await;
     let status = score(client.clone(), 2).await.unwrap_err();
