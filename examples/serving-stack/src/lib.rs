@@ -171,9 +171,10 @@ fn replica(
         let (tenant, version) = (tenant.clone(), Arc::clone(&version));
         async move {
             // A compute slot (weighted fair across versions) and a stream.
-            let _lease = tenant.lease().await;
-            // Activations for the batch, inside the version's quota.
-            let _activations = tenant.alloc((batch.len() as u64 * 16) << 10)?;
+            let lease = tenant.lease().await?;
+            // Activations for the batch, inside the version's quota, on the
+            // lease's stream.
+            let _activations = lease.alloc((batch.len() as u64 * 16) << 10)?;
             tokio::time::sleep(fixed + per_item * batch.len() as u32).await;
             let out: Vec<InferResponse> = batch
                 .iter()
