@@ -15,7 +15,9 @@
 //! moves if the neighbour is better (a smaller bucket when its throughput is
 //! higher, a larger one when it is more than
 //! [`margin_percent`](AdaptiveConfig::margin_percent) higher; a smaller one
-//! also when the load fills it but never the current bucket). After a move
+//! also when the load fills it but never the current bucket). A probe whose
+//! first two batches are over twice as slow per item as the current bucket
+//! ends at once, so a bad direction costs two batches. After a move
 //! it probes on in the same direction at once; otherwise it settles and
 //! probes again after [`explore_every`](AdaptiveConfig::explore_every)
 //! batches, alternately the larger and the smaller neighbour. When the
@@ -37,6 +39,11 @@ const ALPHA: f64 = 0.125;
 const BUCKETS: usize = usize::BITS as usize + 1;
 /// A probe ends after at most this many times `min_samples` batches.
 const PROBE_LIMIT: u32 = 4;
+/// A probe ends early, as a loss, once two of its batches are this much
+/// slower per item than the current bucket: a bad direction costs little.
+const ABORT_FACTOR: f64 = 2.0;
+/// Batches a probe needs before it may end early.
+const ABORT_SAMPLES: u32 = 2;
 /// A settled bucket this much slower per item than when it was chosen is
 /// measured afresh and its neighbours probed at once.
 const CHANGE_FACTOR: f64 = 1.5;
@@ -211,7 +218,13 @@ impl Adaptive {
             }
             Phase::Probing(p) => {
                 let min = self.config.min_samples;
-                if self.buckets[p].samples >= min || self.since >= min.saturating_mul(PROBE_LIMIT) {
+                let (probed, here) = (self.buckets[p], self.buckets[self.current]);
+                let hopeless = probed.samples >= ABORT_SAMPLES
+                    && here.samples >= min
+                    && probed.secs_per_item > here.secs_per_item * ABORT_FACTOR;
+                if hopeless {
+                    self.settle();
+                } else if probed.samples >= min || self.since >= min.saturating_mul(PROBE_LIMIT) {
                     self.conclude(p);
                 }
             }

@@ -116,7 +116,8 @@
 //! - it starts at `max_batch_size`; after
 //!   [`min_samples`](AdaptiveConfig::min_samples) batches it probes a
 //!   neighbouring bucket (the cap moves there for up to `4 × min_samples`
-//!   batches and the bucket is measured afresh);
+//!   batches and the bucket is measured afresh; a probe whose first two
+//!   batches are over twice as slow per item ends at once);
 //! - it moves when the neighbour is better (a larger bucket must be
 //!   [`margin_percent`](AdaptiveConfig::margin_percent) better, since it
 //!   costs latency) and then probes on in the same direction;

@@ -95,10 +95,11 @@ async fn settles_where_throughput_peaks() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(handle.batch_size_cap(), 8);
     assert_eq!(handle.stats().batch_size_cap, 8);
-    let (mean, median) = recent(&sizes, 256);
+    // Probes of 4 and 16 take a few batches in every explore period; the
+    // mean of the recent batches stays within the best bucket (5..=8).
+    let (mean, median) = recent(&sizes, 512);
     assert_eq!(median, 8);
-    // Probes of 4 and 16 take a few batches in every explore period.
-    assert!((7.0..=9.0).contains(&mean), "mean batch {mean}");
+    assert!((5.0..=8.0).contains(&mean), "mean batch {mean}");
     stop_all(&stop, clients).await;
 }
 
@@ -111,7 +112,7 @@ async fn bigger_is_better_settles_at_the_max() {
     let clients = closed_loop(&svc, 64, &stop);
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(handle.batch_size_cap(), 32);
-    let (mean, median) = recent(&sizes, 256);
+    let (mean, median) = recent(&sizes, 512);
     assert_eq!(median, 32);
     assert!(mean > 28.0, "mean batch {mean}");
     stop_all(&stop, clients).await;
