@@ -12,6 +12,7 @@ const MIB: u64 = 1 << 20;
 
 #[derive(Debug, Clone)]
 enum Op {
+    /// `stream` 2 is a buffer for every stream of the tenant (`Tenant::alloc`).
     Alloc {
         tenant: usize,
         stream: usize,
@@ -40,7 +41,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => 3 * MIB..6 * MIB,
     ];
     prop_oneof![
-        6 => (0usize..3, 0usize..2, size).prop_map(|(tenant, stream, size)| Op::Alloc { tenant, stream, size }),
+        6 => (0usize..3, 0usize..3, size).prop_map(|(tenant, stream, size)| Op::Alloc { tenant, stream, size }),
         4 => any::<usize>().prop_map(|pick| Op::Drop { pick }),
         1 => (0usize..3, 0usize..2).prop_map(|(tenant, stream)| Op::Busy { tenant, stream }),
         1 => (0usize..3, 0usize..2).prop_map(|(tenant, stream)| Op::Finish { tenant, stream }),
@@ -60,15 +61,23 @@ proptest! {
             .collect();
         let mut live: Vec<PoolBuf> = Vec::new();
         let mut busy: Vec<StreamId> = Vec::new();
-        // Ranges dropped while their stream had unfinished work.
-        let mut pending: Vec<(u64, u64, StreamId)> = Vec::new();
+        // Ranges dropped while a stream that may use them had unfinished
+        // work: (address, size, the streams still working, the stream that
+        // may reuse it at once: a buffer's own stream, none for a buffer of
+        // every stream of its tenant).
+        let mut pending: Vec<(u64, u64, Vec<StreamId>, Option<StreamId>)> = Vec::new();
         for op in ops {
             match op {
                 Op::Alloc { tenant, stream, size } => {
                     let t = &tenants[tenant];
-                    let s = t.streams()[stream];
+                    // None: usable on every stream of the tenant.
+                    let s = t.streams().get(stream).copied();
                     let used = t.used();
-                    match t.alloc_on(s, size) {
+                    let res = match s {
+                        Some(s) => t.alloc_on(s, size),
+                        None => t.alloc(size),
+                    };
+                    match res {
                         Ok(b) => {
                             let (lo, hi) = (b.device_ptr(), b.device_ptr() + b.consumed());
                             prop_assert!(b.consumed() >= size);
@@ -76,10 +85,10 @@ proptest! {
                                 let (olo, ohi) = (o.device_ptr(), o.device_ptr() + o.consumed());
                                 prop_assert!(hi <= olo || ohi <= lo, "overlap {:?} {:?}", b, o);
                             }
-                            for &(plo, psize, ps) in &pending {
-                                if ps != s {
-                                    prop_assert!(hi <= plo || plo + psize <= lo,
-                                        "{} reused a range {} freed with work outstanding", s, ps);
+                            for (plo, psize, waits, own) in &pending {
+                                if s.is_none() || *own != s {
+                                    prop_assert!(hi <= *plo || plo + psize <= lo,
+                                        "{:?} reused a range freed while {:?} still worked", s, waits);
                                 }
                             }
                             live.push(b);
@@ -95,8 +104,15 @@ proptest! {
                 }
                 Op::Drop { pick } if !live.is_empty() => {
                     let b = live.swap_remove(pick % live.len());
-                    if busy.contains(&b.stream()) {
-                        pending.push((b.device_ptr(), b.consumed(), b.stream()));
+                    let (users, own) = if b.is_shared() {
+                        let t = tenants.iter().find(|t| t.name() == b.tenant()).unwrap();
+                        (t.streams().to_vec(), None)
+                    } else {
+                        (vec![b.stream()], Some(b.stream()))
+                    };
+                    let waits: Vec<StreamId> = users.into_iter().filter(|s| busy.contains(s)).collect();
+                    if !waits.is_empty() {
+                        pending.push((b.device_ptr(), b.consumed(), waits, own));
                     }
                     drop(b);
                 }
@@ -111,7 +127,10 @@ proptest! {
                     let s = tenants[tenant].streams()[stream];
                     host.release(s).unwrap();
                     busy.retain(|&x| x != s);
-                    pending.retain(|p| p.2 != s);
+                    for p in &mut pending {
+                        p.2.retain(|&x| x != s);
+                    }
+                    pending.retain(|p| !p.2.is_empty());
                 }
                 Op::Poll => pool.poll_events(),
             }

@@ -13,6 +13,11 @@ use crate::error::{BackendError, DeviceOutOfMemory, FootprintExceeded, QuotaExce
 use crate::gate::{Acquire, SlotPermit, SlotUsage};
 use crate::metrics::TenantMetrics;
 
+/// The allocator lane of buffers used on several streams: no stream's own
+/// lane, so they only get ranges free for every stream (never a backend
+/// stream id).
+const EVERY_STREAM: StreamId = StreamId(u32::MAX);
+
 /// A tenant of a [`GpuPool`]: a memory quota, streams and a compute weight.
 ///
 /// Cloning is cheap. The tenant's reservation returns to the pool when the
@@ -214,6 +219,10 @@ impl Tenant {
             ))
             .into());
         }
+        let shared = shared && t.streams.len() > 1;
+        // A buffer for several streams takes only ranges free for every
+        // stream: one pending on a single stream may still be in use there.
+        let lane = if shared { EVERY_STREAM } else { stream };
         let pool = &t.pool.inner;
         let mut st = pool.state.lock();
         let (mut polled, mut waited) = (false, false);
@@ -221,7 +230,7 @@ impl Tenant {
             let used = st.usage(t.id).used;
             let limit = t.limit;
             let fits = |g: u64| used.checked_add(g).is_some_and(|n| n <= limit);
-            match st.alloc.alloc(size, stream, fits) {
+            match st.alloc.alloc(size, lane, fits) {
                 Ok(a) => {
                     let u = st.usage_mut(t.id);
                     u.used = used + a.size;
@@ -230,7 +239,6 @@ impl Tenant {
                     let (now, peak) = (u.used, u.peak);
                     drop(st);
                     t.metrics.allocated(now, peak);
-                    let shared = shared && t.streams.len() > 1;
                     return Ok(PoolBuf::new(t.clone(), a, size, stream, shared));
                 }
                 Err(Miss::Refused { granted }) => {
