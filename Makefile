@@ -3,19 +3,27 @@ SHELL := /bin/bash
 CARGO ?= cargo
 EXAMPLES := examples
 
-.PHONY: test test-root test-examples test-fuzz demo fmt bench fuzz
+.PHONY: test test-root test-examples test-fuzz setup deny demo fmt bench fuzz
 
 ## The whole suite: fmt, clippy -D warnings, tests + doc tests, docs with warnings denied,
 ## for the root workspace and the examples workspace.
-test: test-root test-examples test-fuzz
+test: test-root test-examples test-fuzz deny
 
 test-root:
+	bash scripts/check_unsafe.sh --self-test
+	bash scripts/check_unsafe.sh
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 	$(CARGO) test --workspace --all-features
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --all-features
 
-test-examples:
+## The Python side the examples need (a pinned .venv with PyTorch, whose
+## libtorch the model runtime links, MLflow, tritonclient) and the exported
+## models: idempotent, seconds when already there.
+setup:
+	bash scripts/setup.sh
+
+test-examples: setup
 	cd $(EXAMPLES) && $(CARGO) fmt --all --check
 	cd $(EXAMPLES) && $(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd $(EXAMPLES) && $(CARGO) test --workspace
@@ -32,7 +40,7 @@ test-fuzz:
 ## missing) for FUZZ_SECS seconds (default 60). New inputs land in
 ## fuzz/corpus/<target>; crashes in fuzz/artifacts/<target>.
 FUZZ_SECS ?= 60
-FUZZ_TARGETS ?= allocator_ops batcher_ops router_ops autoscale_signals
+FUZZ_TARGETS ?= allocator_ops batcher_ops router_ops autoscale_signals pool_ops
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	@for t in $(FUZZ_TARGETS); do \
@@ -40,6 +48,11 @@ fuzz:
 		(cd fuzz && $(CARGO) +nightly fuzz run $$t corpus/$$t seeds/$$t -- \
 			-max_total_time=$(FUZZ_SECS) -print_final_stats=1) || exit 1; \
 	done
+
+## Dependency policy (licenses, bans, sources; RustSec advisories when the
+## database can be fetched) for the root, examples and fuzz workspaces.
+deny:
+	bash scripts/deny.sh
 
 ## The main job: the example server, driven by the load generator, printing what batching bought.
 demo:

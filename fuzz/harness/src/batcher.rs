@@ -67,6 +67,8 @@ struct Setup {
     max_concurrent: u8,
     max_wait_ms: u8,
     queue_capacity: u8,
+    /// 255: `Duration::MAX`.
+    queue_timeout_ms: Option<u8>,
     reject: bool,
     ops: Vec<Op>,
 }
@@ -187,6 +189,13 @@ async fn run_case(s: Setup) {
     if let Some(c) = max_cost {
         config = config.max_batch_cost(c);
     }
+    let queue_timeout = s.queue_timeout_ms.map(|ms| match ms {
+        255 => Duration::MAX,
+        ms => Duration::from_millis(u64::from(ms % 50) + 1),
+    });
+    if let Some(t) = queue_timeout {
+        config = config.queue_timeout(t);
+    }
     let attrs: Arc<Mutex<Vec<Attrs>>> = Arc::default();
     let get = |a: &Arc<Mutex<Vec<Attrs>>>| {
         let a = a.clone();
@@ -229,7 +238,12 @@ async fn run_case(s: Setup) {
                         1 => Priority::Normal,
                         _ => Priority::High,
                     },
-                    cost: u64::from(cost % 8) + 1,
+                    // Now and then a cost far above any cap.
+                    cost: if cost == 255 {
+                        u64::MAX / 2
+                    } else {
+                        u64::from(cost % 8) + 1
+                    },
                     deadline: deadline_ms
                         .map(|ms| Instant::now() + Duration::from_millis(ms.into())),
                 });
@@ -449,7 +463,9 @@ fn check_batches(
             "mixed keys: {batch:?}"
         );
         if let Some(c) = max_cost {
-            let cost: u64 = batch.iter().map(|&id| attrs[id as usize].cost).sum();
+            let cost = batch
+                .iter()
+                .fold(0u64, |sum, &id| sum.saturating_add(attrs[id as usize].cost));
             assert!(cost <= c || batch.len() == 1, "cost {cost} > {c}");
         }
         for &id in batch {

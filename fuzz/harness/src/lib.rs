@@ -8,6 +8,7 @@
 pub mod allocator;
 pub mod autoscale;
 pub mod batcher;
+pub mod pool;
 pub mod router;
 
 /// A target's check: panics when the input breaks one of convoy's promises.
@@ -20,6 +21,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("batcher_ops", batcher::run),
     ("router_ops", router::run),
     ("autoscale_signals", autoscale::run),
+    ("pool_ops", pool::run),
 ];
 
 /// Keeps a target's own scripted panics (a model that panics on purpose)
