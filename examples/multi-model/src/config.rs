@@ -1,0 +1,548 @@
+//! The server's TOML configuration, in the vocabulary of Ray Serve and
+//! Triton: per deployment the model, its versions and their traffic
+//! weights (or a rollout plan), batching, the device share and replicas.
+//!
+//! Everything is checked while the file is read: unknown fields are
+//! refused, values out of range fail where they are written, and every
+//! error names the field and its line (`toml`'s spans):
+//!
+//! ```
+//! let err = example_multi_model::Config::parse(
+//!     "[[deployment]]\nname = \"a\"\nmodel = \"identity\"\nmax_bach_size = 4\n",
+//! )
+//! .unwrap_err();
+//! assert!(err.to_string().contains("line 4"), "{err}");
+//! assert!(err.to_string().contains("max_bach_size"), "{err}");
+//! ```
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use toml::Spanned;
+
+/// The name of the built-in model that echoes its inputs.
+pub const IDENTITY: &str = "identity";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Listening addresses, limits, where models live.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The models served, each under its own name.
+    #[serde(rename = "deployment", default)]
+    pub deployments: Vec<Spanned<DeploymentConfig>>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// HTTP address (REST: v1 routes, KServe v2, health, metrics).
+    pub addr: SocketAddr,
+    /// gRPC address (KServe v2 gRPC); none: no gRPC server.
+    pub grpc_addr: Option<SocketAddr>,
+    /// Where model packages live: `<models_dir>/<model>/<version>/model.json`.
+    pub models_dir: PathBuf,
+    /// Largest request body, bytes (413 above it).
+    #[serde(deserialize_with = "positive_u64")]
+    pub body_limit: u64,
+    /// A request not answered within this is answered 504; the batcher
+    /// drops it unserved if it is still queued then.
+    #[serde(deserialize_with = "duration")]
+    pub request_timeout: Duration,
+    /// Pre- and post-processing tasks running at once (image decoding,
+    /// tokenizing) on tokio's blocking threads.
+    #[serde(deserialize_with = "positive_usize")]
+    pub blocking_tasks: usize,
+    /// Host memory of the device pool when there is no GPU, bytes.
+    #[serde(deserialize_with = "positive_u64")]
+    pub host_memory: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            addr: ([127, 0, 0, 1], 8000).into(),
+            grpc_addr: None,
+            models_dir: PathBuf::from("models"),
+            body_limit: 16 << 20,
+            request_timeout: Duration::from_secs(30),
+            blocking_tasks: 4,
+            host_memory: 1 << 30,
+        }
+    }
+}
+
+/// `[[deployment]]`: one model under one name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawDeployment")]
+pub struct DeploymentConfig {
+    /// The name clients use: `/v1/models/{name}/...`, `/v2/models/{name}`.
+    pub name: String,
+    /// `identity` (built in) or the model package's name under `models_dir`.
+    pub model: String,
+    /// The package directory, if not `<models_dir>/<model>`.
+    pub source: Option<PathBuf>,
+    /// Versions and their traffic weights.
+    pub versions: Vec<VersionConfig>,
+    /// A progressive rollout from the first version to the second.
+    pub rollout: Option<RolloutPlan>,
+    /// How requests are batched.
+    pub batching: Batching,
+    /// Where the model runs.
+    pub device: DeviceConfig,
+    /// How many replicas, and when to add or remove them.
+    pub replicas: Replicas,
+    /// Forward time the identity model simulates per batch (default 0).
+    pub identity_delay: Duration,
+}
+
+impl DeploymentConfig {
+    /// Whether this is the built-in identity model.
+    pub fn is_identity(&self) -> bool {
+        self.model == IDENTITY
+    }
+
+    /// The package directory of `version`.
+    pub fn version_dir(&self, models_dir: &Path, version: &str) -> PathBuf {
+        self.source
+            .clone()
+            .unwrap_or_else(|| models_dir.join(&self.model))
+            .join(version)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDeployment {
+    name: String,
+    model: String,
+    #[serde(default)]
+    source: Option<PathBuf>,
+    #[serde(rename = "version", default)]
+    versions: Vec<VersionConfig>,
+    #[serde(default)]
+    rollout: Option<RolloutPlan>,
+    #[serde(default)]
+    batching: Batching,
+    #[serde(default)]
+    device: DeviceConfig,
+    #[serde(default)]
+    replicas: Replicas,
+    #[serde(default, deserialize_with = "duration")]
+    identity_delay: Duration,
+}
+
+impl TryFrom<RawDeployment> for DeploymentConfig {
+    type Error = String;
+
+    fn try_from(raw: RawDeployment) -> Result<Self, String> {
+        let name_ok = !raw.name.is_empty()
+            && raw
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if !name_ok {
+            return Err(format!(
+                "name: {:?} must be non-empty ASCII letters, digits, '-', '_' or '.'",
+                raw.name
+            ));
+        }
+        if raw.model.is_empty() {
+            return Err("model: must name a model package or \"identity\"".into());
+        }
+        let mut versions = raw.versions;
+        if versions.is_empty() {
+            versions.push(VersionConfig {
+                name: "1".into(),
+                weight: 100.0,
+            });
+        }
+        for (i, v) in versions.iter().enumerate() {
+            if versions[..i].iter().any(|w| w.name == v.name) {
+                return Err(format!("version: {:?} appears twice", v.name));
+            }
+        }
+        if let Some(plan) = &raw.rollout {
+            if versions.len() != 2 {
+                return Err(format!(
+                    "rollout: needs exactly two versions (stable, canary), found {}",
+                    versions.len()
+                ));
+            }
+            if plan.steps.is_empty() {
+                return Err("rollout.steps: at least one step".into());
+            }
+        } else if versions.iter().all(|v| v.weight == 0.0) {
+            return Err("version.weight: at least one version needs a weight above 0".into());
+        }
+        if raw.replicas.min > raw.replicas.max {
+            return Err(format!(
+                "replicas.min ({}) is above replicas.max ({})",
+                raw.replicas.min, raw.replicas.max
+            ));
+        }
+        if raw.identity_delay > Duration::ZERO && raw.model != IDENTITY {
+            return Err("identity_delay: only for model = \"identity\"".into());
+        }
+        Ok(Self {
+            name: raw.name,
+            model: raw.model,
+            source: raw.source,
+            versions,
+            rollout: raw.rollout,
+            batching: raw.batching,
+            device: raw.device,
+            replicas: raw.replicas,
+            identity_delay: raw.identity_delay,
+        })
+    }
+}
+
+/// `[[deployment.version]]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VersionConfig {
+    /// The version's name (its package directory, `1`, `2`...).
+    pub name: String,
+    /// Its share of the traffic (relative to the other versions').
+    #[serde(default = "hundred", deserialize_with = "weight")]
+    pub weight: f64,
+}
+
+fn hundred() -> f64 {
+    100.0
+}
+
+/// `[deployment.rollout]`: traffic moves from the first version to the
+/// second through `steps` (percent), each held at least `step`, promoted
+/// while the canary's errors and latency stay in bounds, rolled back
+/// otherwise.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RolloutPlan {
+    /// Canary percentages, ascending, each in (0, 100].
+    #[serde(deserialize_with = "steps")]
+    pub steps: Vec<f64>,
+    /// Least time at each step.
+    #[serde(deserialize_with = "duration", default = "thirty_seconds")]
+    #[serde(serialize_with = "ser_duration")]
+    pub step: Duration,
+}
+
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `[deployment.batching]`: convoy-batcher's settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Batching {
+    /// Most items (rows) in one batch; 1 turns batching off.
+    #[serde(deserialize_with = "positive_usize")]
+    pub max_batch_size: usize,
+    /// How long the oldest queued request may wait for a fuller batch.
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub max_wait: Duration,
+    /// Batches running at once per replica.
+    #[serde(deserialize_with = "positive_usize")]
+    pub max_concurrent_batches: usize,
+    /// Requests queued per replica; beyond it requests are refused (503).
+    #[serde(deserialize_with = "positive_usize")]
+    pub queue_capacity: usize,
+    /// A request still queued after this is answered 504 unserved.
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub queue_timeout: Duration,
+    /// Keep batch sizes where measured throughput is best (convoy-batcher's
+    /// adaptive cap). Read and reported; applied to the batcher once
+    /// `BatchConfig` offers the adaptive cap (see `deploy::batch_config`).
+    pub adaptive: bool,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Self {
+            max_batch_size: 16,
+            max_wait: Duration::ZERO,
+            max_concurrent_batches: 1,
+            queue_capacity: 256,
+            queue_timeout: Duration::from_secs(10),
+            adaptive: true,
+        }
+    }
+}
+
+/// `[deployment.device]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeviceConfig {
+    /// `cpu`, `gpu` (fails without one) or `auto` (the GPU when present).
+    pub kind: DeviceKind,
+    /// Fraction of the device pool's memory (enforced) for each version.
+    #[serde(deserialize_with = "fraction")]
+    pub fraction: f64,
+    /// Weight of each version in the compute gate (≥ 1).
+    #[serde(deserialize_with = "positive_u32")]
+    pub compute_weight: u32,
+    /// libtorch intra-op threads of the model (CPU).
+    #[serde(deserialize_with = "positive_usize")]
+    pub intra_op_threads: usize,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        Self {
+            kind: DeviceKind::Auto,
+            fraction: 0.1,
+            compute_weight: 1,
+            intra_op_threads: 1,
+        }
+    }
+}
+
+/// Where a model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    /// The host CPU.
+    Cpu,
+    /// The GPU; an error at start without one.
+    Gpu,
+    /// The GPU when there is one, the CPU otherwise.
+    Auto,
+}
+
+/// `[deployment.replicas]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Replicas {
+    /// Replicas kept at least (≥ 1: the server never scales a model to zero).
+    #[serde(deserialize_with = "positive_u32")]
+    pub min: u32,
+    /// Replicas at most.
+    #[serde(deserialize_with = "positive_u32")]
+    pub max: u32,
+    /// What the autoscaler aims at.
+    pub policy: Policy,
+    /// `latency_slo`: the p99 latency kept under.
+    #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
+    pub slo: Duration,
+    /// `target_ongoing`: requests in flight per replica.
+    #[serde(deserialize_with = "positive_f64")]
+    pub target_ongoing: f64,
+}
+
+impl Default for Replicas {
+    fn default() -> Self {
+        Self {
+            min: 1,
+            max: 1,
+            policy: Policy::LatencySlo,
+            slo: Duration::from_millis(500),
+            target_ongoing: 8.0,
+        }
+    }
+}
+
+/// The autoscaling policy of a deployment's versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Policy {
+    /// Keep the p99 callers feel under `slo` (convoy-autoscale `LatencySlo`).
+    LatencySlo,
+    /// Keep `target_ongoing` requests per replica (Ray Serve's rule).
+    TargetOngoing,
+}
+
+/// A configuration that cannot be used; its message names the field and
+/// the line.
+#[derive(Debug)]
+pub struct ConfigError {
+    message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn at(source: &str, span: std::ops::Range<usize>, message: impl fmt::Display) -> Self {
+        let line = source[..span.start.min(source.len())].matches('\n').count() + 1;
+        Self {
+            message: format!("configuration error at line {line}: {message}"),
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            message: format!("{}: {e}", path.display()),
+        })?;
+        Self::parse(&text).map_err(|e| ConfigError {
+            message: format!("{}: {e}", path.display()),
+        })
+    }
+
+    /// Parses and checks TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| match e.span() {
+            Some(span) => ConfigError::at(text, span, e.message()),
+            None => ConfigError {
+                message: format!("configuration error: {}", e.message()),
+            },
+        })?;
+        for (i, d) in config.deployments.iter().enumerate() {
+            if config.deployments[..i]
+                .iter()
+                .any(|e| e.get_ref().name == d.get_ref().name)
+            {
+                return Err(ConfigError::at(
+                    text,
+                    d.span(),
+                    format!("deployment.name: {:?} appears twice", d.get_ref().name),
+                ));
+            }
+        }
+        if config.deployments.is_empty() {
+            return Err(ConfigError {
+                message: "configuration error: no [[deployment]]".into(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// The deployments, without their spans.
+    pub fn deployments(&self) -> impl Iterator<Item = &DeploymentConfig> {
+        self.deployments.iter().map(|d| d.get_ref())
+    }
+}
+
+/// Parses `250ms`, `1.5s`, `2m`, `100us`, `0`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("{s:?}: a duration needs a unit (ns, us, ms, s, m, h)"))?;
+    let (number, unit) = s.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: {number:?} is not a number"))?;
+    let scale = match unit {
+        "ns" => 1e-9,
+        "us" | "µs" => 1e-6,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => {
+            return Err(format!(
+                "{s:?}: unknown unit {unit:?} (ns, us, ms, s, m, h)"
+            ))
+        }
+    };
+    Duration::try_from_secs_f64(n * scale).map_err(|e| format!("{s:?}: {e}"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn ser_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{}ms", d.as_secs_f64() * 1e3))
+}
+
+fn positive_usize<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let n = i64::deserialize(d)?;
+    usize::try_from(n)
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| serde::de::Error::custom(format!("must be at least 1, got {n}")))
+}
+
+fn positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = i64::deserialize(d)?;
+    u32::try_from(n)
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| serde::de::Error::custom(format!("must be 1 to {}, got {n}", u32::MAX)))
+}
+
+fn positive_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = i64::deserialize(d)?;
+    u64::try_from(n)
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| serde::de::Error::custom(format!("must be at least 1, got {n}")))
+}
+
+fn number<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Int(i64),
+        Float(f64),
+    }
+    Ok(match Number::deserialize(d)? {
+        Number::Int(i) => i as f64,
+        Number::Float(f) => f,
+    })
+}
+
+fn positive_f64<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let x = number(d)?;
+    if x.is_finite() && x > 0.0 {
+        Ok(x)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "must be above 0, got {x}"
+        )))
+    }
+}
+
+fn weight<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let x = number(d)?;
+    if x.is_finite() && x >= 0.0 {
+        Ok(x)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "a weight is 0 or more, got {x}"
+        )))
+    }
+}
+
+fn fraction<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    let x = number(d)?;
+    if x.is_finite() && x > 0.0 && x <= 1.0 {
+        Ok(x)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "a fraction in (0, 1], got {x}"
+        )))
+    }
+}
+
+fn steps<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+    let steps = Vec::<f64>::deserialize(d)?;
+    let ascending = steps.windows(2).all(|w| w[0] < w[1]);
+    if !ascending || steps.iter().any(|&s| !(s > 0.0 && s <= 100.0)) {
+        return Err(serde::de::Error::custom(format!(
+            "steps are ascending percentages in (0, 100], got {steps:?}"
+        )));
+    }
+    Ok(steps)
+}

@@ -1,0 +1,487 @@
+//! One deployment: every request takes the same path through the four
+//! convoy crates, and no path goes around them.
+//!
+//! ```text
+//! convoy-router Split (versions by weight, sticky key, header override;
+//!                      a Rollout moves the weights)
+//!   ─► per version: Counted (requests, errors, latency per model/version)
+//!   ─► convoy-autoscale LoadObserver (the latency callers feel)
+//!   ─► convoy-router Balancer (p2c over the version's ready replicas)
+//!   ─► convoy-autoscale ReplicaSet (autoscaled by LatencySlo/TargetOngoing)
+//!   ─► per replica: convoy-batcher Batch (keyed by sequence-length bucket
+//!      for text, cost = rows, deadline = the request's)
+//!   ─► convoy-gpu-pool: the version's tenant lease for every batch
+//!   ─► Forward (the model version, shared by its replicas)
+//! ```
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use convoy_autoscale::signal::Observe;
+use convoy_autoscale::{
+    Autoscaler, AutoscalerHandle, Engine, EngineConfig, LatencySlo, LatencySloConfig, LoadObserver,
+    ReplicaSet, ReplicaSetConfig, Scaler, TargetOngoing, TargetOngoingConfig,
+};
+use convoy_batcher::{BatchConfig, BatchHandle, BatchLayer, BatchStats, OverflowPolicy};
+use convoy_gpu_pool::{GpuPool, Share, Tenant};
+use convoy_router::balance::BalanceConfig;
+use convoy_router::rollout::{LatencyCheck, LatencyLimit};
+use convoy_router::split::Override;
+use convoy_router::{Balancer, Rollout, RolloutConfig, RolloutHandle, Split, SplitHandle};
+use example_tensor::NamedTensor;
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::time::Instant;
+use tower::{BoxError, Layer, Service};
+
+use crate::config::{Batching, DeploymentConfig, DeviceKind, Policy, RolloutPlan};
+use crate::model::{Forward, Kind};
+
+/// One request on its way through a deployment.
+#[derive(Debug)]
+pub struct Item {
+    /// The request's input tensors (leading dimension: its rows).
+    pub inputs: Vec<NamedTensor>,
+    /// Requests with equal keys share a batch (sequence-length bucket).
+    pub key: u64,
+    /// Its cost in the batch: rows.
+    pub cost: u64,
+    /// Answered 504 unserved if still queued then.
+    pub deadline: Option<Instant>,
+    /// The version it is pinned to (`x-convoy-version`).
+    pub pinned: Option<String>,
+    /// Sticky key: equal keys stay on one version.
+    pub sticky: Option<u64>,
+}
+
+impl Item {
+    /// An item for `inputs` with its cost (rows of the first input) and
+    /// key (for text models: the power-of-two bucket of the sequence length).
+    pub fn new(inputs: Vec<NamedTensor>, kind: Kind) -> Self {
+        let rows = inputs.first().map_or(1, |t| t.tensor.rows()).max(1);
+        let key = match kind {
+            Kind::Embed => inputs
+                .first()
+                .and_then(|t| t.tensor.shape.get(1).copied())
+                .map_or(0, |len| len.max(1).next_power_of_two() as u64),
+            _ => 0,
+        };
+        Self {
+            inputs,
+            key,
+            cost: rows as u64,
+            deadline: None,
+            pinned: None,
+            sticky: None,
+        }
+    }
+}
+
+/// A deployment's answer: which version computed it, and the outputs.
+#[derive(Debug)]
+pub struct Answer {
+    /// The version that answered.
+    pub version: Arc<str>,
+    /// The request's output tensors.
+    pub outputs: Vec<NamedTensor>,
+}
+
+/// The version named by `x-convoy-version`, if any.
+#[derive(Debug, Clone, Copy)]
+struct Pinned;
+
+impl Override<Item> for Pinned {
+    fn backend<'a>(&'a self, req: &'a Item) -> Option<&'a str> {
+        req.pinned.as_deref()
+    }
+}
+
+/// A replica: a batcher in front of the version's model.
+pub type Replica = convoy_batcher::Batch<Item, Vec<NamedTensor>>;
+
+/// One version's service as the split sees it.
+pub type VersionService = Counted<Observe<Balancer<Item, Vec<NamedTensor>>>>;
+
+/// One model version: its model, replicas, autoscaler, observer and tenant.
+#[derive(Debug)]
+pub struct Version {
+    /// `1`, `2`...
+    pub name: Arc<str>,
+    /// The loaded model (shared by all replicas).
+    pub model: Arc<dyn Forward>,
+    /// The replicas.
+    pub replicas: ReplicaSet<Replica>,
+    /// What the version's callers feel.
+    pub observer: LoadObserver,
+    /// Stops the version's autoscaler.
+    pub autoscaler: AutoscalerHandle,
+    /// The version's share of the device pool.
+    pub tenant: Tenant,
+    /// The batchers of every replica ever started (for statistics).
+    batchers: Arc<Mutex<Vec<BatchHandle>>>,
+}
+
+impl Version {
+    /// Summed statistics of this version's batchers.
+    pub fn batch_stats(&self) -> BatchTotals {
+        let handles = self.batchers.lock().clone();
+        let all: Vec<BatchStats> = handles.iter().map(BatchHandle::stats).collect();
+        BatchTotals::of(&all)
+    }
+}
+
+/// The statistics of a version's batchers together.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BatchTotals {
+    /// Requests admitted.
+    pub requests: u64,
+    /// Batches dispatched.
+    pub batches: u64,
+    /// Requests answered by the model.
+    pub completed: u64,
+    /// Requests refused (queue full, deadline, closed).
+    pub rejected: u64,
+    /// Mean items per batch over all batches.
+    pub mean_batch_size: f64,
+    /// Largest batch among recent ones.
+    pub max_recent_batch_size: f64,
+    /// Queued now.
+    pub queue_depth: usize,
+    /// The batch size cap in force now (the adaptive cap when on).
+    pub current_max_batch_size: usize,
+}
+
+impl BatchTotals {
+    fn of(all: &[BatchStats]) -> Self {
+        let mut t = BatchTotals::default();
+        for s in all {
+            t.requests += s.admitted_total;
+            t.batches += s.batches_total;
+            t.completed += s.completed_total;
+            t.rejected += s.rejected_total();
+            t.queue_depth += s.queue_depth;
+            t.max_recent_batch_size = t.max_recent_batch_size.max(s.batch_size.max);
+            t.current_max_batch_size = t.current_max_batch_size.max(s.max_batch_size);
+        }
+        if t.batches > 0 {
+            t.mean_batch_size = t.completed as f64 / t.batches as f64;
+        }
+        t
+    }
+}
+
+/// A deployment: its versions behind a split.
+#[derive(Debug)]
+pub struct Deployment {
+    /// The deployment's configuration.
+    pub config: DeploymentConfig,
+    /// The model kind (the same for every version).
+    pub kind: Kind,
+    /// The split between versions.
+    pub split: Split<VersionService, Item>,
+    /// Live weights of the split.
+    pub handle: SplitHandle<VersionService>,
+    /// The versions, in the configuration's order.
+    pub versions: Vec<Version>,
+    /// The rollout in progress, if the configuration plans one.
+    pub rollout: Option<RolloutHandle>,
+}
+
+/// The batcher settings of a replica.
+///
+/// The adaptive cap (`batching.adaptive`, on by default) goes here once
+/// `BatchConfig`'s builder offers it; until then the configured
+/// `max_batch_size` is a fixed cap.
+pub fn batch_config(name: &str, b: &Batching) -> Result<BatchConfig, BoxError> {
+    Ok(BatchConfig::builder()
+        .name(name)
+        .max_batch_size(b.max_batch_size)
+        .max_batch_cost(b.max_batch_size as u64)
+        .max_wait(b.max_wait)
+        .max_concurrent_batches(b.max_concurrent_batches)
+        .queue_capacity(b.queue_capacity)
+        .queue_timeout(b.queue_timeout)
+        .overflow(OverflowPolicy::Reject)
+        .build()?)
+}
+
+fn replica(
+    label: &str,
+    cfg: &Batching,
+    model: Arc<dyn Forward>,
+    tenant: Tenant,
+) -> Result<Replica, BoxError> {
+    let layer = BatchLayer::<Item, Vec<NamedTensor>>::new(batch_config(label, cfg)?)
+        .key_fn(|i: &Item| i.key)
+        .cost_fn(|i: &Item| i.cost)
+        .deadline_fn(|i: &Item| i.deadline);
+    let label: Arc<str> = label.into();
+    Ok(layer.layer(tower::service_fn(move |batch: Vec<Item>| {
+        let (model, tenant, label) = (Arc::clone(&model), tenant.clone(), Arc::clone(&label));
+        async move {
+            // A compute slot, weighted fair across the pool's tenants.
+            let _lease = tenant.lease().await;
+            metrics::histogram!("convoy_server_batch_size", "deployment" => label.to_string())
+                .record(batch.len() as f64);
+            let inputs: Vec<Vec<NamedTensor>> = batch.into_iter().map(|i| i.inputs).collect();
+            model.forward(inputs).await
+        }
+    })))
+}
+
+fn policy(cfg: &DeploymentConfig) -> Result<Box<dyn convoy_autoscale::Policy>, BoxError> {
+    let r = &cfg.replicas;
+    Ok(match r.policy {
+        Policy::LatencySlo => Box::new(LatencySlo::new(LatencySloConfig::default().target(r.slo))?),
+        Policy::TargetOngoing => Box::new(TargetOngoing::new(
+            TargetOngoingConfig::default().target_ongoing_requests(r.target_ongoing),
+        )?),
+    })
+}
+
+fn share(cfg: &DeploymentConfig, on_gpu: bool) -> Share {
+    let share = if on_gpu {
+        Share::fraction(cfg.device.fraction)
+    } else {
+        // The model's memory is the host's; the tenant gates compute and
+        // carries the pool buffers a batch may take.
+        Share::bytes(16 << 20)
+    };
+    share.compute_weight(cfg.device.compute_weight)
+}
+
+fn version(
+    cfg: &DeploymentConfig,
+    name: &str,
+    model: Arc<dyn Forward>,
+    pool: &GpuPool,
+) -> Result<(Version, VersionService), BoxError> {
+    let label = format!("{}/{}", cfg.name, name);
+    let on_gpu = model.device().starts_with("cuda");
+    let tenant = pool.tenant(label.clone(), share(cfg, on_gpu))?;
+    let batchers: Arc<Mutex<Vec<BatchHandle>>> = Arc::default();
+    let (bcfg, rmodel, rtenant, rbatchers, rlabel) = (
+        cfg.batching.clone(),
+        Arc::clone(&model),
+        tenant.clone(),
+        Arc::clone(&batchers),
+        label.clone(),
+    );
+    let replicas = ReplicaSet::new(
+        ReplicaSetConfig::default().max_replicas(cfg.replicas.max),
+        move || {
+            let made = replica(&rlabel, &bcfg, Arc::clone(&rmodel), rtenant.clone());
+            if let Ok(r) = &made {
+                rbatchers.lock().push(r.handle());
+            }
+            async move { made }
+        },
+    )?;
+    let observer = LoadObserver::new();
+    let balancer = Balancer::new(replicas.discover(), BalanceConfig::default())?;
+    let service = Counted::new(
+        &cfg.name,
+        name,
+        tower::Layer::layer(&observer.layer(), balancer),
+    );
+    let engine = Engine::new(
+        EngineConfig::default()
+            .name(label.as_str())
+            .min_replicas(cfg.replicas.min)
+            .max_replicas(cfg.replicas.max)
+            .upscale_delay(Duration::ZERO)
+            .downscale_delay(Duration::from_secs(60)),
+        policy(cfg)?,
+    )?;
+    let autoscaler = Autoscaler::new(engine, replicas.clone()).with_source(observer.clone());
+    let handle = autoscaler.handle();
+    tokio::spawn(autoscaler.run());
+    Ok((
+        Version {
+            name: name.into(),
+            model,
+            replicas,
+            observer,
+            autoscaler: handle,
+            tenant,
+            batchers,
+        },
+        service,
+    ))
+}
+
+impl Deployment {
+    /// Builds a deployment over its loaded models (one per version, in the
+    /// configuration's order). Needs a tokio runtime.
+    pub fn new(
+        config: DeploymentConfig,
+        models: Vec<Arc<dyn Forward>>,
+        pool: &GpuPool,
+    ) -> Result<Self, BoxError> {
+        assert_eq!(models.len(), config.versions.len(), "one model per version");
+        let kind = models[0].kind();
+        let mut builder = Split::builder()
+            .name(config.name.as_str())
+            .sticky_by(|i: &Item| i.sticky)
+            .override_with(Pinned);
+        let mut versions = Vec::new();
+        for (i, (v, model)) in config.versions.iter().zip(models).enumerate() {
+            if model.kind() != kind {
+                return Err(format!(
+                    "deployment {}: version {} is a {:?} model, version {} a {:?} one",
+                    config.name,
+                    v.name,
+                    model.kind(),
+                    config.versions[0].name,
+                    kind
+                )
+                .into());
+            }
+            let (version, service) = version(&config, &v.name, model, pool)?;
+            // With a rollout plan, traffic starts on the stable version.
+            let weight = match (&config.rollout, i) {
+                (Some(_), 0) => 100.0,
+                (Some(_), _) => 0.0,
+                (None, _) => v.weight,
+            };
+            builder = builder.backend(v.name.as_str(), service, weight);
+            versions.push(version);
+        }
+        let (split, handle) = builder.build()?;
+        let rollout = match &config.rollout {
+            Some(plan) => Some(start_rollout(&config, plan, handle.clone())?),
+            None => None,
+        };
+        Ok(Self {
+            config,
+            kind,
+            split,
+            handle,
+            versions,
+            rollout,
+        })
+    }
+
+    /// Whether every version has a ready replica.
+    pub fn ready(&self) -> bool {
+        self.versions
+            .iter()
+            .all(|v| v.replicas.replicas().ready > 0)
+    }
+
+    /// The version named `name`.
+    pub fn version(&self, name: &str) -> Option<&Version> {
+        self.versions.iter().find(|v| &*v.name == name)
+    }
+
+    /// Stops the autoscalers (a rollout stops with its handle).
+    pub fn shutdown(&self) {
+        for v in &self.versions {
+            v.autoscaler.shutdown();
+        }
+    }
+}
+
+fn start_rollout(
+    cfg: &DeploymentConfig,
+    plan: &RolloutPlan,
+    handle: SplitHandle<VersionService>,
+) -> Result<RolloutHandle, BoxError> {
+    let config = RolloutConfig {
+        stable: cfg.versions[0].name.clone(),
+        canary: cfg.versions[1].name.clone(),
+        steps: plan.steps.clone(),
+        min_step_duration: plan.step,
+        analysis_interval: plan.step / 5,
+        min_samples: 50,
+        max_error_rate: 0.01,
+        latency: Some(LatencyCheck {
+            quantile: 0.99,
+            limit: LatencyLimit::StableFactor(2.0),
+        }),
+        failure_limit: 3,
+        rollback_steps: 4,
+        rollback_interval: plan.step / 2,
+    };
+    let name = cfg.name.clone();
+    Ok(Rollout::new(handle, config)?
+        .on_event(move |e| {
+            tracing::info!(deployment = %name, kind = ?e.kind, percent = e.canary_percent, reason = %e.reason, "rollout")
+        })
+        .start())
+}
+
+/// Counts requests and errors and records latency per model and version
+/// (`convoy_server_requests_total`, `convoy_server_errors_total`,
+/// `convoy_server_request_seconds`), and tags the answer with its version.
+#[derive(Debug, Clone)]
+pub struct Counted<S> {
+    inner: S,
+    model: Arc<str>,
+    version: Arc<str>,
+}
+
+impl<S> Counted<S> {
+    fn new(model: &str, version: &str, inner: S) -> Self {
+        Self {
+            inner,
+            model: model.into(),
+            version: version.into(),
+        }
+    }
+}
+
+impl<S> Service<Item> for Counted<S>
+where
+    S: Service<Item, Response = Vec<NamedTensor>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+{
+    type Response = Answer;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Answer, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, item: Item) -> Self::Future {
+        let start = Instant::now();
+        let (model, version) = (self.model.to_string(), self.version.to_string());
+        let answer = self.inner.call(item);
+        let tag = Arc::clone(&self.version);
+        Box::pin(async move {
+            let result = answer.await.map_err(Into::into);
+            let labels = [("model", model), ("version", version)];
+            metrics::counter!("convoy_server_requests_total", &labels).increment(1);
+            metrics::histogram!("convoy_server_request_seconds", &labels)
+                .record(start.elapsed().as_secs_f64());
+            if result.is_err() {
+                metrics::counter!("convoy_server_errors_total", &labels).increment(1);
+            }
+            result.map(|outputs| Answer {
+                version: tag,
+                outputs,
+            })
+        })
+    }
+}
+
+/// Where a deployment's models run: the GPU when asked (an error without
+/// one) or, with `auto`, when the pool found one.
+pub fn wants_gpu(kind: DeviceKind, pool: &GpuPool) -> Result<bool, BoxError> {
+    let has_gpu = pool.backend_kind() == convoy_gpu_pool::BackendKind::Cuda;
+    match kind {
+        DeviceKind::Cpu => Ok(false),
+        DeviceKind::Auto => Ok(has_gpu),
+        DeviceKind::Gpu if has_gpu => Ok(true),
+        DeviceKind::Gpu => Err(format!(
+            "device.kind = \"gpu\" but there is no GPU ({})",
+            pool.fallback_reason().unwrap_or("no CUDA backend")
+        )
+        .into()),
+    }
+}

@@ -1,0 +1,237 @@
+//! `GET /v1/models` and `POST /v1/models/{name}/{task}`: `infer` (JSON
+//! tensors) for the identity model, `classify`, `embed` and `detect` for
+//! the model kinds that answer them.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use example_tensor::NamedTensor;
+use serde::{Deserialize, Serialize};
+use tower::ServiceExt;
+
+use super::{ApiError, AppState, TensorsRequest, TensorsResponse, VERSION_HEADER};
+use crate::config::{Batching, Replicas};
+use crate::deploy::{Answer, BatchTotals, Deployment, Item};
+use crate::http::JsonTensor;
+use crate::model::Kind;
+
+/// `GET /v1/models`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ModelsResponse {
+    /// Every deployment.
+    pub models: Vec<DeploymentInfo>,
+    /// The device pool's backend (`host` or `cuda`).
+    pub pool_backend: String,
+}
+
+/// One deployment in [`ModelsResponse`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeploymentInfo {
+    /// The name clients use.
+    pub name: String,
+    /// The model package (or `identity`).
+    pub model: String,
+    /// `identity`, `classify`, `embed`, `detect`.
+    pub kind: String,
+    /// The v1 route: `/v1/models/{name}/{route}`.
+    pub route: String,
+    /// Where it runs (`cpu`, `cuda:0`).
+    pub device: String,
+    /// Every version has a ready replica.
+    pub ready: bool,
+    /// Batching settings as configured.
+    pub batching: Batching,
+    /// Replica bounds and autoscaling policy.
+    pub replicas: Replicas,
+    /// The versions.
+    pub versions: Vec<VersionInfo>,
+}
+
+/// One version in [`DeploymentInfo`].
+#[derive(Debug, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// `1`, `2`...
+    pub name: String,
+    /// Split weight now.
+    pub weight: f64,
+    /// Requests the split routed to it.
+    pub requests: u64,
+    /// Of which failed.
+    pub errors: u64,
+    /// Replicas ready now.
+    pub ready_replicas: u32,
+    /// Replicas starting or ready.
+    pub replicas: u32,
+    /// Requests in flight now.
+    pub in_flight: u64,
+    /// Its batchers together (mean batch size, current cap...).
+    pub batch: BatchStatsInfo,
+    /// Pool memory of its tenant in use, bytes.
+    pub tenant_bytes_in_use: u64,
+}
+
+/// Batcher statistics of one version (see [`BatchTotals`]).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BatchStatsInfo {
+    /// Requests admitted.
+    pub requests: u64,
+    /// Batches dispatched.
+    pub batches: u64,
+    /// Requests refused.
+    pub rejected: u64,
+    /// Mean items per batch.
+    pub mean_batch_size: f64,
+    /// Queued now.
+    pub queue_depth: usize,
+    /// Batch size cap in force now.
+    pub current_max_batch_size: usize,
+}
+
+impl From<BatchTotals> for BatchStatsInfo {
+    fn from(t: BatchTotals) -> Self {
+        Self {
+            requests: t.requests,
+            batches: t.batches,
+            rejected: t.rejected,
+            mean_batch_size: t.mean_batch_size,
+            queue_depth: t.queue_depth,
+            current_max_batch_size: t.current_max_batch_size,
+        }
+    }
+}
+
+fn info(d: &Deployment) -> DeploymentInfo {
+    let snapshot = d.handle.snapshot();
+    let versions = d
+        .versions
+        .iter()
+        .map(|v| {
+            let b = snapshot.backends.iter().find(|b| b.name == *v.name);
+            let counts = convoy_autoscale::Scaler::replicas(&v.replicas);
+            VersionInfo {
+                name: v.name.to_string(),
+                weight: b.map_or(0.0, |b| b.weight),
+                requests: b.map_or(0, |b| b.requests),
+                errors: b.map_or(0, |b| b.errors),
+                ready_replicas: counts.ready,
+                replicas: counts.current,
+                in_flight: v.observer.in_flight(),
+                batch: v.batch_stats().into(),
+                tenant_bytes_in_use: v.tenant.used(),
+            }
+        })
+        .collect();
+    DeploymentInfo {
+        name: d.config.name.clone(),
+        model: d.config.model.clone(),
+        kind: format!("{:?}", d.kind).to_lowercase(),
+        route: d.kind.route().to_string(),
+        device: d.versions[0].model.device(),
+        ready: d.ready(),
+        batching: d.config.batching.clone(),
+        replicas: d.config.replicas.clone(),
+        versions,
+    }
+}
+
+pub(crate) async fn models(State(state): State<Arc<AppState>>) -> Json<ModelsResponse> {
+    Json(ModelsResponse {
+        models: state.server.deployments.iter().map(info).collect(),
+        pool_backend: state.server.pool.backend_kind().to_string(),
+    })
+}
+
+/// Runs one request through `d`, within the server's request timeout.
+pub(crate) async fn run(
+    state: &AppState,
+    d: &Deployment,
+    inputs: Vec<NamedTensor>,
+    headers: &HeaderMap,
+) -> Result<Answer, ApiError> {
+    let timeout = state.server.config.server.request_timeout;
+    let mut item = Item::new(inputs, d.kind);
+    item.deadline = Some(tokio::time::Instant::now() + timeout);
+    if let Some(v) = headers.get(VERSION_HEADER) {
+        let v = v.to_str().unwrap_or_default();
+        if d.version(v).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "{VERSION_HEADER}: {} has no version {v:?}",
+                d.config.name
+            )));
+        }
+        item.pinned = Some(v.to_string());
+    }
+    match tokio::time::timeout(timeout, d.split.clone().oneshot(item)).await {
+        Ok(answer) => answer.map_err(ApiError::from_service),
+        Err(_) => Err(ApiError::deadline(format!(
+            "not answered within the request timeout ({timeout:?})"
+        ))),
+    }
+}
+
+pub(crate) async fn task(
+    State(state): State<Arc<AppState>>,
+    Path((name, task)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let server = Arc::clone(&state.server);
+    let d = server
+        .deployment(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no model {name:?}")))?;
+    if task != d.kind.route() {
+        return Err(ApiError::not_found(format!(
+            "model {name:?} answers POST /v1/models/{name}/{}, not /{task}",
+            d.kind.route()
+        )));
+    }
+    let body = body?;
+    match d.kind {
+        Kind::Identity => infer(&state, d, body, &headers).await,
+        kind => Err(ApiError::unavailable(format!(
+            "{kind:?} models need the server built with the model runtime"
+        ))),
+    }
+}
+
+/// `infer`: JSON tensors in, JSON tensors out.
+async fn infer(
+    state: &AppState,
+    d: &Deployment,
+    body: Bytes,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let inputs = state
+        .blocking(move || {
+            let req: TensorsRequest = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request(format!("invalid JSON: {e}")))?;
+            if req.inputs.is_empty() {
+                return Err(ApiError::unprocessable("inputs: at least one tensor"));
+            }
+            let inputs: Vec<NamedTensor> = req
+                .inputs
+                .iter()
+                .map(JsonTensor::decode)
+                .collect::<Result<_, _>>()?;
+            let rows = inputs[0].tensor.rows();
+            if inputs.iter().any(|t| t.tensor.rows() != rows) {
+                return Err(ApiError::unprocessable(
+                    "inputs: every tensor needs the same first dimension (rows)",
+                ));
+            }
+            Ok(inputs)
+        })
+        .await?;
+    let answer = run(state, d, inputs, headers).await?;
+    Ok(Json(TensorsResponse {
+        model_name: d.config.name.clone(),
+        model_version: answer.version.to_string(),
+        outputs: answer.outputs.iter().map(JsonTensor::encode).collect(),
+    })
+    .into_response())
+}

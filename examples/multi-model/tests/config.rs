@@ -1,0 +1,105 @@
+//! Configuration errors name the field and its line; the checked-in
+//! configurations load.
+
+use example_multi_model::Config;
+
+fn error(text: &str) -> String {
+    Config::parse(text).unwrap_err().to_string()
+}
+
+const HEAD: &str = "[[deployment]]\nname = \"a\"\nmodel = \"identity\"\n";
+
+#[test]
+fn checked_in_configs_load() {
+    for text in [
+        include_str!("../config/test.toml"),
+        include_str!("../config/demo.toml"),
+    ] {
+        let c = Config::parse(text).unwrap();
+        assert!(c.deployments().count() >= 2);
+    }
+    let demo = Config::parse(include_str!("../config/demo.toml")).unwrap();
+    let names: Vec<_> = demo.deployments().map(|d| d.name.as_str()).collect();
+    for n in [
+        "resnet50",
+        "minilm",
+        "yolov8n",
+        "identity",
+        "resnet50-unbatched",
+        "minilm-unbatched",
+        "yolov8n-unbatched",
+    ] {
+        assert!(names.contains(&n), "{n}");
+    }
+    assert!(demo
+        .deployments()
+        .filter(|d| d.name.ends_with("-unbatched"))
+        .all(|d| d.batching.max_batch_size == 1));
+}
+
+#[test]
+fn unknown_fields_are_refused_with_their_line() {
+    let e = error(&format!("{HEAD}[deployment.batching]\nmax_bach_size = 4\n"));
+    assert!(e.contains("line 5") && e.contains("max_bach_size"), "{e}");
+}
+
+#[test]
+fn values_out_of_range_name_their_line() {
+    for (extra, line, says) in [
+        (
+            "[deployment.batching]\nmax_batch_size = 0\n",
+            5,
+            "at least 1",
+        ),
+        (
+            "[deployment.batching]\nmax_wait = \"5 parsecs\"\n",
+            5,
+            "unit",
+        ),
+        ("[deployment.batching]\nqueue_timeout = 3\n", 5, "string"),
+        ("[deployment.device]\nfraction = 1.5\n", 5, "(0, 1]"),
+        ("[deployment.device]\nkind = \"tpu\"\n", 5, "tpu"),
+        (
+            "[[deployment.version]]\nname = \"1\"\nweight = -1\n",
+            6,
+            "weight",
+        ),
+        ("[deployment.replicas]\npolicy = \"magic\"\n", 5, "magic"),
+    ] {
+        let e = error(&format!("{HEAD}{extra}"));
+        assert!(
+            e.contains(&format!("line {line}")) && e.contains(says),
+            "{extra}: {e}"
+        );
+    }
+}
+
+#[test]
+fn inconsistent_deployments_are_refused() {
+    let e = error(&format!("{HEAD}[deployment.replicas]\nmin = 3\nmax = 2\n"));
+    assert!(e.contains("replicas.min") && e.contains("line"), "{e}");
+    let e = error(&format!("{HEAD}{HEAD}"));
+    assert!(e.contains("appears twice") && e.contains("line 4"), "{e}");
+    let e = error(&format!(
+        "{HEAD}[[deployment.version]]\nname = \"1\"\n[deployment.rollout]\nsteps = [10, 50]\n"
+    ));
+    assert!(e.contains("two versions"), "{e}");
+    let e = error(&format!(
+        "{HEAD}[[deployment.version]]\nname = \"1\"\n[[deployment.version]]\nname = \"1\"\n"
+    ));
+    assert!(e.contains("twice"), "{e}");
+    let e = error("[server]\n");
+    assert!(e.contains("no [[deployment]]"), "{e}");
+    let e = error("[[deployment]]\nname = \"a b\"\nmodel = \"identity\"\n");
+    assert!(e.contains("name"), "{e}");
+}
+
+#[test]
+fn defaults_fill_what_is_left_out() {
+    let c = Config::parse(HEAD).unwrap();
+    let d = c.deployments().next().unwrap();
+    assert_eq!(d.versions.len(), 1);
+    assert_eq!(d.versions[0].name, "1");
+    assert!(d.batching.adaptive);
+    assert_eq!(d.replicas.min, 1);
+}
