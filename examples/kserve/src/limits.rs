@@ -9,7 +9,7 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// The largest request body (REST) or message (gRPC) in bytes; larger
-    /// ones get 413 / `RESOURCE_EXHAUSTED`. Default 32 MiB.
+    /// ones get 413, or `OUT_OF_RANGE` from tonic's decoder. Default 32 MiB.
     pub max_body_bytes: usize,
     /// The most elements one input tensor's shape may claim; more get 413 /
     /// `RESOURCE_EXHAUSTED` before any allocation. Default 16 Mi.
