@@ -1,6 +1,7 @@
-//! The `make demo` matrix: the batched and the unbatched route of the
-//! batch-axum example at several client counts, side by side, with the mean
-//! batch size the server's `/stats` saw during each batched run.
+//! The batched-vs-unbatched matrix: a batched and an unbatched route at
+//! several client counts, side by side, with the mean batch size the
+//! server reported for each batched run (batch-axum's `/stats`, or the
+//! multi-model server's `GET /v1/models`).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use hyper::Uri;
 use serde::Serialize;
 
+use crate::payload::Payloads;
 use crate::{get_body, http_client, run_with, LoadConfig, LoadError, Summary};
 
 /// JSON pointers into the server's `/stats` body: total batches and total
@@ -15,6 +17,56 @@ use crate::{get_body, http_client, run_with, LoadConfig, LoadError, Summary};
 pub const STATS_BATCHES: &str = "/totals/batches";
 /// See [`STATS_BATCHES`].
 pub const STATS_ITEMS: &str = "/totals/items";
+
+/// Where the server reports how many items and batches it has dispatched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stats {
+    /// batch-axum: `GET <path>` with [`STATS_BATCHES`] and [`STATS_ITEMS`].
+    Totals {
+        /// The path, e.g. `/stats`.
+        path: String,
+    },
+    /// The multi-model server: `GET /v1/models`, the named deployment's
+    /// versions' `batch.requests` and `batch.batches`, summed.
+    V1Models {
+        /// The deployment's name.
+        deployment: String,
+    },
+}
+
+impl Stats {
+    fn path(&self) -> &str {
+        match self {
+            Stats::Totals { path } => path,
+            Stats::V1Models { .. } => "/v1/models",
+        }
+    }
+
+    /// Reads (batches, items) from the stats body.
+    pub fn totals(&self, body: &[u8]) -> Option<(u64, u64)> {
+        match self {
+            Stats::Totals { .. } => stats_totals(body),
+            Stats::V1Models { deployment } => v1_models_totals(body, deployment),
+        }
+    }
+}
+
+/// Reads (batches, items) of `deployment` from a `GET /v1/models` body.
+pub fn v1_models_totals(body: &[u8], deployment: &str) -> Option<(u64, u64)> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let model = v
+        .get("models")?
+        .as_array()?
+        .iter()
+        .find(|m| m.get("name").and_then(|n| n.as_str()) == Some(deployment))?;
+    let mut totals = (0, 0);
+    for version in model.get("versions")?.as_array()? {
+        let batch = version.get("batch")?;
+        totals.0 += batch.get("batches")?.as_u64()?;
+        totals.1 += batch.get("requests")?.as_u64()?;
+    }
+    Some(totals)
+}
 
 /// What the demo runs.
 #[derive(Debug, Clone)]
@@ -33,8 +85,10 @@ pub struct DemoConfig {
     pub batched_path: String,
     /// Path of the unbatched route.
     pub unbatched_path: String,
-    /// Path of the stats endpoint.
-    pub stats_path: String,
+    /// Where the batch statistics are.
+    pub stats: Stats,
+    /// Request bodies (default: `{"inputs":[...]}` of `input_width` numbers).
+    pub payloads: Option<Payloads>,
 }
 
 impl DemoConfig {
@@ -49,16 +103,17 @@ impl DemoConfig {
             input_width: 1024,
             batched_path: "/v1/models/mlp/infer".to_owned(),
             unbatched_path: "/v1/models/mlp-unbatched/infer".to_owned(),
-            stats_path: "/stats".to_owned(),
+            stats: Stats::Totals {
+                path: "/stats".to_owned(),
+            },
+            payloads: None,
         }
     }
 
     fn uri(&self, path: &str) -> Result<Uri, LoadError> {
         format!("{}{}", self.base, path)
             .parse()
-            .map_err(|e| LoadError {
-                message: format!("{}{path}: {e}", self.base),
-            })
+            .map_err(|e| LoadError::new(format!("{}{path}: {e}", self.base)))
     }
 }
 
@@ -94,24 +149,31 @@ pub fn stats_totals(body: &[u8]) -> Option<(u64, u64)> {
 
 /// Runs every route at every client count and returns the rows.
 pub async fn run_demo(config: &DemoConfig) -> Result<Vec<DemoRow>, LoadError> {
-    let body = crate::random_inputs_body(config.input_width, 42);
-    let stats_uri = config.uri(&config.stats_path)?;
+    let payloads = config.payloads.clone().unwrap_or_else(|| {
+        Payloads::single(crate::payload::Payload::json(crate::random_inputs_body(
+            config.input_width,
+            42,
+        )))
+    });
+    let stats_uri = config.uri(config.stats.path())?;
     let max_clients = config.concurrency.iter().copied().max().unwrap_or(1);
     let client = http_client(max_clients);
     let mut rows = Vec::new();
     for &clients in &config.concurrency {
         let measure = |path: String| {
-            let body = body.clone();
+            let payloads = payloads.clone();
             let client = client.clone();
             async move {
                 let uri = config.uri(&path)?;
                 let warm = LoadConfig::new(uri.clone())
-                    .json_body(body.clone())
+                    .payloads(payloads.clone())
                     .concurrency(clients)
                     .duration(config.warmup);
-                run_with(&client, &warm).await?;
+                if !config.warmup.is_zero() {
+                    run_with(&client, &warm).await?;
+                }
                 let cfg = LoadConfig::new(uri)
-                    .json_body(body)
+                    .payloads(payloads)
                     .concurrency(clients)
                     .duration(config.duration);
                 run_with(&client, &cfg).await
@@ -119,9 +181,9 @@ pub async fn run_demo(config: &DemoConfig) -> Result<Vec<DemoRow>, LoadError> {
         };
         let unbatched = measure(config.unbatched_path.clone()).await?.summary();
         eprintln!("unbatched  {unbatched}");
-        let before = stats_totals(&get_body(&client, &stats_uri).await?);
+        let before = config.stats.totals(&get_body(&client, &stats_uri).await?);
         let batched = measure(config.batched_path.clone()).await?.summary();
-        let after = stats_totals(&get_body(&client, &stats_uri).await?);
+        let after = config.stats.totals(&get_body(&client, &stats_uri).await?);
         eprintln!("batched    {batched}");
         // The warm-up is inside the window; its batches are like the run's.
         let mean_batch_size = match (before, after) {
@@ -198,7 +260,9 @@ mod tests {
 
     fn summary(items_per_s: f64) -> Summary {
         Summary {
+            mode: "closed",
             concurrency: 16,
+            offered_per_s: None,
             ok: 10,
             errors: 0,
             errors_by_kind: BTreeMap::new(),
@@ -217,6 +281,21 @@ mod tests {
         assert_eq!(stats_totals(body), Some((10, 250)));
         assert_eq!(stats_totals(br#"{"totals":{}}"#), None);
         assert_eq!(stats_totals(b"not json"), None);
+    }
+
+    #[test]
+    fn reads_v1_models_totals() {
+        let body = br#"{"models":[
+            {"name":"other","versions":[{"batch":{"batches":1,"requests":1}}]},
+            {"name":"minilm","versions":[{"batch":{"batches":10,"requests":80}},
+                                         {"batch":{"batches":5,"requests":20}}]}]}"#;
+        assert_eq!(v1_models_totals(body, "minilm"), Some((15, 100)));
+        assert_eq!(v1_models_totals(body, "nope"), None);
+        let stats = Stats::V1Models {
+            deployment: "other".into(),
+        };
+        assert_eq!(stats.totals(body), Some((1, 1)));
+        assert_eq!(stats.path(), "/v1/models");
     }
 
     #[test]

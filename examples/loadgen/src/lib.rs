@@ -1,9 +1,22 @@
-//! A closed-loop HTTP load generator for the convoy examples.
+//! A load generator for the convoy examples: closed loop or open loop,
+//! over HTTP (any route, bodies from files), KServe v2 REST (JSON or binary
+//! tensors) and KServe v2 gRPC.
 //!
-//! `concurrency` clients each send one request, wait for its answer, and send
-//! the next, until the run's duration is over or its request budget is spent;
-//! the run always stops by itself. It reports items per second, latency
-//! percentiles (hdrhistogram, microseconds) and errors by kind.
+//! - **Closed loop** ([`Mode::Closed`]): `concurrency` clients each send one
+//!   request, wait for its answer, and send the next. It finds the
+//!   throughput at saturation, but a slow server slows the clients down,
+//!   so queueing never shows in full (coordinated omission).
+//! - **Open loop** ([`Mode::Open`]): requests arrive on a seeded Poisson
+//!   schedule ([`schedule::PoissonSchedule`]) at a target rate whatever the
+//!   server does, and each latency is measured from the request's
+//!   *intended* send time, so a stall shows in every request scheduled
+//!   during it. At most `max_outstanding` requests are in flight; an
+//!   arrival beyond that is not sent and counts as a `dropped` error.
+//!
+//! Runs stop by themselves (duration or request budget) and report items
+//! per second, latency percentiles (hdrhistogram, microseconds) and errors
+//! by kind; [`sweep`] runs an open loop at several rates and [`plot`] draws
+//! throughput and p50/p99 against offered load.
 //!
 //! It only talks to loopback addresses: it is a tool for measuring the
 //! examples on this machine, not for loading someone else's server.
@@ -14,7 +27,7 @@
 //! use loadgen::{LoadConfig, run};
 //!
 //! let config = LoadConfig::new("http://127.0.0.1:3000/v1/models/mlp/infer".parse()?)
-//!     .concurrency(16)
+//!     .open_loop(200.0)
 //!     .duration(Duration::from_secs(5))
 //!     .json_body(r#"{"inputs":[0.0]}"#);
 //! let report = run(&config).await?;
@@ -24,7 +37,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,56 +52,132 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::payload::{Payload, Payloads};
+use crate::schedule::PoissonSchedule;
+
 pub mod demo;
+pub mod payload;
+pub mod plot;
+mod progress;
+pub mod schedule;
+pub mod sweep;
+pub mod v2;
 
 /// Largest latency the histograms record (60 s, in µs); longer ones are clamped.
 const MAX_LATENCY_US: u64 = 60_000_000;
 /// Most bytes of a response body that are read; the rest is an error.
-const MAX_BODY_BYTES: usize = 1 << 20;
+const MAX_BODY_BYTES: usize = 16 << 20;
+/// The error kind of an open-loop arrival refused because
+/// `max_outstanding` requests were already in flight.
+pub const DROPPED: &str = "dropped";
 
-/// One load run: where, how hard, for how long.
+/// How requests are issued.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Mode {
+    /// `concurrency` clients, each waiting for its answer before sending
+    /// again; latency from the actual send.
+    Closed {
+        /// Number of clients (at least 1).
+        concurrency: usize,
+    },
+    /// Poisson arrivals at `rate` per second from `seed`; latency from the
+    /// intended send time; arrivals beyond `max_outstanding` in flight are
+    /// dropped (counted as [`DROPPED`] errors).
+    Open {
+        /// Mean arrivals per second.
+        rate: f64,
+        /// Most requests in flight (at least 1).
+        max_outstanding: usize,
+        /// Seed of the arrival schedule.
+        seed: u64,
+    },
+}
+
+/// One load run: where, what, how hard, for how long.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
     uri: Uri,
     method: Method,
-    body: Bytes,
-    concurrency: usize,
+    payloads: Payloads,
+    mode: Mode,
     duration: Duration,
     max_requests: Option<u64>,
     request_timeout: Duration,
+    progress: bool,
 }
 
 impl LoadConfig {
-    /// A `GET` run against `uri` with 1 client for 5 s, no request cap, and a
-    /// 30 s timeout per request.
+    /// A `GET` run against `uri` with 1 closed-loop client for 5 s, no
+    /// request cap, a 30 s timeout per request and no progress bar.
     pub fn new(uri: Uri) -> Self {
         Self {
             uri,
             method: Method::GET,
-            body: Bytes::new(),
-            concurrency: 1,
+            payloads: Payloads::none(),
+            mode: Mode::Closed { concurrency: 1 },
             duration: Duration::from_secs(5),
             max_requests: None,
             request_timeout: Duration::from_secs(30),
+            progress: false,
         }
     }
 
     /// Sends `body` as a JSON `POST` on every request.
-    pub fn json_body(mut self, body: impl Into<Bytes>) -> Self {
+    pub fn json_body(self, body: impl Into<Bytes>) -> Self {
+        self.payloads(Payloads::single(Payload::json(body)))
+    }
+
+    /// `POST`s these bodies in turn.
+    pub fn payloads(mut self, payloads: Payloads) -> Self {
         self.method = Method::POST;
-        self.body = body.into();
+        self.payloads = payloads;
         self
     }
 
-    /// Number of closed-loop clients (at least 1).
+    /// Closed loop with this many clients (at least 1).
     pub fn concurrency(mut self, clients: usize) -> Self {
-        self.concurrency = clients.max(1);
+        self.mode = Mode::Closed {
+            concurrency: clients.max(1),
+        };
         self
     }
 
-    /// How long clients keep sending new requests.
+    /// Open loop: Poisson arrivals at `rate` per second, at most 1024 in
+    /// flight, seed 1 (see [`Self::max_outstanding`], [`Self::seed`]).
+    pub fn open_loop(mut self, rate: f64) -> Self {
+        self.mode = Mode::Open {
+            rate,
+            max_outstanding: 1024,
+            seed: 1,
+        };
+        self
+    }
+
+    /// Most requests in flight in an open loop (at least 1); no effect on
+    /// a closed loop.
+    pub fn max_outstanding(mut self, max: usize) -> Self {
+        if let Mode::Open {
+            max_outstanding, ..
+        } = &mut self.mode
+        {
+            *max_outstanding = max.max(1);
+        }
+        self
+    }
+
+    /// Seed of an open loop's arrival schedule; no effect on a closed loop.
+    pub fn seed(mut self, value: u64) -> Self {
+        if let Mode::Open { seed, .. } = &mut self.mode {
+            *seed = value;
+        }
+        self
+    }
+
+    /// How long new requests are sent.
     pub fn duration(mut self, duration: Duration) -> Self {
         self.duration = duration;
         self
@@ -104,9 +195,34 @@ impl LoadConfig {
         self
     }
 
+    /// Draws a progress bar on stderr while running (when it is a terminal).
+    pub fn progress(mut self, on: bool) -> Self {
+        self.progress = on;
+        self
+    }
+
     /// The target URI.
     pub fn uri(&self) -> &Uri {
         &self.uri
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    fn clients(&self) -> usize {
+        match self.mode {
+            Mode::Closed { concurrency } => concurrency,
+            Mode::Open {
+                max_outstanding, ..
+            } => max_outstanding,
+        }
     }
 }
 
@@ -114,6 +230,15 @@ impl LoadConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadError {
     message: String,
+}
+
+impl LoadError {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
 }
 
 impl fmt::Display for LoadError {
@@ -127,11 +252,7 @@ impl std::error::Error for LoadError {}
 /// Checks that `uri` is plain `http` to a loopback address (`127.0.0.0/8`,
 /// `::1` or `localhost`).
 pub fn ensure_loopback(uri: &Uri) -> Result<(), LoadError> {
-    let err = |why: &str| {
-        Err(LoadError {
-            message: format!("{uri}: {why}"),
-        })
-    };
+    let err = |why: &str| Err(LoadError::new(format!("{uri}: {why}")));
     if uri.scheme_str() != Some("http") {
         return err("only http:// URIs are supported");
     }
@@ -153,24 +274,32 @@ pub fn ensure_loopback(uri: &Uri) -> Result<(), LoadError> {
 pub struct LoadReport {
     /// Requests answered with a 2xx status.
     pub ok: u64,
-    /// Failed requests by kind: `"http 503"`, `"timeout"`, `"connect"`, ...
+    /// Failed requests by kind: `"http 503"`, `"timeout"`, `"connect"`,
+    /// [`DROPPED`], ...
     pub errors: BTreeMap<String, u64>,
-    /// Wall time from the first request to the last answer.
+    /// Wall time from the start to the last answer.
     pub elapsed: Duration,
-    /// Latency of successful requests, in microseconds.
+    /// Latency of successful requests, in microseconds (from the intended
+    /// send time in an open loop).
     pub latency_us: Histogram<u64>,
-    /// Number of clients.
-    pub concurrency: usize,
+    /// The mode the run used.
+    pub mode: Mode,
+    /// Requests the schedule called for (open loop; sent or dropped).
+    pub scheduled: u64,
 }
 
 /// The figures of a [`LoadReport`], flat, for JSON output.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Summary {
-    /// Number of clients.
+    /// `closed` or `open`.
+    pub mode: &'static str,
+    /// Closed loop: number of clients; open loop: most requests in flight.
     pub concurrency: usize,
+    /// Open loop: the target arrival rate per second.
+    pub offered_per_s: Option<f64>,
     /// Successful requests.
     pub ok: u64,
-    /// Failed requests.
+    /// Failed requests (including dropped arrivals).
     pub errors: u64,
     /// Failed requests by kind.
     pub errors_by_kind: BTreeMap<String, u64>,
@@ -189,13 +318,14 @@ pub struct Summary {
 }
 
 impl LoadReport {
-    fn empty(concurrency: usize) -> Self {
+    fn empty(mode: Mode) -> Self {
         Self {
             ok: 0,
             errors: BTreeMap::new(),
             elapsed: Duration::ZERO,
             latency_us: new_histogram(),
-            concurrency,
+            mode,
+            scheduled: 0,
         }
     }
 
@@ -222,10 +352,30 @@ impl LoadReport {
         self.latency_us.value_at_quantile(q) as f64 / 1000.0
     }
 
+    /// Successful requests whose latency was at least `ms` milliseconds.
+    pub fn count_at_least_ms(&self, ms: f64) -> u64 {
+        let us = (ms * 1000.0) as u64;
+        self.latency_us
+            .iter_recorded()
+            .filter(|v| v.value_iterated_to() >= us)
+            .map(|v| v.count_at_value())
+            .sum()
+    }
+
     /// The report's figures, flat.
     pub fn summary(&self) -> Summary {
+        let (mode, concurrency, offered_per_s) = match self.mode {
+            Mode::Closed { concurrency } => ("closed", concurrency, None),
+            Mode::Open {
+                rate,
+                max_outstanding,
+                ..
+            } => ("open", max_outstanding, Some(rate)),
+        };
         Summary {
-            concurrency: self.concurrency,
+            mode,
+            concurrency,
+            offered_per_s,
             ok: self.ok,
             errors: self.error_count(),
             errors_by_kind: self.errors.clone(),
@@ -242,7 +392,7 @@ impl LoadReport {
         }
     }
 
-    fn merge(&mut self, other: ClientTally) {
+    fn merge(&mut self, other: Tally) {
         self.ok += other.ok;
         for (kind, n) in other.errors {
             *self.errors.entry(kind).or_default() += n;
@@ -255,10 +405,14 @@ impl LoadReport {
 
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.offered_per_s {
+            Some(rate) => write!(f, "offered {rate:>8.1}/s")?,
+            None => write!(f, "clients {:>4}", self.concurrency)?,
+        }
         write!(
             f,
-            "clients {:>4}  ok {:>7}  errors {:>5}  {:>9.1} items/s  p50 {:>8.2} ms  p90 {:>8.2} ms  p99 {:>8.2} ms",
-            self.concurrency, self.ok, self.errors, self.items_per_s, self.p50_ms, self.p90_ms, self.p99_ms
+            "  ok {:>7}  errors {:>5}  {:>9.1} items/s  p50 {:>8.2} ms  p90 {:>8.2} ms  p99 {:>8.2} ms",
+            self.ok, self.errors, self.items_per_s, self.p50_ms, self.p90_ms, self.p99_ms
         )?;
         for (kind, n) in &self.errors_by_kind {
             write!(f, "  [{kind}: {n}]")?;
@@ -296,102 +450,240 @@ pub async fn get_body(client: &HttpClient, uri: &Uri) -> Result<Bytes, LoadError
     ensure_loopback(uri)?;
     let req = Request::get(uri.clone())
         .body(Full::new(Bytes::new()))
-        .map_err(|e| LoadError {
-            message: e.to_string(),
-        })?;
-    match send(client, req, Duration::from_secs(10)).await {
-        Ok(body) => Ok(body),
-        Err(kind) => Err(LoadError {
-            message: format!("GET {uri}: {kind}"),
-        }),
+        .map_err(|e| LoadError::new(e.to_string()))?;
+    send_http(client, req, Duration::from_secs(10))
+        .await
+        .map_err(|kind| LoadError::new(format!("GET {uri}: {kind}")))
+}
+
+/// A boxed, sendable future.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// What a run sends to: one call is one request, answered with `Ok` or
+/// the error kind used as a report key (`"http 503"`, `"timeout"`...).
+pub trait Target: Send + Sync + 'static {
+    /// Sends request number `seq` (0, 1, ...) and waits for its answer.
+    fn send(&self, seq: u64) -> BoxFuture<Result<(), String>>;
+}
+
+/// HTTP requests to one URI with [`Payloads`] in turn.
+#[derive(Debug, Clone)]
+pub struct HttpTarget {
+    client: HttpClient,
+    uri: Uri,
+    method: Method,
+    payloads: Payloads,
+    timeout: Duration,
+}
+
+impl HttpTarget {
+    /// The target of `config` (its URI, method and bodies) on `client`.
+    pub fn new(client: HttpClient, config: &LoadConfig) -> Result<Self, LoadError> {
+        ensure_loopback(&config.uri)?;
+        Ok(Self {
+            client,
+            uri: config.uri.clone(),
+            method: config.method.clone(),
+            payloads: config.payloads.clone(),
+            timeout: config.request_timeout,
+        })
     }
 }
 
-/// Runs the closed loop described by `config` and reports what it measured.
+impl Target for HttpTarget {
+    fn send(&self, seq: u64) -> BoxFuture<Result<(), String>> {
+        let payload = self.payloads.get(seq);
+        let mut builder = Request::builder()
+            .method(self.method.clone())
+            .uri(self.uri.clone());
+        if let Some(ct) = &payload.content_type {
+            builder = builder.header(hyper::header::CONTENT_TYPE, ct.clone());
+        }
+        for (name, value) in &payload.headers {
+            builder = builder.header(name.clone(), value.clone());
+        }
+        let req = builder.body(Full::new(payload.body.clone()));
+        let client = self.client.clone();
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let req = req.map_err(|_| "request".to_owned())?;
+            send_http(&client, req, timeout).await.map(drop)
+        })
+    }
+}
+
+/// Runs the load described by `config` and reports what it measured.
 pub async fn run(config: &LoadConfig) -> Result<LoadReport, LoadError> {
-    run_with(&http_client(config.concurrency), config).await
+    run_with(&http_client(config.clients().min(4096)), config).await
 }
 
 /// Like [`run`], on a given client (so runs can share warm connections).
 pub async fn run_with(client: &HttpClient, config: &LoadConfig) -> Result<LoadReport, LoadError> {
+    let target = Arc::new(HttpTarget::new(client.clone(), config)?);
+    run_target(target, config).await
+}
+
+/// Runs `config`'s mode, duration and request budget against any target
+/// (its URI, method and bodies are the target's business).
+pub async fn run_target(
+    target: Arc<dyn Target>,
+    config: &LoadConfig,
+) -> Result<LoadReport, LoadError> {
     ensure_loopback(&config.uri)?;
-    let budget = Arc::new(AtomicU64::new(0));
+    let live = Arc::new(Live::default());
+    let bar = config
+        .progress
+        .then(|| progress::Progress::start(config.duration, Arc::clone(&live)));
     let start = Instant::now();
-    let stop_at = start + config.duration;
-    let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..config.concurrency {
-        let client = client.clone();
-        let config = config.clone();
-        let budget = Arc::clone(&budget);
-        clients.spawn(async move { client_loop(client, config, budget, stop_at).await });
-    }
-    let mut report = LoadReport::empty(config.concurrency);
-    while let Some(tally) = clients.join_next().await {
-        match tally {
-            Ok(tally) => report.merge(tally),
-            Err(e) => {
-                return Err(LoadError {
-                    message: format!("a client task failed: {e}"),
-                })
+    let mut report = LoadReport::empty(config.mode);
+    match config.mode {
+        Mode::Closed { concurrency } => {
+            let budget = Arc::new(AtomicU64::new(0));
+            let stop_at = start + config.duration;
+            let mut clients = JoinSet::new();
+            for _ in 0..concurrency {
+                let target = Arc::clone(&target);
+                let budget = Arc::clone(&budget);
+                let live = Arc::clone(&live);
+                let max = config.max_requests;
+                clients.spawn(closed_client(target, budget, max, stop_at, live));
             }
+            while let Some(tally) = clients.join_next().await {
+                let tally =
+                    tally.map_err(|e| LoadError::new(format!("a client task failed: {e}")))?;
+                report.merge(tally);
+            }
+        }
+        Mode::Open {
+            rate,
+            max_outstanding,
+            seed,
+        } => {
+            let schedule = PoissonSchedule::new(rate, seed)?;
+            let (tally, scheduled) =
+                open_loop(target, schedule, config, max_outstanding, start, &live).await?;
+            report.merge(tally);
+            report.scheduled = scheduled;
         }
     }
     report.elapsed = start.elapsed();
+    if let Some(bar) = bar {
+        bar.finish();
+    }
     Ok(report)
 }
 
-struct ClientTally {
+/// Counters the progress bar reads while a run goes on.
+#[derive(Debug, Default)]
+struct Live {
+    ok: AtomicU64,
+    errors: AtomicU64,
+}
+
+struct Tally {
     ok: u64,
     errors: BTreeMap<String, u64>,
     latency_us: Histogram<u64>,
 }
 
-async fn client_loop(
-    client: HttpClient,
-    config: LoadConfig,
-    budget: Arc<AtomicU64>,
-    stop_at: Instant,
-) -> ClientTally {
-    let mut tally = ClientTally {
-        ok: 0,
-        errors: BTreeMap::new(),
-        latency_us: new_histogram(),
-    };
-    loop {
-        if Instant::now() >= stop_at {
-            break;
+impl Tally {
+    fn new() -> Self {
+        Self {
+            ok: 0,
+            errors: BTreeMap::new(),
+            latency_us: new_histogram(),
         }
-        if let Some(max) = config.max_requests {
-            if budget.fetch_add(1, Ordering::Relaxed) >= max {
-                break;
-            }
-        }
-        let mut builder = Request::builder()
-            .method(config.method.clone())
-            .uri(config.uri.clone());
-        if !config.body.is_empty() {
-            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
-        }
-        let req = builder
-            .body(Full::new(config.body.clone()))
-            .expect("method and URI were validated");
-        let sent = Instant::now();
-        match send(&client, req, config.request_timeout).await {
-            Ok(_) => {
-                tally.ok += 1;
-                let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
-                tally
-                    .latency_us
+    }
+
+    fn record(&mut self, result: Result<(), String>, latency: Duration, live: &Live) {
+        match result {
+            Ok(()) => {
+                self.ok += 1;
+                live.ok.fetch_add(1, Ordering::Relaxed);
+                let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+                self.latency_us
                     .saturating_record(us.clamp(1, MAX_LATENCY_US));
             }
-            Err(kind) => *tally.errors.entry(kind).or_default() += 1,
+            Err(kind) => {
+                live.errors.fetch_add(1, Ordering::Relaxed);
+                *self.errors.entry(kind).or_default() += 1;
+            }
         }
+    }
+}
+
+async fn closed_client(
+    target: Arc<dyn Target>,
+    budget: Arc<AtomicU64>,
+    max_requests: Option<u64>,
+    stop_at: Instant,
+    live: Arc<Live>,
+) -> Tally {
+    let mut tally = Tally::new();
+    while Instant::now() < stop_at {
+        let seq = budget.fetch_add(1, Ordering::Relaxed);
+        if max_requests.is_some_and(|max| seq >= max) {
+            break;
+        }
+        let sent = Instant::now();
+        let result = target.send(seq).await;
+        tally.record(result, sent.elapsed(), &live);
     }
     tally
 }
 
-/// One request; `Err` holds the error kind used as a report key.
-async fn send(
+/// Sends each scheduled arrival at its intended time (or at once when the
+/// loop is late), records latency from the intended time, and drops
+/// arrivals while `max_outstanding` requests are in flight. Returns the
+/// tally and the number of arrivals scheduled.
+async fn open_loop(
+    target: Arc<dyn Target>,
+    schedule: PoissonSchedule,
+    config: &LoadConfig,
+    max_outstanding: usize,
+    start: Instant,
+    live: &Arc<Live>,
+) -> Result<(Tally, u64), LoadError> {
+    let stop_at = start + config.duration;
+    let slots = Arc::new(Semaphore::new(max_outstanding));
+    let mut in_flight: JoinSet<(Result<(), String>, Duration)> = JoinSet::new();
+    let mut tally = Tally::new();
+    let mut scheduled = 0;
+    let finished = |tally: &mut Tally, done: Result<(Result<(), String>, Duration), _>| {
+        done.map(|(result, latency)| tally.record(result, latency, live))
+            .map_err(|e| LoadError::new(format!("a request task failed: {e}")))
+    };
+    for offset in schedule {
+        let intended = start + offset;
+        if intended >= stop_at || config.max_requests.is_some_and(|max| scheduled >= max) {
+            break;
+        }
+        let seq = scheduled;
+        scheduled += 1;
+        tokio::time::sleep_until(intended).await;
+        while let Some(done) = in_flight.try_join_next() {
+            finished(&mut tally, done)?;
+        }
+        match Arc::clone(&slots).try_acquire_owned() {
+            Ok(slot) => {
+                let request = target.send(seq);
+                in_flight.spawn(async move {
+                    let result = request.await;
+                    drop(slot);
+                    (result, intended.elapsed())
+                });
+            }
+            Err(_) => tally.record(Err(DROPPED.to_owned()), Duration::ZERO, live),
+        }
+    }
+    while let Some(done) = in_flight.join_next().await {
+        finished(&mut tally, done)?;
+    }
+    Ok((tally, scheduled))
+}
+
+/// One HTTP exchange; `Err` holds the error kind used as a report key.
+pub async fn send_http(
     client: &HttpClient,
     req: Request<Full<Bytes>>,
     timeout: Duration,
@@ -449,12 +741,10 @@ mod tests {
 
     #[test]
     fn summary_figures() {
-        let mut report = LoadReport::empty(4);
-        let mut tally = ClientTally {
-            ok: 100,
-            errors: BTreeMap::from([("http 503".to_owned(), 3)]),
-            latency_us: new_histogram(),
-        };
+        let mut report = LoadReport::empty(Mode::Closed { concurrency: 4 });
+        let mut tally = Tally::new();
+        tally.ok = 100;
+        tally.errors.insert("http 503".to_owned(), 3);
         for us in 1..=100 {
             tally.latency_us.record(us * 1000).unwrap();
         }
@@ -467,6 +757,9 @@ mod tests {
         assert!((s.p50_ms - 50.0).abs() < 0.1, "{}", s.p50_ms);
         assert!((s.p99_ms - 99.0).abs() < 0.1, "{}", s.p99_ms);
         assert!(s.to_string().contains("http 503: 3"));
+        assert_eq!(report.count_at_least_ms(90.0), 11);
+        assert_eq!(s.mode, "closed");
+        assert_eq!(s.offered_per_s, None);
     }
 
     #[test]
