@@ -65,29 +65,35 @@ pub fn grpc_service_with_limits<R: Repository>(
 }
 
 /// The standard `grpc.health.v1.Health` service, reporting `repo.ready()`
-/// for the server (`""`) and `inference.GRPCInferenceService`, polled every
-/// `every` by a task that ends when the repository is dropped. Call it
-/// inside a tokio runtime.
-pub fn health_service<R: Repository>(
+/// for the server (`""`) and `inference.GRPCInferenceService`: set before
+/// this returns, then polled every `every` by a task that ends when the
+/// repository is dropped.
+pub async fn health_service<R: Repository>(
     repo: &Arc<R>,
     every: Duration,
 ) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
     let (reporter, server) = tonic_health::server::health_reporter();
+    async fn report(reporter: &tonic_health::server::HealthReporter, ready: bool) {
+        let status = if ready {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        for name in ["", "inference.GRPCInferenceService"] {
+            reporter.set_service_status(name, status).await;
+        }
+    }
+    report(&reporter, repo.ready()).await;
     let repo: Weak<R> = Arc::downgrade(repo);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
+        tick.tick().await;
         loop {
             tick.tick().await;
-            let Some(repo) = repo.upgrade() else { break };
-            let status = if repo.ready() {
-                tonic_health::ServingStatus::Serving
-            } else {
-                tonic_health::ServingStatus::NotServing
+            let Some(ready) = repo.upgrade().map(|r| r.ready()) else {
+                break;
             };
-            drop(repo);
-            for name in ["", "inference.GRPCInferenceService"] {
-                reporter.set_service_status(name, status).await;
-            }
+            report(&reporter, ready).await;
         }
     });
     server

@@ -26,7 +26,7 @@ async fn serve(limits: Limits) -> String {
     let repo = common::repo();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let health = health_service(&repo, Duration::from_millis(50));
+    let health = health_service(&repo, Duration::from_millis(50)).await;
     let reflection = reflection_service().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
@@ -452,14 +452,11 @@ async fn health_and_reflection_are_served() {
     let check = HealthCheckRequest {
         service: "inference.GRPCInferenceService".into(),
     };
-    // The reporter's first poll runs at once; wait for it without sleeping.
-    let mut watch = health.watch(check).await.unwrap().into_inner();
-    loop {
-        let status = watch.message().await.unwrap().unwrap().status;
-        if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
-            break;
-        }
-    }
+    let status = health.check(check).await.unwrap().into_inner().status;
+    assert_eq!(
+        status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
