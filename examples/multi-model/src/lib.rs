@@ -19,6 +19,7 @@ pub mod config;
 pub mod deploy;
 pub mod http;
 pub mod model;
+pub mod v2;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -104,6 +105,32 @@ impl Server {
             d.shutdown();
         }
         served
+    }
+
+    /// Serves KServe v2 gRPC (with `grpc.health.v1` and reflection) on
+    /// `listener` until `shutdown` completes, finishing admitted calls.
+    pub async fn serve_grpc(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), BoxError> {
+        let repo = Arc::new(v2::V2(Arc::clone(self)));
+        let health = example_kserve::health_service(&repo, std::time::Duration::from_secs(1)).await;
+        let limits = example_kserve::Limits::default()
+            .max_body_bytes(usize::try_from(self.config.server.body_limit).unwrap_or(usize::MAX));
+        tonic::transport::Server::builder()
+            .add_service(example_kserve::grpc_service_with_limits(
+                Arc::clone(&repo),
+                limits,
+            ))
+            .add_service(health)
+            .add_service(example_kserve::reflection_service()?)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                shutdown,
+            )
+            .await?;
+        Ok(())
     }
 }
 

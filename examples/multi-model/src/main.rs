@@ -47,7 +47,7 @@ async fn main() -> Result<(), BoxError> {
     if let Some(dir) = args.models_dir {
         config.server.models_dir = dir;
     }
-    let addr = config.server.addr;
+    let (addr, grpc_addr) = (config.server.addr, config.server.grpc_addr);
     let server = Server::start(config).await?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
@@ -55,8 +55,35 @@ async fn main() -> Result<(), BoxError> {
     while !server.ready() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    // One signal stops both servers.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+    let grpc = match grpc_addr {
+        Some(grpc_addr) => {
+            let listener = tokio::net::TcpListener::bind(grpc_addr).await?;
+            let local = listener.local_addr()?;
+            let server = server.clone();
+            let shutdown = until_stopped();
+            let task = tokio::spawn(async move { server.serve_grpc(listener, shutdown).await });
+            println!("grpc listening on {local}");
+            Some(task)
+        }
+        None => None,
+    };
     println!("listening on http://{local}");
-    server.serve(listener, shutdown_signal()).await?;
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    server.serve(listener, until_stopped()).await?;
+    if let Some(grpc) = grpc {
+        grpc.await??;
+    }
     tracing::info!("stopped");
     Ok(())
 }

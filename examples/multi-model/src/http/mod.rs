@@ -92,6 +92,10 @@ pub fn prometheus() -> &'static PrometheusHandle {
 pub(crate) fn router(server: Arc<Server>) -> Router {
     let body_limit = usize::try_from(server.config.server.body_limit).unwrap_or(usize::MAX);
     let blocking = Semaphore::new(server.config.server.blocking_tasks);
+    let v2 = example_kserve::rest_routes(
+        Arc::new(crate::v2::V2(Arc::clone(&server))),
+        example_kserve::Limits::default().max_body_bytes(body_limit),
+    );
     let state = Arc::new(AppState { server, blocking });
     prometheus();
     Router::new()
@@ -102,6 +106,7 @@ pub(crate) fn router(server: Arc<Server>) -> Router {
         .route("/v1/models/{name}/{task}", post(v1::task))
         .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
+        .merge(v2)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(request_context))
 }

@@ -1,0 +1,140 @@
+//! The KServe Open Inference Protocol v2 over the server's deployments:
+//! [`example_kserve::Repository`] implemented on [`Server`], so the
+//! protocol crate's REST routes and gRPC service (Triton's clients) reach
+//! every deployment through the same crates as the v1 routes.
+
+use std::sync::Arc;
+
+use example_kserve::{
+    BoxFuture, Error, InferRequest, InferResponse, ModelMetadata, Repository, ServerMetadata,
+    TensorMetadata,
+};
+use example_tensor::DataType;
+use tower::ServiceExt;
+
+use crate::deploy::{Deployment, Item};
+use crate::model::{Kind, TensorMeta};
+use crate::Server;
+
+/// The server's deployments as a KServe v2 model repository.
+#[derive(Debug, Clone)]
+pub struct V2(pub Arc<Server>);
+
+fn metadata(list: Vec<TensorMeta>) -> Vec<TensorMetadata> {
+    list.into_iter()
+        .filter_map(|t| {
+            Some(TensorMetadata {
+                datatype: DataType::parse(&t.datatype)?,
+                name: t.name,
+                shape: t.shape,
+            })
+        })
+        .collect()
+}
+
+impl V2 {
+    fn deployment(&self, name: &str, version: Option<&str>) -> Result<&Deployment, Error> {
+        let d = self
+            .0
+            .deployment(name)
+            .ok_or_else(|| Error::not_found(format!("no model {name:?}")))?;
+        if let Some(v) = version {
+            if d.version(v).is_none() {
+                return Err(Error::not_found(format!(
+                    "model {name:?} has no version {v:?}"
+                )));
+            }
+        }
+        Ok(d)
+    }
+
+    fn meta(d: &Deployment) -> ModelMetadata {
+        let model = &d.versions[0].model;
+        ModelMetadata {
+            name: d.config.name.clone(),
+            versions: d.versions.iter().map(|v| v.name.to_string()).collect(),
+            platform: if d.kind == Kind::Identity {
+                "convoy_identity".into()
+            } else {
+                "pytorch_torchscript".into()
+            },
+            inputs: metadata(model.inputs()),
+            outputs: metadata(model.outputs()),
+        }
+    }
+}
+
+impl Repository for V2 {
+    fn server_metadata(&self) -> ServerMetadata {
+        ServerMetadata {
+            name: "convoy".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: vec!["binary_tensor_data".into()],
+        }
+    }
+
+    fn live(&self) -> bool {
+        true
+    }
+
+    fn ready(&self) -> bool {
+        self.0.ready()
+    }
+
+    fn model_metadata(&self, name: &str, version: Option<&str>) -> Result<ModelMetadata, Error> {
+        Ok(Self::meta(self.deployment(name, version)?))
+    }
+
+    fn model_ready(&self, name: &str, version: Option<&str>) -> Result<bool, Error> {
+        let d = self.deployment(name, version)?;
+        Ok(match version {
+            Some(v) => d
+                .version(v)
+                .is_some_and(|v| convoy_autoscale::Scaler::replicas(&v.replicas).ready > 0),
+            None => d.ready(),
+        })
+    }
+
+    fn infer(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        request: InferRequest,
+    ) -> BoxFuture<'static, Result<InferResponse, Error>> {
+        let server = Arc::clone(&self.0);
+        let (name, version) = (name.to_string(), version.map(str::to_string));
+        Box::pin(async move {
+            let v2 = V2(Arc::clone(&server));
+            let d = v2.deployment(&name, version.as_deref())?;
+            if d.kind != Kind::Identity {
+                V2::meta(d).check_inputs(&request.inputs)?;
+            }
+            let Some(first) = request.inputs.first() else {
+                return Err(Error::bad_request("a request needs at least one input"));
+            };
+            let rows = first.tensor.rows();
+            if request.inputs.iter().any(|t| t.tensor.rows() != rows) {
+                return Err(Error::bad_request(
+                    "every input needs the same first dimension (rows)",
+                ));
+            }
+            let timeout = server.config.server.request_timeout;
+            let mut item = Item::new(request.inputs, d.kind);
+            let own = tokio::time::Instant::now() + timeout;
+            item.deadline = Some(request.deadline.map_or(own, |d| d.min(own)));
+            item.pinned = version;
+            let answer = d
+                .split
+                .clone()
+                .oneshot(item)
+                .await
+                .map_err(Error::from_service)?;
+            Ok(InferResponse {
+                model_name: name,
+                model_version: Some(answer.version.to_string()),
+                outputs: answer.outputs,
+                ..Default::default()
+            })
+        })
+    }
+}
