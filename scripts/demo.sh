@@ -1,36 +1,93 @@
 #!/usr/bin/env bash
-# `make demo`: build the batch-axum example and the load generator in release,
-# start the server on a free loopback port, drive its batched and unbatched
-# routes with closed-loop clients, and print what batching bought.
+# `make demo`: the multi-model server on real models (ResNet-50, MiniLM,
+# YOLOv8n), and what batching bought.
 #
-# Knobs (environment): DEMO_CONCURRENCY (default 1,16,64),
-# DEMO_DURATION_SECS (4, per run), DEMO_WARMUP_SECS (1, per run),
-# DEMO_MAX_BATCH_SIZE (32).
+#  1. scripts/setup.sh (venv + model export; seconds when already done);
+#  2. builds the server, the model runtime's raw-bench and the load
+#     generator in release;
+#  3. raw offline throughput of each model at each batch size (raw-bench:
+#     forward passes in a loop, no server), BEFORE the server starts so the
+#     two do not compete for the cores;
+#  4. starts `multi-model --config examples/multi-model/config/demo.toml` on
+#     free loopback ports, waits for its `listening on` line and /readyz;
+#  5. per model: closed-loop load on the batched deployment and on its
+#     `<name>-unbatched` twin (max_batch_size 1) at 1 and N clients:
+#     throughput, p50/p99, mean batch size (from GET /v1/models); served
+#     throughput at N clients over the best raw throughput;
+#  6. an open-loop rate sweep of one model, plotted to DEMO_PLOT;
+#  7. the summary table; then exits, or keeps serving with --serve
+#     (`make demo DEMO_ARGS=--serve`).
+#
+# Knobs (environment), sized so the report comes within ~10 minutes on a
+# 2-core machine once setup is done:
+#   DEMO_MODELS            models to run (default "resnet50 minilm yolov8n")
+#   DEMO_CLIENTS           the N of "1 and N clients" (default 32)
+#   DEMO_DURATION_SECS     measured seconds per load run (default 5)
+#   DEMO_WARMUP_SECS       unmeasured seconds before each load run (default 1)
+#   DEMO_RAW_SECS          raw-bench seconds per batch size (default 2)
+#   DEMO_RAW_BATCH_SIZES   raw-bench batch sizes (default 1,2,4,8,16,32)
+#   DEMO_THREADS           raw-bench intra-op threads (default 2)
+#   DEMO_SWEEP_MODEL       model of the rate sweep (default minilm; "none" skips)
+#   DEMO_SWEEP_FRACTIONS   sweep rates as fractions of its served saturation
+#                          throughput (default 0.25,0.5,0.75,1,1.25)
+#   DEMO_SWEEP_SECS        seconds per sweep rate (default 4)
+#   DEMO_PLOT              the sweep plot (default benches/results/demo-sweep.png)
+#   DEMO_TEXT_KEY          MiniLM bodies as {"<key>": [text]} instead of [text]
+#   DEMO_SKIP_SETUP=1      do not run scripts/setup.sh
+#   DEMO_ARGS              extra arguments (as `make demo DEMO_ARGS=--serve`)
 set -euo pipefail
-cd "$(dirname "$0")/../examples"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+serve=0
+for arg in "$@" ${DEMO_ARGS:-}; do
+    case "$arg" in
+    --serve) serve=1 ;;
+    *)
+        echo "demo: unknown argument $arg (only --serve)" >&2
+        exit 2
+        ;;
+    esac
+done
 
 CARGO=${CARGO:-cargo}
-CONCURRENCY=${DEMO_CONCURRENCY:-1,16,64}
-DURATION=${DEMO_DURATION_SECS:-4}
+MODELS=${DEMO_MODELS:-resnet50 minilm yolov8n}
+CLIENTS=${DEMO_CLIENTS:-32}
+DURATION=${DEMO_DURATION_SECS:-5}
 WARMUP=${DEMO_WARMUP_SECS:-1}
-MAX_BATCH=${DEMO_MAX_BATCH_SIZE:-32}
+RAW_SECS=${DEMO_RAW_SECS:-2}
+RAW_BATCHES=${DEMO_RAW_BATCH_SIZES:-1,2,4,8,16,32}
+THREADS=${DEMO_THREADS:-2}
+SWEEP_MODEL=${DEMO_SWEEP_MODEL:-minilm}
+SWEEP_FRACTIONS=${DEMO_SWEEP_FRACTIONS:-0.25,0.5,0.75,1,1.25}
+SWEEP_SECS=${DEMO_SWEEP_SECS:-4}
+PLOT=${DEMO_PLOT:-benches/results/demo-sweep.png}
+CONFIG=examples/multi-model/config/demo.toml
+started=$(date +%s)
 
-echo "==> building the example server and the load generator (release)"
-"$CARGO" build --release -p example-batch-axum -p example-loadgen
+if [[ "${DEMO_SKIP_SETUP:-0}" != 1 ]]; then
+    echo "==> setup (venv + model export)"
+    t0=$(date +%s)
+    bash scripts/setup.sh
+    echo "    setup took $(($(date +%s) - t0)) s"
+fi
 
-target_dir=${CARGO_TARGET_DIR:-$("$CARGO" metadata --format-version 1 --no-deps |
-    sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')}
+echo "==> building the server, raw-bench and the load generator (release)"
+(cd examples && "$CARGO" build --release -p example-multi-model -p example-models -p example-loadgen)
+target_dir=${CARGO_TARGET_DIR:-$(cd examples && "$CARGO" metadata --format-version 1 --no-deps | jq -r .target_directory)}
 bin="$target_dir/release"
-[[ -x "$bin/example-batch-axum" && -x "$bin/loadgen" ]] || {
-    echo "demo: binaries not found under $bin" >&2
-    exit 1
-}
+for b in multi-model raw-bench loadgen; do
+    [[ -x "$bin/$b" ]] || {
+        echo "demo: $bin/$b not found" >&2
+        exit 1
+    }
+done
 
 work=$(mktemp -d)
 server_pid=""
 cleanup() {
     if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
-        kill "$server_pid" 2>/dev/null || true
+        kill -TERM "$server_pid" 2>/dev/null || true
         wait "$server_pid" 2>/dev/null || true
     fi
     rm -rf "$work"
@@ -38,28 +95,143 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "==> starting the server on a free loopback port"
-"$bin/example-batch-axum" --addr 127.0.0.1:0 --max-batch-size "$MAX_BATCH" \
+# Request bodies: a few JPEG photos-to-be (generated, as no image data set
+# ships with the repo) and a few sentences.
+mkdir -p "$work/images"
+python=.venv/bin/python3
+[[ -x "$python" ]] || python=python3
+"$python" - "$work/images" <<'EOF'
+import sys
+from PIL import Image, ImageDraw
+out = sys.argv[1]
+for i, (w, h) in enumerate([(640, 480), (480, 640), (800, 600), (512, 512)]):
+    img = Image.new("RGB", (w, h), (40 + 50 * i, 120, 200 - 40 * i))
+    d = ImageDraw.Draw(img)
+    for k in range(12):
+        d.ellipse([k * w // 14, k * h // 16, k * w // 14 + w // 5, k * h // 16 + h // 6],
+                  fill=((k * 40) % 255, (k * 90 + i * 30) % 255, (k * 20) % 255))
+    img.save(f"{out}/{i}.jpg", quality=90)
+EOF
+cat >"$work/texts.txt" <<'EOF'
+convoy batches requests so the accelerator sees fewer, larger forward passes.
+A quick brown fox jumps over the lazy dog near the river bank.
+Sentence embeddings map similar meanings to nearby vectors.
+The load generator measures latency from the intended send time.
+Batching trades a little latency for a lot of throughput under load.
+How many requests per second can one small machine serve?
+EOF
+
+route_of() {
+    case "$1" in
+    resnet50) echo classify ;;
+    minilm) echo embed ;;
+    yolov8n) echo detect ;;
+    *) echo infer ;;
+    esac
+}
+bodies_of() {
+    if [[ "$1" == minilm ]]; then
+        echo "--text-lines $work/texts.txt${DEMO_TEXT_KEY:+ --text-key $DEMO_TEXT_KEY}"
+    else
+        echo "--body-dir $work/images"
+    fi
+}
+
+present=()
+for m in $MODELS; do
+    if [[ -f "models/$m/1/model.json" ]]; then
+        present+=("$m")
+    else
+        echo "demo: models/$m/1 is missing (scripts/setup.sh exports it); skipping $m" >&2
+    fi
+done
+
+echo "==> raw offline throughput (raw-bench, no server, $THREADS threads, ${RAW_SECS}s per batch size)"
+for m in "${present[@]}"; do
+    "$bin/raw-bench" --model-dir "models/$m/1" --batch-sizes "$RAW_BATCHES" \
+        --seconds "$RAW_SECS" --threads "$THREADS" --json >"$work/raw-$m.json"
+    jq -r '"    \(.model): " + ([.results[] | "b\(.batch_size) \(.items_per_s * 10 | round / 10)/s"] | join("  "))
+        + "   best \((.best.items_per_s // 0) * 10 | round / 10)/s at batch \(.best.batch_size // "-")"' "$work/raw-$m.json"
+done
+
+echo "==> starting the server ($CONFIG) on free loopback ports"
+"$bin/multi-model" --config "$CONFIG" --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 \
     >"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
-
 base=""
-for _ in $(seq 1 300); do
+for _ in $(seq 1 1800); do
     base=$(sed -n 's/^listening on \(http:\/\/[0-9.:]*\)$/\1/p' "$work/server.out")
     [[ -n "$base" ]] && break
     if ! kill -0 "$server_pid" 2>/dev/null; then
         echo "demo: the server exited early:" >&2
-        cat "$work/server.err" >&2
+        tail -30 "$work/server.err" >&2
         exit 1
     fi
     sleep 0.1
 done
 [[ -n "$base" ]] || {
-    echo "demo: the server did not report its address in 30 s" >&2
+    echo "demo: the server did not report its address in 180 s" >&2
     exit 1
 }
-echo "    $base  (MLP 1024-2048-2048-16, f32, one model worker, max batch $MAX_BATCH)"
+for _ in $(seq 1 1800); do
+    curl -fsS "$base/readyz" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+curl -fsS "$base/readyz" >/dev/null || {
+    echo "demo: $base/readyz is not ready after 180 s" >&2
+    exit 1
+}
+grep -i "device\|loaded" "$work/server.err" | sed 's/^/    /' | tail -8 || true
+echo "    $base  ($(sed -n 's/^grpc listening on /gRPC /p' "$work/server.out"))"
 
-echo "==> load: ${DURATION}s per run after ${WARMUP}s warm-up, clients $CONCURRENCY, unbatched then batched"
-"$bin/loadgen" demo --base "$base" --concurrency "$CONCURRENCY" \
-    --duration-secs "$DURATION" --warmup-secs "$WARMUP"
+for m in "${present[@]}"; do
+    r=$(route_of "$m")
+    echo "==> $m: unbatched ($m-unbatched) then batched, 1 and $CLIENTS clients, ${DURATION}s each"
+    # shellcheck disable=SC2046 # the body options are words on purpose
+    "$bin/loadgen" demo --base "$base" \
+        --batched "/v1/models/$m/$r" --unbatched "/v1/models/$m-unbatched/$r" \
+        --stats-deployment "$m" $(bodies_of "$m") \
+        --concurrency "1,$CLIENTS" --duration-secs "$DURATION" --warmup-secs "$WARMUP" \
+        --json >"$work/served-$m.out"
+    grep -v '^\[' "$work/served-$m.out" | sed 's/^/    /'
+    grep '^\[' "$work/served-$m.out" | tail -1 >"$work/served-$m.json"
+done
+
+if [[ "$SWEEP_MODEL" != none && -s "$work/served-$SWEEP_MODEL.json" ]]; then
+    m=$SWEEP_MODEL
+    sat=$(jq '[.[].batched.items_per_s] | max' "$work/served-$m.json")
+    rates=$(jq -r --arg f "$SWEEP_FRACTIONS" --argjson s "$sat" \
+        '[$f | split(",")[] | tonumber * $s | if . < 1 then 1 else . end | . * 10 | round / 10] | map(tostring) | join(",")' <<<null)
+    echo "==> open-loop sweep of $m at $rates requests/s (${SWEEP_SECS}s each; latency from intended send time)"
+    # shellcheck disable=SC2046
+    "$bin/loadgen" sweep --url "$base/v1/models/$m/$(route_of "$m")" $(bodies_of "$m") \
+        --rates "$rates" --duration-secs "$SWEEP_SECS" --warmup-secs 1 \
+        --max-outstanding 256 --plot "$PLOT" --title "$m" 2>&1 | sed 's/^/    /'
+fi
+
+echo
+echo "==> what batching bought (this machine: $(nproc) cores, shared; figures are noisy)"
+printf '| %-9s | %9s | %10s | %9s | %13s | %13s | %8s | %21s | %21s | %10s |\n' \
+    model "raw best" "served@$CLIENTS" served/raw "unbatched@$CLIENTS" "batched@$CLIENTS" speedup \
+    "p50/p99 ms @1 (u/b)" "p50/p99 ms @$CLIENTS (u/b)" "mean batch"
+echo "|-----------|-----------|------------|-----------|---------------|---------------|----------|-----------------------|-----------------------|------------|"
+for m in "${present[@]}"; do
+    [[ -s "$work/served-$m.json" ]] || continue
+    jq -r --slurpfile raw "$work/raw-$m.json" --arg m "$m" '
+        def f1: . * 10 | round / 10 | tostring;
+        def f2: . * 100 | round / 100 | tostring;
+        (.[0]) as $one | (.[-1]) as $n | ($raw[0].best.items_per_s // 0) as $best |
+        "| \($m) | \($best | f1)/s | \($n.batched.items_per_s | f1)/s | \(if $best > 0 then ($n.batched.items_per_s / $best | f2) else "-" end) | "
+        + "\($n.unbatched.items_per_s | f1)/s | \($n.batched.items_per_s | f1)/s | "
+        + "\(if $n.unbatched.items_per_s > 0 then ($n.batched.items_per_s / $n.unbatched.items_per_s | f2) + "x" else "-" end) | "
+        + "\($one.unbatched.p50_ms | f1)/\($one.unbatched.p99_ms | f1) \($one.batched.p50_ms | f1)/\($one.batched.p99_ms | f1) | "
+        + "\($n.unbatched.p50_ms | f1)/\($n.unbatched.p99_ms | f1) \($n.batched.p50_ms | f1)/\($n.batched.p99_ms | f1) | "
+        + "\($n.mean_batch_size // 0 | f1) |"' "$work/served-$m.json"
+done
+[[ -f "$PLOT" ]] && echo "sweep plot: $PLOT"
+echo "demo took $(($(date +%s) - started)) s"
+
+if [[ $serve == 1 ]]; then
+    echo "==> serving on $base (Ctrl-C to stop)"
+    wait "$server_pid"
+fi

@@ -35,7 +35,7 @@ fn plot_err(e: impl std::fmt::Display) -> LoadError {
 }
 
 /// Writes `s` with its top-left corner at `(x, y)`, each font pixel a
-/// `scale`-wide filled square.
+/// `scale` × `scale` block of screen pixels.
 fn label(
     area: &Area<'_>,
     (x, y): (i32, i32),
@@ -43,20 +43,16 @@ fn label(
     color: RGBColor,
     scale: i32,
 ) -> Result<(), LoadError> {
-    for (i, glyph) in s
-        .chars()
-        .filter_map(|c| font8x8::BASIC_FONTS.get(c))
-        .enumerate()
-    {
-        let left = x + i as i32 * 8 * scale;
+    let glyphs = s.chars().filter_map(|c| font8x8::BASIC_FONTS.get(c));
+    for (i, glyph) in (0i32..).zip(glyphs) {
+        let left = x + i * 8 * scale;
         for (row, bits) in (0i32..).zip(glyph) {
-            for col in (0..8).filter(|c| bits & (1 << c) != 0) {
-                let corner = (left + col * scale, y + row * scale);
-                let square = Rectangle::new(
-                    [corner, (corner.0 + scale - 1, corner.1 + scale - 1)],
-                    color.filled(),
-                );
-                area.draw(&square).map_err(plot_err)?;
+            let lit = (0..8).filter(|c| bits & (1 << c) != 0);
+            for (col, dx, dy) in
+                lit.flat_map(|c| (0..scale * scale).map(move |k| (c, k % scale, k / scale)))
+            {
+                let pixel = (left + col * scale + dx, y + row * scale + dy);
+                area.draw_pixel(pixel, &color).map_err(plot_err)?;
             }
         }
     }
