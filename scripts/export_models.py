@@ -203,8 +203,15 @@ def export_yolov8n(root: Path) -> None:
         if isinstance(m, Detect):
             m.export = True
             m.format = "torchscript"
-    names = model.names
+    # A model built from the bare yaml carries placeholder names; the COCO
+    # names come with ultralytics' dataset config.
+    import yaml
+    from ultralytics.utils import ROOT
+
+    names = yaml.safe_load((ROOT / "cfg" / "datasets" / "coco.yaml").read_text())["names"]
     labels = [names[i] for i in range(len(names))]
+    if len(labels) != 80:
+        sys.exit(f"expected 80 COCO class names, got {len(labels)}")
     (out / "labels.txt").write_text("\n".join(labels) + "\n")
 
     with torch.no_grad():

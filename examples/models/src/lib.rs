@@ -1,1 +1,40 @@
-//! The model runtime of the multi-model server (being built).
+//! The model runtime of convoy's multi-model server: TorchScript models on
+//! libtorch (through `tch`), described by a manifest (`model.json`), with the
+//! pre- and post-processing of each model kind.
+//!
+//! - [`Manifest`]: a model's inputs, outputs, labels and processing.
+//! - [`Model`]: a loaded model on its own thread; [`Model::forward`] runs one
+//!   batch of items (each a request's named tensors) in one forward pass.
+//! - [`image`], [`text`], [`post`]: pure functions the server runs off the
+//!   async threads: bounded image decoding, the torchvision and letterbox
+//!   transforms, tokenization, top-k, pooling, YOLO decoding with NMS.
+//!
+//! ```no_run
+//! use example_models::{image, post, LoadOptions, Model};
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let model = Model::load("models/resnet50/1".as_ref(), &LoadOptions::default())?;
+//! let img = image::decode(&std::fs::read("cat.jpg")?, &image::ImageLimits::default())?;
+//! let input = image::classify_input(&img, model.manifest());
+//! let outputs = model.forward(vec![vec![input]]).await?;
+//! let logits = match &outputs[0][0].tensor.data {
+//!     example_tensor::TensorData::Fp32(v) => v.clone(),
+//!     _ => unreachable!("the manifest says FP32"),
+//! };
+//! for class in post::top_k(&logits, 5, &model.manifest().label_names) {
+//!     println!("{} {:.3}", class.label, class.score);
+//! }
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+mod error;
+pub mod image;
+mod manifest;
+pub mod post;
+mod runtime;
+pub mod text;
+
+pub use error::{InputError, InputErrorKind, ModelError, ModelErrorKind};
+pub use manifest::{Manifest, ModelKind, Postprocess, Preprocess, TensorSpec, MANIFEST_FILE};
+pub use runtime::{synthetic_input, Device, LoadOptions, Model};
