@@ -134,8 +134,17 @@ pub fn run(data: &[u8]) {
                             let (olo, ohi) = (o.device_ptr(), o.device_ptr() + o.consumed());
                             assert!(hi <= olo || ohi <= lo, "overlap {b:?} {o:?}");
                         }
+                        // The streams that may use the new buffer; reusing a
+                        // range still pending is safe only in the order of
+                        // the one stream it was freed on.
+                        let users = match s {
+                            Some(s) => vec![s],
+                            None => t.streams().to_vec(),
+                        };
+                        let ordered =
+                            |own: &Option<StreamId>| users.len() == 1 && *own == Some(users[0]);
                         for (plo, psize, waits, own) in &pending {
-                            if s.is_none() || *own != s {
+                            if !ordered(own) {
                                 assert!(
                                     hi <= *plo || plo + psize <= lo,
                                     "{s:?} reused a range freed while {waits:?} still worked"
@@ -172,7 +181,7 @@ pub fn run(data: &[u8]) {
                 } else {
                     vec![b.stream()]
                 };
-                let own = (!b.is_shared()).then(|| b.stream());
+                let own = (users.len() == 1).then(|| users[0]);
                 let waits: Vec<StreamId> = users.into_iter().filter(|s| busy.contains(s)).collect();
                 if !waits.is_empty() {
                     pending.push((b.device_ptr(), b.consumed(), waits, own));
