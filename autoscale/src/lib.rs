@@ -62,9 +62,10 @@ pub use crate::engine::{
 };
 pub use crate::error::{ConfigError, ConfigErrorKind};
 pub use crate::policy::{
-    Hpa, HpaConfig, HpaRule, HpaRuleKind, HpaScalingRules, HpaTarget, Kpa, KpaConfig, KpaMetric,
-    LatencySlo, LatencySloConfig, Max, Min, Policy, PolicyInput, QueueModel, QueueModelConfig,
-    Reason, Recommendation, SelectPolicy, TargetOngoing, TargetOngoingConfig,
+    Adaptive, AdaptiveConfig, Hpa, HpaConfig, HpaRule, HpaRuleKind, HpaScalingRules, HpaTarget,
+    Kpa, KpaConfig, KpaMetric, LatencySlo, LatencySloConfig, Max, Min, Policy, PolicyInput,
+    QueueModel, QueueModelConfig, Reason, Recommendation, SelectPolicy, TargetOngoing,
+    TargetOngoingConfig,
 };
 pub use crate::replica_set::{Replica, ReplicaId, ReplicaSet, ReplicaSetConfig};
 pub use crate::signal::{

@@ -12,9 +12,9 @@ use convoy_autoscale::sim::{
     builtin_contenders, FixedReplicas, Mmpp, Oracle, SimConfig, Simulation, Trace,
 };
 use convoy_autoscale::{
-    BatchCost, Engine, EngineConfig, Hpa, HpaConfig, Kpa, KpaConfig, LatencySlo, LatencySloConfig,
-    LoadSample, Max, Policy, PolicyInput, QueueModel, QueueModelConfig, ReplicaCounts,
-    TargetOngoing, TargetOngoingConfig, Window,
+    Adaptive, BatchCost, Engine, EngineConfig, Hpa, HpaConfig, Kpa, KpaConfig, LatencySlo,
+    LatencySloConfig, LoadSample, Max, Policy, PolicyInput, QueueModel, QueueModelConfig,
+    ReplicaCounts, TargetOngoing, TargetOngoingConfig, Window,
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -53,6 +53,10 @@ fn policies() -> Vec<(&'static str, Box<dyn Policy>)> {
         .expect("valid")
     };
     vec![
+        (
+            "adaptive",
+            Box::new(Adaptive::for_slo(Duration::from_millis(250)).expect("valid")),
+        ),
         (
             "target_ongoing",
             Box::new(TargetOngoing::new(TargetOngoingConfig::default()).expect("valid")),

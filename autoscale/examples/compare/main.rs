@@ -1,72 +1,99 @@
 //! Run with `cargo run --release -p convoy-autoscale --example compare`.
 //!
-//! Replays the standard traces (spike, MMPP, diurnal, step, ramp) against
-//! every built-in policy, prints the comparison table (Markdown) and writes
-//! a plot of load, replicas and p99 over time on the spike and MMPP traces
-//! to `autoscale/docs/compare.png` (or the path given as first argument).
+//! 1. The standard setup (default replica, 30 s cold start, seed 1): every
+//!    built-in and the default policy on every standard trace, as a
+//!    Markdown table, and a plot of load, replicas and p99 over time on
+//!    the spike and MMPP traces (`autoscale/docs/compare.png`).
+//! 2. The verdict matrix: whether the default policy (`Adaptive` given
+//!    only the SLO) Pareto-dominates Ray's default, HPA and KPA (no more
+//!    SLO-violating requests and no more replica-seconds) on every trace,
+//!    seed, cost model and cold start, with its ratio to the offline
+//!    oracle and to the tuned `LatencySlo`.
+//!
+//! Both are printed and written into `autoscale/README.md` between its
+//! `compare-table` and `compare-verdict` markers.
+//!
+//! Options: `--seeds 1,2,3` (default), `--models default,gpu`,
+//! `--colds 30,5`, `--quick` (only the default policy in the matrix: the
+//! others' reports do not change while tuning it, but then no verdict),
+//! `--no-write` (print only), `--plot PATH`.
 
 mod plot;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use convoy_autoscale::sim::{
-    builtin_contenders, comparison_table, standard_traces, Contender, Oracle, Report, SimConfig,
-    Simulation, Trace,
+    builtin_contenders, comparison_table, default_contender, dominations, standard_setups,
+    standard_traces, verdict_contenders, Contender, Oracle, Report, SimConfig, Simulation, Trace,
+    DEFAULT_POLICY, DOMINATED, TUNED,
 };
 use parking_lot::Mutex;
 use plot::Panel;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let config = SimConfig::default();
-    let sim = Simulation::new(config.clone())?;
-    let model = &config.replica;
-    println!(
-        "replica: cost(n) = {} ms + {} ms·n, max batch {}, {} slot(s), cold start {} s; \
-         SLO {} ms; queue {}; seed {}",
-        model.batch_overhead.as_millis(),
-        model.per_item.as_millis(),
-        model.max_batch_size,
-        model.slots,
-        model.cold_start.as_secs(),
-        config.slo.as_millis(),
-        config.queue_capacity,
-        config.seed,
-    );
-    println!(
-        "SLO-feasible capacity per replica: {:.0} requests/s\n",
-        model.capacity_rps(config.slo)
-    );
+type Error = Box<dyn std::error::Error>;
 
-    // Every (trace, policy) run is independent and deterministic: run them
-    // on all cores, then report in a fixed order.
-    let traces = standard_traces();
-    let mut jobs = Vec::new();
-    for trace in &traces {
-        // Every policy starts where an operator would have left it: sized
-        // for the trace's initial load.
-        let initial = Oracle::plan(trace, &config).replicas_at(Duration::ZERO);
-        for contender in builtin_contenders(&config, initial)? {
-            jobs.push((trace, contender));
+struct Options {
+    seeds: Vec<u64>,
+    models: Vec<String>,
+    colds: Vec<u64>,
+    quick: bool,
+    write: bool,
+    plot: PathBuf,
+}
+
+fn options() -> Result<Options, Error> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut o = Options {
+        seeds: vec![1, 2, 3],
+        models: vec!["default".into(), "gpu".into()],
+        colds: vec![30, 5],
+        quick: false,
+        write: true,
+        plot: dir.join("docs/compare.png"),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--seeds" => o.seeds = list(&value()?)?,
+            "--colds" => o.colds = list(&value()?)?,
+            "--models" => o.models = value()?.split(',').map(String::from).collect(),
+            "--plot" => o.plot = PathBuf::from(value()?),
+            "--quick" => o.quick = true,
+            "--no-write" => o.write = false,
+            other => return Err(format!("unknown option {other}").into()),
         }
     }
-    // Workers take the next job as they finish one (the 24 h diurnal runs
-    // are much longer than the others), and results go back to job order.
+    Ok(o)
+}
+
+fn list(s: &str) -> Result<Vec<u64>, Error> {
+    Ok(s.split(',')
+        .map(str::parse)
+        .collect::<Result<Vec<u64>, _>>()?)
+}
+
+/// Runs every (simulation, trace, contender) job on all cores; reports in
+/// job order.
+fn run_all(jobs: Vec<(Simulation, Trace, Contender)>) -> Vec<Report> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let next = AtomicUsize::new(0);
-    let jobs: Vec<Mutex<(&Trace, Contender)>> = jobs.into_iter().map(Mutex::new).collect();
+    let jobs: Vec<Mutex<(Simulation, Trace, Contender)>> =
+        jobs.into_iter().map(Mutex::new).collect();
     let mut done: Vec<(usize, Report)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|_| {
-                let (sim, next, jobs) = (&sim, &next, &jobs);
+                let (next, jobs) = (&next, &jobs);
                 scope.spawn(move || {
                     let mut out = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(job) = jobs.get(i) else { break };
                         let mut job = job.lock();
-                        let (trace, contender) = &mut *job;
+                        let (sim, trace, contender) = &mut *job;
                         out.push((i, sim.run(trace, contender)));
                     }
                     out
@@ -79,21 +106,221 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect()
     });
     done.sort_by_key(|(i, _)| *i);
-    let reports: Vec<Report> = done.into_iter().map(|(_, r)| r).collect();
-    println!("{}", comparison_table(&reports));
-    print_verdict(&reports);
+    done.into_iter().map(|(_, r)| r).collect()
+}
 
-    let out = std::env::args_os()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/compare.png"));
-    if let Some(dir) = out.parent() {
+fn main() -> Result<(), Error> {
+    let opts = options()?;
+    let config = SimConfig::default();
+    let model = &config.replica;
+    println!(
+        "standard setup: cost(n) = {} ms + {} ms·n, max batch {}, {} slot(s), cold start {} s; \
+         SLO {} ms; queue {}; seed {}; {:.0} requests/s per replica within the SLO\n",
+        model.batch_overhead.as_millis(),
+        model.per_item.as_millis(),
+        model.max_batch_size,
+        model.slots,
+        model.cold_start.as_secs(),
+        config.slo.as_millis(),
+        config.queue_capacity,
+        config.seed,
+        model.capacity_rps(config.slo)
+    );
+
+    // 1. The standard setup: every built-in and the default.
+    let traces = standard_traces();
+    let mut jobs = Vec::new();
+    for trace in &traces {
+        let initial = Oracle::plan(trace, &config).replicas_at(Duration::ZERO);
+        let mut contenders = if opts.quick {
+            Vec::new()
+        } else {
+            builtin_contenders(&config, initial)?
+        };
+        contenders.push(default_contender(&config, initial)?);
+        for c in contenders {
+            jobs.push((Simulation::new(config.clone())?, trace.clone(), c));
+        }
+    }
+    let reports = run_all(jobs);
+    let table = comparison_table(&reports);
+    println!("{table}");
+
+    // 2. The verdict matrix.
+    let setups: Vec<_> = standard_setups(&opts.seeds)
+        .into_iter()
+        .filter(|s| {
+            let model = if s.cost_model.starts_with("20ms") {
+                "default"
+            } else {
+                "gpu"
+            };
+            opts.models.iter().any(|m| m == model)
+                && opts.colds.contains(&s.config.replica.cold_start.as_secs())
+        })
+        .collect();
+    let mut jobs = Vec::new();
+    let mut keys = Vec::new();
+    for (si, setup) in setups.iter().enumerate() {
+        for trace in setup.traces() {
+            let initial = Oracle::plan(&trace, &setup.config).replicas_at(Duration::ZERO);
+            let contenders = if opts.quick {
+                vec![default_contender(&setup.config, initial)?]
+            } else {
+                verdict_contenders(&setup.config, initial)?
+            };
+            for c in contenders {
+                keys.push((si, trace.name().to_string()));
+                jobs.push((Simulation::new(setup.config.clone())?, trace.clone(), c));
+            }
+        }
+    }
+    let matrix = run_all(jobs);
+    let mut groups: BTreeMap<(usize, usize), Vec<Report>> = BTreeMap::new();
+    let order = ["spike", "mmpp", "diurnal", "step", "ramp"];
+    for ((si, trace), r) in keys.into_iter().zip(matrix) {
+        let ti = order
+            .iter()
+            .position(|t| *t == trace)
+            .unwrap_or(order.len());
+        groups.entry((ti, si)).or_default().push(r);
+    }
+    let mut verdict = String::new();
+    let (mut held, mut cases) = (0, 0);
+    verdict.push_str(&format!(
+        "{:8} {:16} {:>4} {:>5}  {:>9} {:>9}  {:>6}  vs {:28} | {:>9} {:>9}  verdict\n",
+        "trace",
+        "cost model",
+        "cold",
+        "seed",
+        "violating",
+        "replica-s",
+        "oracle",
+        "each contender: violating, replica-s",
+        "tuned viol",
+        "tuned r-s"
+    ));
+    for ((_, si), reports) in &groups {
+        let setup = &setups[*si];
+        let Some(ours) = reports.iter().find(|r| r.policy == DEFAULT_POLICY) else {
+            continue;
+        };
+        let doms = dominations(reports);
+        let against: Vec<String> = doms
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {}/{:.0}",
+                    short(&d.against),
+                    d.violating.1,
+                    d.replica_seconds.1
+                )
+            })
+            .collect();
+        let tuned = reports.iter().find(|r| r.policy == TUNED);
+        let all = doms.len() == DOMINATED.len() && doms.iter().all(|d| d.holds());
+        let word = if doms.is_empty() {
+            "-".to_string()
+        } else if all {
+            "DOMINATES".to_string()
+        } else {
+            let missed: Vec<String> = doms.iter().filter(|d| !d.holds()).map(miss).collect();
+            format!("misses {}", missed.join("; "))
+        };
+        if !doms.is_empty() {
+            cases += 1;
+            held += usize::from(all);
+        }
+        verdict.push_str(&format!(
+            "{:8} {:16} {:>3}s {:>5}  {:>9} {:>9.0}  {:>5.2}x  vs {} | {:>9} {:>9}  {}\n",
+            ours.trace,
+            setup.cost_model,
+            setup.config.replica.cold_start.as_secs(),
+            setup.config.seed,
+            ours.violating(),
+            ours.replica_seconds,
+            ours.oracle_ratio(),
+            against.join(", "),
+            tuned.map_or("-".into(), |t| t.violating().to_string()),
+            tuned.map_or("-".into(), |t| format!(
+                "{:.2}x",
+                ours.replica_seconds / t.replica_seconds
+            )),
+            word
+        ));
+    }
+    verdict.push_str(&format!(
+        "\ndominates Ray's default, HPA and KPA in {held} of {cases} cases\n"
+    ));
+    println!("{verdict}");
+
+    if !opts.quick {
+        draw(&opts, &traces, &reports, &config)?;
+        if opts.write {
+            let readme = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md");
+            let text = std::fs::read_to_string(&readme)?;
+            let text = replace_between(&text, "compare-table", &table)?;
+            let text =
+                replace_between(&text, "compare-verdict", &format!("```text\n{verdict}```"))?;
+            std::fs::write(&readme, text)?;
+            println!("README table and verdict refreshed");
+        }
+    }
+    Ok(())
+}
+
+fn short(policy: &str) -> &str {
+    match policy {
+        "TargetOngoing (Ray default)" => "Ray",
+        other => other,
+    }
+}
+
+/// By how much a domination misses: the excess violations and cost.
+fn miss(d: &convoy_autoscale::sim::Domination) -> String {
+    let mut parts = Vec::new();
+    if d.violating.0 > d.violating.1 {
+        parts.push(format!("+{} violating", d.violating.0 - d.violating.1));
+    }
+    if d.replica_seconds.0 > d.replica_seconds.1 {
+        parts.push(format!(
+            "+{:.1} % replica-s",
+            100.0 * (d.replica_seconds.0 / d.replica_seconds.1 - 1.0)
+        ));
+    }
+    format!("{} ({})", short(&d.against), parts.join(", "))
+}
+
+/// Replaces what lies between `<!-- name -->` and `<!-- /name -->`.
+fn replace_between(text: &str, name: &str, body: &str) -> Result<String, Error> {
+    let open = format!("<!-- {name} -->\n");
+    let close = format!("<!-- /{name} -->");
+    let start = text.find(&open).ok_or(format!("no {open:?} in README"))? + open.len();
+    let end = text[start..]
+        .find(&close)
+        .ok_or(format!("no {close:?} in README"))?
+        + start;
+    Ok(format!(
+        "{}{}\n{}",
+        &text[..start],
+        body.trim_end(),
+        &text[end..]
+    ))
+}
+
+fn draw(
+    opts: &Options,
+    traces: &[Trace],
+    reports: &[Report],
+    config: &SimConfig,
+) -> Result<(), Error> {
+    if let Some(dir) = opts.plot.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let oracles: Vec<(&Trace, Oracle)> = traces
         .iter()
         .filter(|t| ["spike", "mmpp"].contains(&t.name()))
-        .map(|t| (t, Oracle::plan(t, &config)))
+        .map(|t| (t, Oracle::plan(t, config)))
         .collect();
     let panels: Vec<Panel<'_>> = oracles
         .iter()
@@ -103,51 +330,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             oracle: oracle.replicas_per_minute(),
         })
         .collect();
-    plot::draw(&out, &panels, config.slo)?;
-    println!("plot written to {}", out.display());
+    plot::draw(&opts.plot, &panels, config.slo)?;
+    println!("plot written to {}", opts.plot.display());
     Ok(())
-}
-
-/// The issue's target: `LatencySlo` or `QueueModel` with at most half the
-/// SLO-violating requests of the Ray default at most 1.1x its replica-seconds.
-fn print_verdict(reports: &[Report]) {
-    println!(
-        "target: ≤ 0.5x the violating requests of Ray's default at ≤ 1.1x its replica-seconds"
-    );
-    for trace in ["spike", "mmpp", "diurnal", "step", "ramp"] {
-        let find = |policy: &str| {
-            reports
-                .iter()
-                .find(|r| r.trace == trace && r.policy == policy)
-        };
-        let Some(ray) = find("TargetOngoing (Ray default)") else {
-            continue;
-        };
-        for policy in [
-            "LatencySlo",
-            "QueueModel",
-            "LatencySlo (SLO/4, 4x)",
-            "Max(LatencySlo, QueueModel)",
-        ] {
-            let Some(r) = find(policy) else { continue };
-            // Ray served everything: any violation is infinitely worse.
-            let violations = match (ray.violating(), r.violating()) {
-                (0, 0) => 0.0,
-                (0, _) => f64::INFINITY,
-                (ray, r) => r as f64 / ray as f64,
-            };
-            let cost = r.replica_seconds / ray.replica_seconds;
-            let met = violations <= 0.5 && cost <= 1.1;
-            let shown = if violations.is_finite() {
-                format!("{violations:6.2}x")
-            } else {
-                format!("{:>7}", format!("{}:0", r.violating()))
-            };
-            println!(
-                "  {trace:8} {policy:28} violations {shown}  replica-s {cost:5.2}x  {}",
-                if met { "MET" } else { "not met" }
-            );
-        }
-    }
-    println!();
 }

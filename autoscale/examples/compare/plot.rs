@@ -17,8 +17,8 @@ const ROW: u32 = 300;
 const HEADER: u32 = 56;
 const PAD: i32 = 44;
 
-/// One colour per policy, in the order of `builtin_contenders`.
-const COLORS: [RGBColor; 7] = [
+/// One colour per policy, in the order of `builtin_contenders`, then the default.
+const COLORS: [RGBColor; 8] = [
     RGBColor(230, 25, 75),  // TargetOngoing (Ray default): red
     RGBColor(245, 130, 48), // Hpa: orange
     RGBColor(145, 30, 180), // Kpa: purple
@@ -26,6 +26,7 @@ const COLORS: [RGBColor; 7] = [
     RGBColor(60, 180, 75),  // QueueModel: green
     RGBColor(0, 190, 190),  // LatencySlo (SLO/4, 4x): cyan
     RGBColor(70, 70, 70),   // Max: dark grey
+    RGBColor(240, 50, 230), // Adaptive (default): magenta
 ];
 const GREY: RGBColor = RGBColor(170, 170, 170);
 const GRID: RGBColor = RGBColor(232, 232, 232);

@@ -12,6 +12,7 @@
 //! KPA); and add [`LatencySlo`] (latency feedback) and [`QueueModel`]
 //! (batching-aware queueing model). [`Max`] and [`Min`] combine policies.
 
+mod adaptive;
 mod combinator;
 mod hpa;
 mod kpa;
@@ -24,6 +25,7 @@ use std::time::Duration;
 
 use crate::signal::Window;
 
+pub use self::adaptive::{Adaptive, AdaptiveConfig};
 pub use self::combinator::{Max, Min};
 pub use self::hpa::{
     Hpa, HpaConfig, HpaRule, HpaRuleKind, HpaScalingRules, HpaTarget, SelectPolicy,

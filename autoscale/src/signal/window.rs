@@ -296,6 +296,26 @@ impl<'a> WindowView<'a> {
             })
     }
 
+    /// Smallest value of `signal`; `None` when no sample in the look-back carries it.
+    pub fn min(&self, signal: Signal) -> Option<f64> {
+        self.weighted()
+            .filter_map(|(_, _, s)| signal.value(s))
+            .fold(None, |acc: Option<f64>, v| {
+                Some(acc.map_or(v, |a| a.min(v)))
+            })
+    }
+
+    /// Mean batch size (items per batch) over the look-back; `None` when no
+    /// batch was reported.
+    pub fn mean_batch_size(&self) -> Option<f64> {
+        let (mut items, mut batches) = (0u64, 0u64);
+        for (_, _, s) in self.weighted() {
+            items = items.saturating_add(s.batch_items);
+            batches = batches.saturating_add(s.batches);
+        }
+        (batches > 0).then(|| items as f64 / batches as f64)
+    }
+
     /// Time-weighted `q`-quantile of `signal` (`q` clamped to `[0, 1]`; NaN is treated as 1).
     /// Allocates a buffer of the look-back's samples.
     pub fn percentile(&self, signal: Signal, q: f64) -> Option<f64> {

@@ -42,7 +42,11 @@ pub use config::{ReplicaModel, SimConfig, SimConfigBuilder, SimConfigError};
 pub use oracle::Oracle;
 pub use report::{comparison_table, Report, TimelinePoint};
 pub use run::{Controller, FixedReplicas, Simulation};
-pub use standard::{builtin_contenders, standard_traces, Contender, STANDARD_MAX_REPLICAS};
+pub use standard::{
+    builtin_contenders, default_contender, dominations, standard_setups, standard_traces,
+    verdict_contenders, Contender, Domination, Setup, DEFAULT_POLICY, DOMINATED,
+    STANDARD_MAX_REPLICAS, TUNED,
+};
 pub use trace::{
     CsvResolution, Mmpp, Spike, Trace, TraceError, TraceErrorKind, MAX_RATE, MAX_TRACE_DURATION,
     MAX_TRACE_STEPS,

@@ -7,9 +7,9 @@ use super::config::SimConfig;
 use super::run::Controller;
 use super::trace::{Mmpp, Spike, Trace};
 use crate::{
-    BatchCost, ConfigError, Engine, EngineConfig, Hpa, HpaConfig, Kpa, KpaConfig, LatencySlo,
-    LatencySloConfig, LoadSample, Max, Policy, QueueModel, QueueModelConfig, ReplicaCounts,
-    TargetOngoing, TargetOngoingConfig,
+    Adaptive, BatchCost, ConfigError, Engine, EngineConfig, Hpa, HpaConfig, Kpa, KpaConfig,
+    LatencySlo, LatencySloConfig, LoadSample, Max, Policy, QueueModel, QueueModelConfig,
+    ReplicaCounts, TargetOngoing, TargetOngoingConfig,
 };
 
 const fn secs(s: u64) -> Duration {
@@ -193,4 +193,140 @@ pub fn builtin_contenders(
             Max::new(vec![Box::new(latency_slo()?), Box::new(queue_model()?)])?,
         )?,
     ])
+}
+
+/// The name of the default policy in the comparison.
+pub const DEFAULT_POLICY: &str = "Adaptive (default)";
+
+/// The contenders the default policy must Pareto-dominate.
+pub const DOMINATED: [&str; 3] = ["TargetOngoing (Ray default)", "Hpa", "Kpa"];
+
+/// The tuned reference the default is also reported against.
+pub const TUNED: &str = "LatencySlo (SLO/4, 4x)";
+
+/// The default policy as the comparison runs it: [`Adaptive`] given only
+/// the SLO, in convoy's engine configuration (bounds `[1, 64]`, no upscale
+/// delay; the policy holds scale-downs itself, so the engine adds none).
+pub fn default_contender(
+    config: &SimConfig,
+    initial_replicas: u32,
+) -> Result<Contender, ConfigError> {
+    let engine = EngineConfig::default()
+        .max_replicas(STANDARD_MAX_REPLICAS)
+        .initial_replicas(Some(initial_replicas.clamp(1, STANDARD_MAX_REPLICAS)))
+        .upscale_delay(Duration::ZERO)
+        .downscale_delay(Duration::ZERO);
+    Contender::build(DEFAULT_POLICY, engine, Adaptive::for_slo(config.slo)?)
+}
+
+/// A cost model and cold start of the verdict matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Setup {
+    /// `"20ms+5ms·n b8"` (the default replica) or `"8ms+0.5ms·n b64"` (GPU-like).
+    pub cost_model: &'static str,
+    /// The simulator configuration (replica model, cold start, seed).
+    pub config: SimConfig,
+    /// Factor applied to the standard traces' rates (1 in
+    /// [`standard_setups`]: the traces as they are).
+    pub trace_scale: f64,
+}
+
+impl Setup {
+    /// The standard traces scaled for this setup.
+    pub fn traces(&self) -> Vec<Trace> {
+        standard_traces()
+            .iter()
+            .map(|t| {
+                t.scaled(self.trace_scale)
+                    .expect("a finite positive scale keeps a valid trace")
+            })
+            .collect()
+    }
+}
+
+/// The verdict matrix: the two cost models (the default replica,
+/// `20 ms + 5 ms·n` with batch 8, and a GPU-like one, `8 ms + 0.5 ms·n`
+/// with batch 64) × two cold starts (30 s and 5 s) × `seeds`, on the
+/// standard traces as they are. The GPU-like replica carries 1 600
+/// requests/s within the SLO, so one or two replicas carry every trace:
+/// that half checks that a policy does not overprovision a fast replica.
+pub fn standard_setups(seeds: &[u64]) -> Vec<Setup> {
+    let base = SimConfig::default();
+    let gpu = super::ReplicaModel {
+        max_batch_size: 64,
+        batch_overhead: Duration::from_millis(8),
+        per_item: Duration::from_micros(500),
+        ..super::ReplicaModel::default()
+    };
+    let mut out = Vec::new();
+    for (cost_model, replica) in [("20ms+5ms·n b8", base.replica), ("8ms+0.5ms·n b64", gpu)] {
+        for cold in [secs(30), secs(5)] {
+            for &seed in seeds {
+                let replica = super::ReplicaModel {
+                    cold_start: cold,
+                    ..replica
+                };
+                let config = SimConfig {
+                    seed,
+                    replica,
+                    ..base.clone()
+                };
+                out.push(Setup {
+                    cost_model,
+                    trace_scale: 1.0,
+                    config,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The contenders of the verdict: the three the default must dominate, the
+/// default, and the tuned `LatencySlo` for reference.
+pub fn verdict_contenders(
+    config: &SimConfig,
+    initial_replicas: u32,
+) -> Result<Vec<Contender>, ConfigError> {
+    let mut out: Vec<Contender> = builtin_contenders(config, initial_replicas)?
+        .into_iter()
+        .filter(|c| DOMINATED.contains(&c.name.as_str()) || c.name == TUNED)
+        .collect();
+    out.push(default_contender(config, initial_replicas)?);
+    Ok(out)
+}
+
+/// How the default fared against one contender on one run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Domination {
+    /// The contender.
+    pub against: String,
+    /// SLO-violating requests (over SLO, dropped or unserved): the default's, the contender's.
+    pub violating: (u64, u64),
+    /// Replica-seconds: the default's, the contender's.
+    pub replica_seconds: (f64, f64),
+}
+
+impl Domination {
+    /// No more violating requests and no more replica-seconds.
+    pub fn holds(&self) -> bool {
+        self.violating.0 <= self.violating.1 && self.replica_seconds.0 <= self.replica_seconds.1
+    }
+}
+
+/// The default against each of [`DOMINATED`] in `reports` (one trace, one
+/// setup); empty when the default or a contender is missing.
+pub fn dominations(reports: &[super::Report]) -> Vec<Domination> {
+    let Some(ours) = reports.iter().find(|r| r.policy == DEFAULT_POLICY) else {
+        return Vec::new();
+    };
+    DOMINATED
+        .iter()
+        .filter_map(|name| reports.iter().find(|r| r.policy == *name))
+        .map(|r| Domination {
+            against: r.policy.clone(),
+            violating: (ours.violating(), r.violating()),
+            replica_seconds: (ours.replica_seconds, r.replica_seconds),
+        })
+        .collect()
 }

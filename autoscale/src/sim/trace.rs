@@ -239,6 +239,14 @@ impl Trace {
         Self::from_rates(name, SECOND, rates)
     }
 
+    /// The same trace with every rate multiplied by `factor` (e.g. to size
+    /// it for a faster replica), under the same name.
+    pub fn scaled(&self, factor: f64) -> Result<Self, TraceError> {
+        let factor = check_param("factor", factor)?;
+        let rates = self.rates.iter().map(|r| r * factor).collect();
+        Self::from_rates(self.name.clone(), self.step, rates)
+    }
+
     /// A constant rate.
     pub fn constant(rps: f64, duration: Duration) -> Result<Self, TraceError> {
         let rps = check_param("rps", rps)?;
