@@ -60,6 +60,7 @@ use crate::payload::{Payload, Payloads};
 use crate::schedule::PoissonSchedule;
 
 pub mod demo;
+pub mod grpc;
 pub mod payload;
 pub mod plot;
 mod progress;

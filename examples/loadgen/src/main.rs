@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use loadgen::demo::{headline, render_table, run_demo, DemoConfig, Stats};
+use loadgen::grpc::{infer_request as grpc_request, GrpcTarget};
 use loadgen::payload::{list_dir, read_file, Payload, Payloads};
 use loadgen::plot::sweep_plot;
 use loadgen::sweep::{parse_rates, sweep};
@@ -234,7 +235,7 @@ fn v2_inputs(t: &TargetArgs) -> Result<Vec<Vec<v2::InputData>>, LoadError> {
 }
 
 /// The target and a base config (URI, bodies) for `t`.
-fn target(
+async fn target(
     t: &TargetArgs,
     connections: usize,
     timeout: Duration,
@@ -252,10 +253,14 @@ fn target(
         }
         Some(Encoding::Grpc) => {
             let config = LoadConfig::new(uri(base.to_owned())?).request_timeout(timeout);
-            Err(LoadError::new(format!(
-                "{}: the gRPC mode is not in this build",
-                config.uri()
-            )))
+            let requests = v2_inputs(t)?
+                .iter()
+                .map(|set| grpc_request(&t.model, t.model_version.as_deref(), set))
+                .collect();
+            let target =
+                GrpcTarget::connect(config.uri(), connections.clamp(1, 4), requests, timeout)
+                    .await?;
+            Ok((Arc::new(target), config))
         }
         Some(encoding) => {
             let path = v2::infer_path(&t.model, t.model_version.as_deref());
@@ -280,7 +285,7 @@ async fn main_inner(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             json,
         } => {
             let connections = load.rate.map_or(load.concurrency, |_| load.max_outstanding);
-            let (target, mut config) = target(&t, connections, secs(load.timeout_secs)?)?;
+            let (target, mut config) = target(&t, connections, secs(load.timeout_secs)?).await?;
             config = config
                 .duration(secs(load.duration_secs)?)
                 .progress(!load.no_progress);
@@ -314,7 +319,7 @@ async fn main_inner(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             json,
         } => {
             let rates = parse_rates(&rates)?;
-            let (target, config) = target(&t, max_outstanding, secs(timeout_secs)?)?;
+            let (target, config) = target(&t, max_outstanding, secs(timeout_secs)?).await?;
             let config = config
                 .open_loop(rates[0])
                 .max_outstanding(max_outstanding)
