@@ -116,10 +116,13 @@ async fn a_stall_shows_in_every_request_scheduled_during_it() {
         .duration(Duration::from_millis(1500))
         .max_requests(300);
     let closed = run(&config).await.unwrap();
+    // The closed loop saw the stall too, but in one request (a margin of
+    // one for a scheduling hiccup on a busy machine).
+    let slow_closed = closed.count_at_least_ms(300.0);
     assert!(
-        closed.count_at_least_ms(100.0) <= 2,
-        "closed loop hides the stall: {} slow",
-        closed.count_at_least_ms(100.0)
+        (1..=2).contains(&slow_closed),
+        "closed loop: {slow_closed} slow of {}",
+        closed.ok
     );
 }
 
