@@ -4,9 +4,9 @@
 //! and answers `InferResponse { repeated float outputs = 1; }` with the same
 //! MLP as the batch-axum example. Concurrent calls share forward passes.
 //!
-//! No `protoc` is needed: the messages are hand-written prost structs and the
-//! service is the code `tonic-build` would generate, written out (see
-//! [`MlpService`]'s `Service` impl). The caller's `grpc-timeout` becomes the
+//! The messages, server and client are generated from `proto/mlp.proto` by
+//! `tonic-prost-build` at build time, with the `protoc` binary vendored by
+//! `protoc-bin-vendored` (no system protoc needed). The caller's `grpc-timeout` becomes the
 //! item's deadline in the batcher (`BatchLayer::deadline_fn`), so a call
 //! whose client has given up never reaches the model.
 //!
@@ -28,59 +28,33 @@
 //! let svc = MlpService::new(model, BatchConfig::builder().max_batch_size(16).build()?);
 //! let answer = svc.infer(tonic::Request::new(InferRequest { inputs: vec![0.5; 4] })).await?;
 //! assert_eq!(answer.into_inner().outputs.len(), 2);
-//! // Serve it: tonic::transport::Server::builder().add_service(svc).serve(addr).await?;
+//! // Serve it: tonic::transport::Server::builder().add_service(svc.into_server()).serve(addr).await?;
 //! # Ok(()) }
 //! ```
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use convoy_batcher::{
     Batch, BatchConfig, BatchHandle, BatchLayer, Closed, DeadlineExceeded, QueueFull,
 };
 use example_batch_axum::{InputWidth, Mlp};
-use http::uri::PathAndQuery;
 use tokio::time::Instant;
-use tonic::server::{NamedService, UnaryService};
 use tonic::transport::Channel;
-use tonic::{Code, Request, Response, Status};
-use tonic_prost::ProstCodec;
-use tower::{BoxError, Layer, Service, ServiceExt};
+use tonic::{Request, Response, Status};
+use tower::{BoxError, Layer, ServiceExt};
 
-/// The messages, as `prost` would generate them from
-///
-/// ```proto
-/// package convoy.examples;
-/// service Mlp { rpc Infer(InferRequest) returns (InferResponse); }
-/// message InferRequest { repeated float inputs = 1; }
-/// message InferResponse { repeated float outputs = 1; }
-/// ```
+/// The messages, server (`mlp_server`) and client (`mlp_client`) generated
+/// from `proto/mlp.proto` (package `convoy.examples`).
 pub mod proto {
-    /// One input vector.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct InferRequest {
-        /// `input_dim` numbers.
-        #[prost(float, repeated, tag = "1")]
-        pub inputs: Vec<f32>,
-    }
-
-    /// One output vector.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct InferResponse {
-        /// `output_dim` numbers.
-        #[prost(float, repeated, tag = "1")]
-        pub outputs: Vec<f32>,
-    }
+    #![allow(missing_docs, missing_debug_implementations, clippy::all)]
+    tonic::include_proto!("convoy.examples");
 }
 
 use proto::{InferRequest, InferResponse};
 
 /// Full name of the gRPC service.
-pub const SERVICE_NAME: &str = "convoy.examples.Mlp";
+pub const SERVICE_NAME: &str = proto::mlp_server::SERVICE_NAME;
 /// HTTP/2 path of the `Infer` method.
 pub const INFER_PATH: &str = "/convoy.examples.Mlp/Infer";
 
@@ -113,6 +87,11 @@ impl MlpService {
                 }
             }));
         Self { batched, input_dim }
+    }
+
+    /// The tonic server for this service, to add to a tonic router.
+    pub fn into_server(self) -> proto::mlp_server::MlpServer<MlpService> {
+        proto::mlp_server::MlpServer::new(self)
     }
 
     /// The batcher's handle: statistics, live settings, `close()`.
@@ -186,60 +165,20 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// The `Infer` method as tonic's server machinery wants it.
-struct Infer(MlpService);
-
-impl UnaryService<InferRequest> for Infer {
-    type Response = InferResponse;
-    type Future = BoxFuture<Result<Response<InferResponse>, Status>>;
-
-    fn call(&mut self, request: Request<InferRequest>) -> Self::Future {
-        let svc = self.0.clone();
-        Box::pin(async move { svc.infer(request).await })
+#[tonic::async_trait]
+impl proto::mlp_server::Mlp for MlpService {
+    async fn infer(
+        &self,
+        request: Request<InferRequest>,
+    ) -> Result<Response<InferResponse>, Status> {
+        MlpService::infer(self, request).await
     }
-}
-
-impl<B> Service<http::Request<B>> for MlpService
-where
-    B: http_body::Body + Send + 'static,
-    B::Error: Into<BoxError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Backpressure happens per call, inside the batcher's queue.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() == INFER_PATH {
-            let method = Infer(self.clone());
-            Box::pin(async move {
-                let mut grpc =
-                    tonic::server::Grpc::new(ProstCodec::<InferResponse, InferRequest>::default());
-                Ok(grpc.unary(method, req).await)
-            })
-        } else {
-            let path = req.uri().path().to_owned();
-            Box::pin(
-                async move { Ok(Status::unimplemented(format!("no method {path}")).into_http()) },
-            )
-        }
-    }
-}
-
-impl NamedService for MlpService {
-    const NAME: &'static str = SERVICE_NAME;
 }
 
 /// A client for the `Infer` method.
 #[derive(Debug, Clone)]
 pub struct MlpClient {
-    grpc: tonic::client::Grpc<Channel>,
+    grpc: proto::mlp_client::MlpClient<Channel>,
 }
 
 impl MlpClient {
@@ -247,7 +186,7 @@ impl MlpClient {
     pub async fn connect(uri: String) -> Result<Self, BoxError> {
         let channel = Channel::from_shared(uri)?.connect().await?;
         Ok(Self {
-            grpc: tonic::client::Grpc::new(channel),
+            grpc: proto::mlp_client::MlpClient::new(channel),
         })
     }
 
@@ -257,19 +196,11 @@ impl MlpClient {
         inputs: Vec<f32>,
         timeout: Option<Duration>,
     ) -> Result<Vec<f32>, Status> {
-        self.grpc
-            .ready()
-            .await
-            .map_err(|e| Status::new(Code::Unavailable, e.to_string()))?;
         let mut request = Request::new(InferRequest { inputs });
         if let Some(timeout) = timeout {
             request.set_timeout(timeout);
         }
-        let codec = ProstCodec::<InferRequest, InferResponse>::default();
-        let response = self
-            .grpc
-            .unary(request, PathAndQuery::from_static(INFER_PATH), codec)
-            .await?;
+        let response = self.grpc.infer(request).await?;
         Ok(response.into_inner().outputs)
     }
 }
@@ -277,6 +208,7 @@ impl MlpClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tonic::Code;
 
     #[test]
     fn grpc_timeout_units() {

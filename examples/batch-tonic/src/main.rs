@@ -37,7 +37,7 @@ async fn serve(args: Args) -> Result<(), tower::BoxError> {
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
     tonic::transport::Server::builder()
-        .add_service(svc.clone())
+        .add_service(svc.clone().into_server())
         .serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
             let _ = tokio::signal::ctrl_c().await;
         })

@@ -1,12 +1,12 @@
-//! The gRPC service over a real loopback HTTP/2 connection, and its
-//! deadline path driven directly.
+//! The gRPC service over a real loopback HTTP/2 connection with the
+//! generated client.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use convoy_batcher::BatchConfig;
 use example_batch_axum::Mlp;
-use example_batch_tonic::{proto::InferRequest, MlpClient, MlpService, INFER_PATH};
+use example_batch_tonic::{MlpClient, MlpService, INFER_PATH};
 use tonic::transport::server::TcpIncoming;
 use tonic::Code;
 
@@ -23,7 +23,7 @@ async fn serve(svc: MlpService) -> String {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(svc)
+            .add_service(svc.into_server())
             .serve_with_incoming(TcpIncoming::from(listener)),
     );
     format!("http://{addr}")
@@ -93,37 +93,62 @@ async fn closed_batcher_is_unavailable() {
 
 #[tokio::test]
 async fn unknown_method_is_unimplemented() {
-    use tower::ServiceExt;
-    let svc = MlpService::new(model(), config());
-    let req = http::Request::post("/convoy.examples.Mlp/Nope")
-        .header("content-type", "application/grpc")
-        .body(tonic::body::Body::empty())
+    let addr = serve(MlpService::new(model(), config())).await;
+    let channel = tonic::transport::Channel::from_shared(addr)
+        .unwrap()
+        .connect()
+        .await
         .unwrap();
-    let resp = svc.oneshot(req).await.unwrap();
-    assert_eq!(resp.headers()["grpc-status"], "12");
-    assert_ne!(INFER_PATH, "/convoy.examples.Mlp/Nope");
-}
-
-#[tokio::test(start_paused = true)]
-async fn an_expired_grpc_timeout_never_reaches_the_model() {
-    let svc = MlpService::new(model(), config());
-    let mut request = tonic::Request::new(InferRequest { inputs: input(1.0) });
-    request
-        .metadata_mut()
-        .insert("grpc-timeout", "0m".parse().unwrap());
-    let status = svc.infer(request).await.unwrap_err();
-    assert_eq!(status.code(), Code::DeadlineExceeded);
-    let stats = svc.handle().stats();
-    assert_eq!(stats.batches_total, 0);
-    assert_eq!(stats.rejected.deadline_exceeded, 1);
-
-    // A generous timeout goes through.
-    let mut request = tonic::Request::new(InferRequest { inputs: input(1.0) });
-    request
-        .metadata_mut()
-        .insert("grpc-timeout", "10S".parse().unwrap());
+    let mut grpc = tonic::client::Grpc::new(channel);
+    let call = |path: &'static str| {
+        let mut grpc = grpc.clone();
+        async move {
+            grpc.ready().await.unwrap();
+            let codec = tonic_prost::ProstCodec::<
+                example_batch_tonic::proto::InferRequest,
+                example_batch_tonic::proto::InferResponse,
+            >::default();
+            let request = tonic::Request::new(example_batch_tonic::proto::InferRequest {
+                inputs: input(1.0),
+            });
+            grpc.unary(request, http::uri::PathAndQuery::from_static(path), codec)
+                .await
+        }
+    };
+    let status = call("/convoy.examples.Mlp/Nope").await.unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    // The same call on the real path is answered.
     assert_eq!(
-        svc.infer(request).await.unwrap().into_inner().outputs.len(),
+        call(INFER_PATH).await.unwrap().into_inner().outputs.len(),
         4
     );
+    grpc.ready().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_expired_grpc_timeout_never_reaches_the_model() {
+    let svc = MlpService::new(model(), config());
+    let handle = svc.handle();
+    let mut client = MlpClient::connect(serve(svc).await).await.unwrap();
+    // grpc-timeout travels in the call's headers through the transport: the
+    // batcher refuses the expired item (DEADLINE_EXCEEDED), unless tonic's
+    // own grpc-timeout timer answers first (CANCELLED). Either way the
+    // model never runs.
+    let status = client
+        .infer(input(1.0), Some(Duration::ZERO))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{status:?}"
+    );
+    assert_eq!(handle.stats().batches_total, 0);
+
+    // A generous timeout goes through.
+    let out = client
+        .infer(input(1.0), Some(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(out.len(), 4);
+    assert_eq!(handle.stats().batches_total, 1);
 }
