@@ -101,6 +101,14 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         if self.reserved {
+            // A slot reserved before the batcher closed is no use: the call
+            // would only fail. Say so now, so a balancer drops this replica
+            // before it routes a request here.
+            if self.shared.control.semaphore.is_closed() {
+                self.reserved = false;
+                self.shared.control.release_permits(1);
+                return Poll::Ready(Err(Closed::new().into()));
+            }
             return Poll::Ready(Ok(()));
         }
         if self.reject {

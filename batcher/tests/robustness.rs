@@ -201,3 +201,21 @@ async fn endless_timeouts_and_waits_do_not_overflow() {
     assert_pending!(drive(&mut worker));
     assert_eq!(answer(&mut c).unwrap(), 3);
 }
+
+/// A queue slot reserved before the batcher closed must not report ready:
+/// a balancer would route a request to it that can only fail. It reports
+/// `Closed` instead (and gives the slot back), so the balancer drops the
+/// replica first.
+#[tokio::test]
+async fn a_slot_reserved_before_close_reports_closed() {
+    let (mut svc, _worker, _mock) = batcher(BatchConfig::builder().build().unwrap());
+    let mut ready = tokio_test::task::spawn(futures::future::poll_fn(|cx| svc.poll_ready(cx)));
+    assert!(matches!(ready.poll(), Poll::Ready(Ok(()))));
+    drop(ready);
+    svc.handle().close();
+    let mut ready = tokio_test::task::spawn(futures::future::poll_fn(|cx| svc.poll_ready(cx)));
+    match ready.poll() {
+        Poll::Ready(Err(e)) => assert!(e.is::<convoy_batcher::Closed>(), "{e}"),
+        other => panic!("a closed batcher reported {other:?}"),
+    }
+}
