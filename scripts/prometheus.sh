@@ -43,7 +43,8 @@ free_port() {
 
 start() {
     local target=${1:?usage: prometheus.sh start TARGET [INTERVAL]} interval=${2:-1s}
-    [[ $target =~ ^[A-Za-z0-9.:\[\]-]+$ ]] || die "bad scrape target: $target"
+    local host_port='^[A-Za-z0-9._-]+:[0-9]+$' ipv6='^\[[0-9A-Fa-f:]+\]:[0-9]+$'
+    [[ $target =~ $host_port || $target =~ $ipv6 ]] || die "bad scrape target (want host:port): $target"
     [[ $interval =~ ^[0-9]+(ms|s|m)$ ]] || die "bad scrape interval: $interval"
     install
     local port=${PROMETHEUS_PORT:-$(free_port)}
