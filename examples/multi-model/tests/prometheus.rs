@@ -215,6 +215,26 @@ async fn every_dashboard_and_rule_query_returns_data_from_a_real_prometheus() {
         "{answered} answered, {refused} refused"
     );
 
+    // The queue-full alert (no `for`) fires on the rejections just made.
+    let alerts = format!("{}/api/v1/alerts", prom.url);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = get_json(&s, &alerts).await;
+        let firing = a["data"]["alerts"].as_array().is_some_and(|a| {
+            a.iter().any(|a| {
+                a["labels"]["alertname"] == "ConvoyQueueFullRejections" && a["state"] == "firing"
+            })
+        });
+        if firing {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "queue-full alert not firing: {a}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
     // Every rule loaded and evaluates without error.
     let rules = get_json(&s, &format!("{}/api/v1/rules", prom.url)).await;
     let mut queries: Vec<(String, String)> = Vec::new();
