@@ -15,6 +15,9 @@ test-root:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 	$(CARGO) test --workspace --all-features
+	# The autoscaler's verdict against Ray's default, HPA and KPA on the
+	# standard traces: seconds optimised, minutes in a debug build.
+	$(CARGO) test --release -p convoy-autoscale --test default_policy -- --include-ignored
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --all-features
 
 ## The Python side the examples need (a pinned .venv with PyTorch, whose

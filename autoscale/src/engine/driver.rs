@@ -25,7 +25,8 @@ type Observer = Box<dyn FnMut(&ScaleDecision) + Send>;
 ///
 /// Metrics (labelled `deployment` = [`EngineConfig::name`](crate::EngineConfig::name)):
 /// gauges `convoy_autoscale_desired_replicas`, `convoy_autoscale_current_replicas`,
-/// `convoy_autoscale_ready_replicas`; counters `convoy_autoscale_decisions_total`
+/// `convoy_autoscale_ready_replicas`, `convoy_autoscale_min_replicas`,
+/// `convoy_autoscale_max_replicas`; counters `convoy_autoscale_decisions_total`
 /// (label `reason`), `convoy_autoscale_scale_events_total` (label `direction`:
 /// `up`/`down`) and `convoy_autoscale_scale_errors_total`.
 ///
@@ -142,6 +143,14 @@ impl<S: Scaler> Autoscaler<S> {
             .set(f64::from(decision.current));
         metrics::gauge!("convoy_autoscale_ready_replicas", "deployment" => name.clone())
             .set(f64::from(decision.ready));
+        let (min, max) = {
+            let engine = self.engine.lock();
+            (engine.config().min_replicas, engine.config().max_replicas)
+        };
+        metrics::gauge!("convoy_autoscale_min_replicas", "deployment" => name.clone())
+            .set(f64::from(min));
+        metrics::gauge!("convoy_autoscale_max_replicas", "deployment" => name.clone())
+            .set(f64::from(max));
         metrics::counter!(
             "convoy_autoscale_decisions_total",
             "deployment" => name.clone(),

@@ -446,3 +446,47 @@ fn configs_round_trip_through_serde() {
     let partial: EngineConfig = serde_json::from_str(r#"{"max_replicas": 3}"#).unwrap();
     assert_eq!(partial, EngineConfig::default().max_replicas(3));
 }
+
+/// Every tick publishes the bounds beside the counts, so a dashboard and an
+/// alert can tell a deployment stuck at its maximum.
+#[test]
+fn ticks_publish_the_replica_bounds() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let policy = TargetOngoing::new(TargetOngoingConfig::default()).unwrap();
+            let cfg = EngineConfig::default()
+                .name("bounds")
+                .min_replicas(2)
+                .max_replicas(7);
+            let engine = Engine::new(cfg, Box::new(policy)).unwrap();
+            let mut autoscaler = Autoscaler::new(engine, Arc::new(RecordingScaler::default()));
+            autoscaler.tick().await;
+        });
+    });
+    let snapshot = snapshotter.snapshot().into_vec();
+    let gauge = |name: &str| {
+        snapshot
+            .iter()
+            .find(|(key, ..)| {
+                key.key().name() == name
+                    && key
+                        .key()
+                        .labels()
+                        .any(|l| l.key() == "deployment" && l.value() == "bounds")
+            })
+            .map(|(.., value)| match value {
+                DebugValue::Gauge(v) => v.into_inner(),
+                other => panic!("{name} is not a gauge: {other:?}"),
+            })
+    };
+    assert_eq!(gauge("convoy_autoscale_min_replicas"), Some(2.0));
+    assert_eq!(gauge("convoy_autoscale_max_replicas"), Some(7.0));
+}
