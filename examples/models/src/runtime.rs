@@ -253,6 +253,11 @@ impl Worker {
         // and grad mode.
         tch::set_num_threads(i32::try_from(self.threads).unwrap_or(i32::MAX));
         let _no_grad = tch::no_grad_guard();
+        // The exported modules are frozen (already optimised). The JIT's
+        // profiling executor would otherwise re-profile and re-specialise the
+        // graph for every new input shape (each batch size, each sequence
+        // length), making the first passes at each shape many times slower.
+        let _ = tch::jit::f_set_graph_executor_optimize(false);
         let module = match self.load() {
             Ok(m) => m,
             Err(e) => {
