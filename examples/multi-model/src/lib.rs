@@ -30,7 +30,7 @@ use tower::BoxError;
 
 pub use crate::config::Config;
 use crate::deploy::Deployment;
-use crate::model::{Forward, Identity};
+use crate::model::{Forward, Identity, TorchModel};
 
 /// A running set of deployments and the device pool they share.
 #[derive(Debug)]
@@ -138,17 +138,17 @@ async fn load(
     config: &Config,
     d: &config::DeploymentConfig,
     version: &str,
-    _on_gpu: bool,
+    on_gpu: bool,
 ) -> Result<Arc<dyn Forward>, BoxError> {
     if d.is_identity() {
         return Ok(Arc::new(Identity::new(d.identity_delay)));
     }
     let dir = d.version_dir(&config.server.models_dir, version);
-    Err(format!(
-        "deployment {}: model {:?} ({}) needs the model runtime (example-models), not built in",
-        d.name,
-        d.model,
-        dir.display()
-    )
-    .into())
+    let (threads, max_batch) = (d.device.intra_op_threads, d.batching.max_batch_size);
+    let loaded = tokio::task::spawn_blocking(move || {
+        TorchModel::load(&dir, on_gpu, threads, max_batch)
+            .map_err(|e| format!("{}: {e}", dir.display()))
+    })
+    .await??;
+    Ok(Arc::new(loaded))
 }

@@ -3,6 +3,7 @@
 //! tracing span per request, HTTP metrics, the body limit).
 
 mod error;
+mod tasks;
 mod tensors;
 mod v1;
 
@@ -21,6 +22,7 @@ use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 pub use self::error::ApiError;
+pub use self::tasks::{ClassifyResponse, DetectResponse, EmbedResponse, MAX_TEXTS};
 pub use self::tensors::{JsonTensor, TensorsRequest, TensorsResponse};
 pub use self::v1::{DeploymentInfo, ModelsResponse, VersionInfo};
 

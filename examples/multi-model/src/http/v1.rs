@@ -193,9 +193,9 @@ pub(crate) async fn task(
     let body = body?;
     match d.kind {
         Kind::Identity => infer(&state, d, body, &headers).await,
-        kind => Err(ApiError::unavailable(format!(
-            "{kind:?} models need the server built with the model runtime"
-        ))),
+        Kind::Classify => super::tasks::classify(&state, d, body, &headers).await,
+        Kind::Embed => super::tasks::embed(&state, d, body, &headers).await,
+        Kind::Detect => super::tasks::detect(&state, d, body, &headers).await,
     }
 }
 

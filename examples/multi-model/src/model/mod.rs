@@ -7,6 +7,7 @@
 //! front of the model), never another copy of the weights.
 
 mod identity;
+mod torch;
 
 use std::fmt;
 
@@ -16,6 +17,7 @@ use serde::Serialize;
 use tower::BoxError;
 
 pub use self::identity::Identity;
+pub use self::torch::TorchModel;
 
 /// The kind of a model: which v1 route serves it and how its batches are
 /// keyed.
@@ -75,4 +77,9 @@ pub trait Forward: Send + Sync + fmt::Debug + 'static {
 
     /// Declared outputs.
     fn outputs(&self) -> Vec<TensorMeta>;
+
+    /// The TorchScript model behind it, for its pre- and post-processing.
+    fn torch(&self) -> Option<&TorchModel> {
+        None
+    }
 }

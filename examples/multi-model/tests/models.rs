@@ -1,0 +1,187 @@
+//! The real models end to end (ResNet-50, MiniLM, YOLOv8n exported by
+//! `scripts/export_models.py` into the repository's `models/`): answers,
+//! agreement with the Python reference, batching, and bad input answered
+//! 4xx with the server healthy afterwards.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{start, Running};
+use futures::future::join_all;
+use hyper::StatusCode;
+
+fn models_dir() -> Option<PathBuf> {
+    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models"));
+    let complete = ["resnet50", "minilm", "yolov8n"]
+        .iter()
+        .all(|m| dir.join(m).join("1").join("model.json").exists());
+    if !complete {
+        eprintln!(
+            "skipped: {} lacks the exported models (run scripts/setup.sh and scripts/export_models.py)",
+            dir.display()
+        );
+    }
+    complete.then_some(dir)
+}
+
+async fn server() -> Option<Running> {
+    let dir = models_dir()?;
+    let config = include_str!("../config/models-test.toml").replace(
+        "[server]\n",
+        &format!("[server]\nmodels_dir = {:?}\n", dir.display().to_string()),
+    );
+    Some(start(&config).await)
+}
+
+fn reference_png(dir: &str) -> Vec<u8> {
+    std::fs::read(models_dir().unwrap().join(dir).join("1/reference.png")).unwrap()
+}
+
+async fn healthy(s: &Running) {
+    assert_eq!(s.get("/healthz").await.status, StatusCode::OK);
+}
+
+fn cosine(a: &[f64], b: &[f64]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let n = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    dot / (n(a) * n(b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_models_answer_and_refuse_bad_input() {
+    let Some(s) = server().await else { return };
+
+    // classify: 5 labels with scores in (0, 1].
+    let r = s
+        .post("/v1/models/resnet50/classify", reference_png("resnet50"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let classes = r.json()["classes"].as_array().unwrap().clone();
+    assert_eq!(classes.len(), 5);
+    for c in &classes {
+        let score = c["score"].as_f64().unwrap();
+        assert!(score > 0.0 && score <= 1.0, "{c}");
+        assert!(!c["label"].as_str().unwrap().is_empty());
+    }
+
+    // embed: the Python reference, cosine ≥ 0.999.
+    let reference: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(models_dir().unwrap().join("minilm/1/reference.json")).unwrap(),
+    )
+    .unwrap();
+    let body = serde_json::json!({ "texts": reference["sentences"] });
+    let r = s.post("/v1/models/minilm/embed", body.to_string()).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let got = r.json()["embeddings"].as_array().unwrap().clone();
+    let want = reference["embeddings"].as_array().unwrap();
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        let v = |x: &serde_json::Value| -> Vec<f64> {
+            x.as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f.as_f64().unwrap())
+                .collect()
+        };
+        let c = cosine(&v(g), &v(w));
+        assert!(c >= 0.999, "cosine {c}");
+    }
+
+    // detect: boxes inside the image.
+    let r = s
+        .post("/v1/models/yolov8n/detect", reference_png("yolov8n"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let out = r.json();
+    let (w, h) = (
+        out["width"].as_f64().unwrap(),
+        out["height"].as_f64().unwrap(),
+    );
+    for d in out["detections"].as_array().unwrap() {
+        let b: Vec<f64> = d["bbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert!(
+            b[0] >= 0.0 && b[1] >= 0.0 && b[2] <= w && b[3] <= h && b[0] <= b[2] && b[1] <= b[3],
+            "{d}"
+        );
+    }
+
+    // 32 concurrent embed requests form batches > 1.
+    let replies = join_all((0..32).map(|i| {
+        let s = &s;
+        async move {
+            s.post(
+                "/v1/models/minilm/embed",
+                serde_json::json!([format!("request number {i} to convoy")]).to_string(),
+            )
+            .await
+        }
+    }))
+    .await;
+    assert!(replies.iter().all(|r| r.status == StatusCode::OK));
+    let models = s.models().await;
+    let minilm = models["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "minilm")
+        .unwrap()
+        .clone();
+    let mean = minilm["versions"][0]["batch"]["mean_batch_size"]
+        .as_f64()
+        .unwrap();
+    assert!(mean > 1.0, "mean batch size {mean}");
+
+    // Bad input: each a 4xx with a message, the server healthy after it.
+    let mut truncated =
+        std::fs::read(models_dir().unwrap().join("resnet50/1/reference.png")).unwrap();
+    truncated.truncate(truncated.len() / 3);
+    let mut bomb = Vec::new();
+    bomb.extend_from_slice(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR");
+    bomb.extend_from_slice(&40000u32.to_be_bytes());
+    bomb.extend_from_slice(&40000u32.to_be_bytes());
+    bomb.extend_from_slice(&[8, 2, 0, 0, 0, 0, 0, 0, 0]);
+    let long = "convoy ".repeat(100_000 / 7 + 1);
+    for (path, body, statuses) in [
+        (
+            "/v1/models/resnet50/classify",
+            b"definitely not an image".to_vec(),
+            &[400, 422][..],
+        ),
+        ("/v1/models/resnet50/classify", truncated, &[400, 422]),
+        ("/v1/models/yolov8n/detect", bomb, &[400, 413, 422]),
+        (
+            "/v1/models/minilm/embed",
+            br#"{"texts": []}"#.to_vec(),
+            &[422],
+        ),
+        ("/v1/models/bert/embed", br#"["x"]"#.to_vec(), &[404]),
+    ] {
+        let r = s.post(path, body).await;
+        assert!(
+            statuses.contains(&r.status.as_u16()),
+            "{path}: {} {:?}",
+            r.status,
+            r.body
+        );
+        let msg = r.json()["error"].as_str().unwrap().to_string();
+        assert!(!msg.is_empty());
+        healthy(&s).await;
+    }
+    // A 100k-character text is truncated and still answered.
+    let r = s
+        .post(
+            "/v1/models/minilm/embed",
+            serde_json::json!([long]).to_string(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["embeddings"][0].as_array().unwrap().len(), 384);
+    healthy(&s).await;
+    s.shutdown().await;
+}
