@@ -4,9 +4,10 @@
 //!
 //! Everything is checked while the file is read: unknown fields are
 //! refused, values out of range fail where they are written, and every
-//! error names the field and its line (`toml`'s spans):
+//! error names the field and its line (`toml`'s spans; `tests/config.rs`
+//! runs this, a doc test cannot: it runs outside the rpath to libtorch):
 //!
-//! ```
+//! ```no_run
 //! let err = example_multi_model::Config::parse(
 //!     "[[deployment]]\nname = \"a\"\nmodel = \"identity\"\nmax_bach_size = 4\n",
 //! )
@@ -258,9 +259,8 @@ pub struct Batching {
     /// A request still queued after this is answered 504 unserved.
     #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     pub queue_timeout: Duration,
-    /// Keep batch sizes where measured throughput is best (convoy-batcher's
-    /// adaptive cap). Read and reported; applied to the batcher once
-    /// `BatchConfig` offers the adaptive cap (see `deploy::batch_config`).
+    /// Keep batch sizes where measured throughput (items/s) is best, never
+    /// above `max_batch_size` (convoy-batcher's adaptive cap).
     pub adaptive: bool,
 }
 

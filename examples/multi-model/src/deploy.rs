@@ -205,6 +205,7 @@ pub fn batch_config(name: &str, b: &Batching) -> Result<BatchConfig, BoxError> {
         .queue_capacity(b.queue_capacity)
         .queue_timeout(b.queue_timeout)
         .overflow(OverflowPolicy::Reject)
+        .adaptive_batch_size(b.adaptive)
         .build()?)
 }
 
@@ -223,7 +224,7 @@ fn replica(
         let (model, tenant, label) = (Arc::clone(&model), tenant.clone(), Arc::clone(&label));
         async move {
             // A compute slot, weighted fair across the pool's tenants.
-            let _lease = tenant.lease().await;
+            let _lease = tenant.lease().await?;
             metrics::histogram!("convoy_server_batch_size", "deployment" => label.to_string())
                 .record(batch.len() as f64);
             let inputs: Vec<Vec<NamedTensor>> = batch.into_iter().map(|i| i.inputs).collect();

@@ -47,6 +47,10 @@ impl Server {
     /// Loads every model version of `config` (warming each up) and builds
     /// its deployment. Needs a tokio runtime.
     pub async fn start(config: Config) -> Result<Arc<Self>, BoxError> {
+        // The crates register their metric handles when their pieces are
+        // built (the pool's tenants, the splits): the Prometheus recorder
+        // must be installed before, or those handles go nowhere.
+        crate::http::prometheus();
         let pool = GpuPool::auto(PoolConfig::default().host_capacity(config.server.host_memory))?;
         tracing::info!(backend = %pool.backend_kind(), reason = ?pool.fallback_reason(), "device pool");
         let mut deployments = Vec::new();

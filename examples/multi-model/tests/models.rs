@@ -16,13 +16,12 @@ fn models_dir() -> Option<PathBuf> {
     let complete = ["resnet50", "minilm", "yolov8n"]
         .iter()
         .all(|m| dir.join(m).join("1").join("model.json").exists());
-    if !complete {
-        eprintln!(
-            "skipped: {} lacks the exported models (run scripts/setup.sh and scripts/export_models.py)",
-            dir.display()
-        );
-    }
-    complete.then_some(dir)
+    assert!(
+        complete,
+        "{} lacks the exported models: run scripts/setup.sh (make test does)",
+        dir.display()
+    );
+    Some(dir)
 }
 
 async fn server() -> Option<Running> {

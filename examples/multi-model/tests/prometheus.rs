@@ -26,12 +26,7 @@ use tokio::time::Instant;
 /// - `convoy_gpu_pool_bytes_*{tenant}` and `convoy_router_weight{split,backend}`:
 ///   the pool and the split register their handles when built, and the
 ///   server builds them before it installs its Prometheus recorder.
-const NOT_EMITTED_YET: &[&str] = &[
-    "convoy_autoscale_max_replicas",
-    "convoy_gpu_pool_bytes_in_use",
-    "convoy_gpu_pool_bytes_quota",
-    "convoy_router_weight",
-];
+const NOT_EMITTED_YET: &[&str] = &[];
 
 /// How long the load runs.
 const LOAD: Duration = Duration::from_secs(15);
