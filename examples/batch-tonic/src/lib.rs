@@ -143,27 +143,9 @@ pub fn status_from(err: BoxError) -> Status {
     }
 }
 
-/// Parses a `grpc-timeout` header value: at most 8 digits and a unit
-/// (`H`, `M`, `S`, `m`, `u`, `n`).
-pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    if !value.is_ascii() {
-        return None;
-    }
-    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
+/// Parses a `grpc-timeout` header value (the KServe protocol layer's
+/// parser, shared so the two services read deadlines the same way).
+pub use example_kserve::parse_grpc_timeout;
 
 #[tonic::async_trait]
 impl proto::mlp_server::Mlp for MlpService {

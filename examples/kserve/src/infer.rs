@@ -74,6 +74,10 @@ pub(crate) async fn run<R: Repository + ?Sized>(
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (`H`, `M`, `S`,
 /// `m` for ms, `u` for µs, `n` for ns).
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    // Non-ASCII text would make the split below cut inside a character.
+    if !value.is_ascii() {
+        return None;
+    }
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
