@@ -214,10 +214,7 @@ async fn run_case(s: Setup) {
 
     let mut callers: Vec<Caller> = Vec::new();
     let mut refused = 0u64;
-    let mut seen = 0usize;
-    let mut running: Vec<usize> = Vec::new();
-    let mut dispatched: HashMap<u32, usize> = HashMap::new();
-    let mut endings: HashMap<usize, Ending> = HashMap::new();
+    let mut batches = Batches::new(log);
     let mut cap = max_batch_size;
     let mut closed = false;
     let mut worker_gone = false;
@@ -298,14 +295,11 @@ async fn run_case(s: Setup) {
                 tokio::time::advance(Duration::from_millis(u64::from(ms % 12) + 1)).await
             }
             Op::Finish(i, ending) => {
-                if !running.is_empty() {
-                    let bi = running.remove(usize::from(i) % running.len());
-                    if let Some(tx) = log.lock()[bi].2.take() {
-                        if !worker_gone {
-                            endings.insert(bi, ending);
-                        }
-                        let _ = tx.send(ending);
-                    }
+                if !batches.running.is_empty() {
+                    let bi = batches
+                        .running
+                        .remove(usize::from(i) % batches.running.len());
+                    batches.end(bi, ending, worker_gone);
                 }
             }
             Op::SetMaxBatchSize(n) => {
@@ -330,16 +324,7 @@ async fn run_case(s: Setup) {
         if let Some(w) = worker.as_mut() {
             let _ = drive(w);
         }
-        check_batches(
-            &log,
-            &attrs,
-            &callers,
-            &mut seen,
-            &mut running,
-            &mut dispatched,
-            cap,
-            max_cost,
-        );
+        batches.check(&attrs, &callers, cap, max_cost);
         let stats = handle.stats();
         assert!(
             stats.queue_depth <= 16,
@@ -351,33 +336,18 @@ async fn run_case(s: Setup) {
     // Wind down: let every deadline pass, finish every batch.
     for _ in 0..300 {
         tokio::time::advance(Duration::from_millis(50)).await;
-        for &bi in &running {
-            if let Some(tx) = log.lock()[bi].2.take() {
-                if !worker_gone {
-                    endings.insert(bi, Ending::Ok);
-                }
-                let _ = tx.send(Ending::Ok);
-            }
+        for bi in std::mem::take(&mut batches.running) {
+            batches.end(bi, Ending::Ok, worker_gone);
         }
-        running.clear();
         if let Some(w) = worker.as_mut() {
             let _ = drive(w);
         }
-        check_batches(
-            &log,
-            &attrs,
-            &callers,
-            &mut seen,
-            &mut running,
-            &mut dispatched,
-            cap,
-            max_cost,
-        );
-        if running.is_empty() {
+        batches.check(&attrs, &callers, cap, max_cost);
+        if batches.running.is_empty() {
             break;
         }
     }
-    assert!(running.is_empty(), "batches kept coming");
+    assert!(batches.running.is_empty(), "batches kept coming");
 
     let mut answered = 0u64;
     for (id, c) in callers.iter_mut().enumerate() {
@@ -393,7 +363,7 @@ async fn run_case(s: Setup) {
             },
         };
         answered += 1;
-        let Some(&bi) = dispatched.get(&id) else {
+        let Some(&bi) = batches.dispatched.get(&id) else {
             let err = result.expect_err("an undispatched item cannot succeed");
             assert!(
                 err.is::<DeadlineExceeded>() || err.is::<Closed>() || err.is::<QueueFull>(),
@@ -404,7 +374,7 @@ async fn run_case(s: Setup) {
             }
             continue;
         };
-        match endings.get(&bi).copied() {
+        match batches.endings.get(&bi).copied() {
             None => {
                 // Its batch was still running when the worker was dropped.
                 assert!(worker_gone, "item {id}: batch {bi} never ended");
@@ -437,51 +407,83 @@ async fn run_case(s: Setup) {
     assert!(answered <= stats.admitted_total + stats.rejected.total());
 }
 
-#[allow(clippy::too_many_arguments)]
-fn check_batches(
-    log: &Log,
-    attrs: &Arc<Mutex<Vec<Attrs>>>,
-    callers: &[Caller],
-    seen: &mut usize,
-    running: &mut Vec<usize>,
-    dispatched: &mut HashMap<u32, usize>,
-    cap: usize,
-    max_cost: Option<u64>,
-) {
-    let log = log.lock();
-    let attrs = attrs.lock();
-    for (bi, (batch, at, _)) in log.iter().enumerate().skip(*seen) {
-        assert!(!batch.is_empty(), "empty batch");
-        assert!(
-            batch.len() <= cap,
-            "batch of {} above cap {cap}",
-            batch.len()
-        );
-        let key = attrs[batch[0] as usize].key;
-        assert!(
-            batch.iter().all(|&id| attrs[id as usize].key == key),
-            "mixed keys: {batch:?}"
-        );
-        if let Some(c) = max_cost {
-            let cost = batch
-                .iter()
-                .fold(0u64, |sum, &id| sum.saturating_add(attrs[id as usize].cost));
-            assert!(cost <= c || batch.len() == 1, "cost {cost} > {c}");
+/// The batches the model received, as the check sees them.
+struct Batches {
+    log: Log,
+    /// Batches of the log already checked.
+    seen: usize,
+    /// Checked batches not ended yet.
+    running: Vec<usize>,
+    /// Which batch each dispatched item went out in.
+    dispatched: HashMap<u32, usize>,
+    /// How each ended batch ended (only while the worker could see it).
+    endings: HashMap<usize, Ending>,
+}
+
+impl Batches {
+    fn new(log: Log) -> Self {
+        Self {
+            log,
+            seen: 0,
+            running: Vec::new(),
+            dispatched: HashMap::new(),
+            endings: HashMap::new(),
         }
-        for &id in batch {
-            if let Some(d) = attrs[id as usize].deadline {
-                assert!(*at < d, "expired item {id} dispatched");
-            }
-            assert!(
-                !callers[id as usize].cancelled,
-                "cancelled item {id} dispatched"
-            );
-            assert!(
-                dispatched.insert(id, bi).is_none(),
-                "item {id} dispatched twice"
-            );
-        }
-        running.push(bi);
     }
-    *seen = log.len();
+
+    /// Ends batch `bi` as `ending` (once).
+    fn end(&mut self, bi: usize, ending: Ending, worker_gone: bool) {
+        if let Some(tx) = self.log.lock()[bi].2.take() {
+            if !worker_gone {
+                self.endings.insert(bi, ending);
+            }
+            let _ = tx.send(ending);
+        }
+    }
+
+    /// Checks the batches dispatched since the last call.
+    fn check(
+        &mut self,
+        attrs: &Arc<Mutex<Vec<Attrs>>>,
+        callers: &[Caller],
+        cap: usize,
+        max_cost: Option<u64>,
+    ) {
+        let log = self.log.lock();
+        let attrs = attrs.lock();
+        for (bi, (batch, at, _)) in log.iter().enumerate().skip(self.seen) {
+            assert!(!batch.is_empty(), "empty batch");
+            assert!(
+                batch.len() <= cap,
+                "batch of {} above cap {cap}",
+                batch.len()
+            );
+            let key = attrs[batch[0] as usize].key;
+            assert!(
+                batch.iter().all(|&id| attrs[id as usize].key == key),
+                "mixed keys: {batch:?}"
+            );
+            if let Some(c) = max_cost {
+                let cost = batch
+                    .iter()
+                    .fold(0u64, |sum, &id| sum.saturating_add(attrs[id as usize].cost));
+                assert!(cost <= c || batch.len() == 1, "cost {cost} > {c}");
+            }
+            for &id in batch {
+                if let Some(d) = attrs[id as usize].deadline {
+                    assert!(*at < d, "expired item {id} dispatched");
+                }
+                assert!(
+                    !callers[id as usize].cancelled,
+                    "cancelled item {id} dispatched"
+                );
+                assert!(
+                    self.dispatched.insert(id, bi).is_none(),
+                    "item {id} dispatched twice"
+                );
+            }
+            self.running.push(bi);
+        }
+        self.seen = log.len();
+    }
 }
