@@ -48,5 +48,13 @@ if [[ $export_needed == 1 ]]; then
     "$venv/bin/python3" scripts/export_models.py --out models
 fi
 
+# Headless Chromium renders the server's /docs page in a test
+# (examples/multi-model/tests/docs.rs). Debian's package; quick when present.
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "setup: installing chromium (apt-get)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+fi
+
 end=$(date +%s.%N)
 printf 'setup: done in %.1f s\n' "$(echo "$end - $start" | bc)"
