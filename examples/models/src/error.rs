@@ -108,6 +108,7 @@ impl ModelError {
         )
     }
 
+    #[cfg(feature = "torch")]
     pub(crate) fn forward(message: impl fmt::Display) -> Self {
         ModelError::new(
             ModelErrorKind::Forward,

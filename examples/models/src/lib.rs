@@ -9,6 +9,10 @@
 //!   async threads: bounded image decoding, the torchvision and letterbox
 //!   transforms, tokenization, top-k, pooling, YOLO decoding with NMS.
 //!
+//! The runtime ([`Model`], [`LoadOptions`], [`synthetic_input`]) is the
+//! default feature `torch`; without it the crate builds without libtorch
+//! (the fuzz harness drives [`image`] and [`text`] that way).
+//!
 //! ```no_run
 //! use example_models::{image, post, LoadOptions, Model};
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -32,9 +36,11 @@ mod error;
 pub mod image;
 mod manifest;
 pub mod post;
+#[cfg(feature = "torch")]
 mod runtime;
 pub mod text;
 
 pub use error::{InputError, InputErrorKind, ModelError, ModelErrorKind};
 pub use manifest::{Manifest, ModelKind, Postprocess, Preprocess, TensorSpec, MANIFEST_FILE};
+#[cfg(feature = "torch")]
 pub use runtime::{synthetic_input, Device, LoadOptions, Model};
