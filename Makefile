@@ -43,7 +43,8 @@ test-fuzz:
 ## missing) for FUZZ_SECS seconds (default 60). New inputs land in
 ## fuzz/corpus/<target>; crashes in fuzz/artifacts/<target>.
 FUZZ_SECS ?= 60
-FUZZ_TARGETS ?= allocator_ops batcher_ops router_ops autoscale_signals pool_ops
+FUZZ_TARGETS ?= allocator_ops batcher_ops router_ops autoscale_signals pool_ops \
+	kserve_json kserve_binary image_decode text_tokenize server_config
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	@for t in $(FUZZ_TARGETS); do \
@@ -58,8 +59,10 @@ deny:
 	bash scripts/deny.sh
 
 ## The main job: the example server, driven by the load generator, printing what batching bought.
+## `make demo REGISTRY=mlflow`: the models from an MLflow registry instead, and one promotion rolled out live.
+REGISTRY ?=
 demo:
-	bash scripts/demo.sh
+	bash scripts/demo.sh $(if $(REGISTRY),--registry=$(REGISTRY))
 
 fmt:
 	$(CARGO) fmt --all

@@ -35,16 +35,41 @@
 #   DEMO_TEXT_KEY          MiniLM bodies as {"<key>": [text]} instead of [text]
 #   DEMO_SKIP_SETUP=1      do not run scripts/setup.sh
 #   DEMO_ARGS              extra arguments (as `make demo DEMO_ARGS=--serve`)
+#
+# `make demo REGISTRY=mlflow` (--registry=mlflow): the models come from an
+# MLflow Model Registry and one promotion is rolled out live instead:
+#
+#  R1. starts MLflow (scripts/registry.sh, a fresh store in a temporary
+#      folder, a free port), registers MiniLM exports 1 and 2 and ResNet-50
+#      export 1, points minilm@champion at version 1 and moves resnet50
+#      version 1 to Production;
+#  R2. starts the server with examples/multi-model/config/demo-registry.toml
+#      (deployments `models:/minilm@champion`, `models:/resnet50/Production`);
+#  R3. drives MiniLM with DEMO_CLIENTS closed-loop clients, promotes minilm
+#      version 2 to @champion after DEMO_REGISTRY_PROMOTE_AFTER_SECS, and
+#      prints the rollout as it happens (versions, weights, the server's
+#      rollout log lines with their reasons) until it completes or rolls
+#      back (at most DEMO_REGISTRY_TIMEOUT_SECS);
+#  R4. the result: requests during the switch, failures, load per window.
+#
+#   DEMO_REGISTRY_CLIENTS            MiniLM clients (default 8)
+#   DEMO_REGISTRY_WINDOW_SECS        seconds per load window (default 5)
+#   DEMO_REGISTRY_PROMOTE_AFTER_SECS load before the promotion (default 10)
+#   DEMO_REGISTRY_TIMEOUT_SECS       most seconds the rollout may take (default 240)
+#   DEMO_REGISTRY_V2                 the MiniLM export promoted (default 2)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
 serve=0
+registry=""
 for arg in "$@" ${DEMO_ARGS:-}; do
     case "$arg" in
     --serve) serve=1 ;;
+    --registry=mlflow) registry=mlflow ;;
+    --registry=) ;;
     *)
-        echo "demo: unknown argument $arg (only --serve)" >&2
+        echo "demo: unknown argument $arg (--serve, --registry=mlflow)" >&2
         exit 2
         ;;
     esac
@@ -63,6 +88,14 @@ SWEEP_FRACTIONS=${DEMO_SWEEP_FRACTIONS:-0.25,0.5,0.75,1,1.25}
 SWEEP_SECS=${DEMO_SWEEP_SECS:-4}
 PLOT=${DEMO_PLOT:-benches/results/demo-sweep.png}
 CONFIG=examples/multi-model/config/demo.toml
+if [[ -n "$registry" ]]; then
+    CONFIG=examples/multi-model/config/demo-registry.toml
+fi
+REG_CLIENTS=${DEMO_REGISTRY_CLIENTS:-8}
+REG_WINDOW=${DEMO_REGISTRY_WINDOW_SECS:-5}
+REG_PROMOTE_AFTER=${DEMO_REGISTRY_PROMOTE_AFTER_SECS:-10}
+REG_TIMEOUT=${DEMO_REGISTRY_TIMEOUT_SECS:-240}
+V2=${DEMO_REGISTRY_V2:-2}
 started=$(date +%s)
 
 if [[ "${DEMO_SKIP_SETUP:-0}" != 1 ]]; then
@@ -85,10 +118,19 @@ done
 
 work=$(mktemp -d)
 server_pid=""
+load_pid=""
 cleanup() {
+    if [[ -n "$load_pid" ]] && kill -0 "$load_pid" 2>/dev/null; then
+        touch "$work/stop-load"
+        kill -TERM "$load_pid" 2>/dev/null || true
+        wait "$load_pid" 2>/dev/null || true
+    fi
     if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
         kill -TERM "$server_pid" 2>/dev/null || true
         wait "$server_pid" 2>/dev/null || true
+    fi
+    if [[ -n "$registry" ]]; then
+        bash scripts/registry.sh stop >/dev/null 2>&1 || true
     fi
     rm -rf "$work"
 }
@@ -137,6 +179,9 @@ bodies_of() {
     fi
 }
 
+if [[ -n "$registry" ]]; then
+    MODELS="minilm resnet50"
+fi
 present=()
 for m in $MODELS; do
     if [[ -f "models/$m/1/model.json" ]]; then
@@ -146,13 +191,140 @@ for m in $MODELS; do
     fi
 done
 
-echo "==> raw offline throughput (raw-bench, no server, $THREADS threads, ${RAW_SECS}s per batch size)"
-for m in "${present[@]}"; do
-    "$bin/raw-bench" --model-dir "models/$m/1" --batch-sizes "$RAW_BATCHES" \
-        --seconds "$RAW_SECS" --threads "$THREADS" --json >"$work/raw-$m.json"
-    jq -r '"    \(.model): " + ([.results[] | "b\(.batch_size) \(.items_per_s * 10 | round / 10)/s"] | join("  "))
-        + "   best \((.best.items_per_s // 0) * 10 | round / 10)/s at batch \(.best.batch_size // "-")"' "$work/raw-$m.json"
-done
+# The registry: a fresh MLflow store for this run, the exported models
+# registered, version 1 of each promoted; the server's config points at it.
+registry_prepare() {
+    export CONVOY_MLFLOW_DIR="$work/mlflow"
+    CONVOY_MLFLOW_PORT=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    export CONVOY_MLFLOW_PORT
+    echo "==> MLflow registry (scripts/registry.sh; store $CONVOY_MLFLOW_DIR)"
+    bash scripts/registry.sh start | sed 's/^/    /'
+    eval "$(bash scripts/registry.sh env)"
+    t0=$(date +%s)
+    bash scripts/registry.sh register minilm:1 "minilm:$V2" resnet50:1 2>&1 | grep ' version ' | tee "$work/registered.txt" | sed 's/^/    /'
+    echo "    registered in $(($(date +%s) - t0)) s"
+    minilm_v1=$(sed -n 's|^minilm version \([0-9]*\) .*/minilm/1 .*|\1|p' "$work/registered.txt")
+    minilm_v2=$(sed -n "s|^minilm version \\([0-9]*\\) .*/minilm/$V2 .*|\\1|p" "$work/registered.txt")
+    resnet_v1=$(sed -n 's|^resnet50 version \([0-9]*\) .*/resnet50/1 .*|\1|p' "$work/registered.txt")
+    [[ -n "$minilm_v1" && -n "$minilm_v2" && -n "$resnet_v1" ]] || {
+        echo "demo: registering did not report the versions" >&2
+        exit 1
+    }
+    bash scripts/registry.sh promote minilm "$minilm_v1" --alias champion 2>&1 | grep ' version ' | sed 's/^/    /'
+    bash scripts/registry.sh promote resnet50 "$resnet_v1" --stage Production 2>&1 | grep ' version ' | sed 's/^/    /'
+    sed -e "s|^uri = .*|uri = \"$MLFLOW_TRACKING_URI\"|" -e "s|^cache_dir = .*|cache_dir = \"$work/cache\"|" \
+        "$CONFIG" >"$work/demo-registry.toml"
+    CONFIG=$work/demo-registry.toml
+}
+
+# One line per change of MiniLM's versions (weight, ready replicas,
+# requests, errors) or rollout state in GET /v1/models.
+minilm_state() {
+    curl -fsS --max-time 2 "$base/v1/models" 2>/dev/null | jq -c '.models[] | select(.name == "minilm")
+        | {versions: [.versions[] | {name, weight, ready: .ready_replicas, requests, errors}], rollout: (.rollout // null)}' 2>/dev/null || true
+}
+
+# Load in windows of DEMO_REGISTRY_WINDOW_SECS until $work/stop-load exists:
+# one JSON summary per window, so the switch shows window by window.
+registry_load() {
+    local i=0
+    while [[ ! -e "$work/stop-load" ]]; do
+        "$bin/loadgen" run --url "$base/v1/models/minilm/embed" --text-lines "$work/texts.txt" \
+            --concurrency "$REG_CLIENTS" --duration-secs "$REG_WINDOW" --timeout-secs 30 \
+            --no-progress --json 2>>"$work/load.err" | jq -c --argjson i "$i" --argjson w "$REG_WINDOW" \
+            '{from: ($i * $w), to: (($i + 1) * $w), ok, errors, errors_by_kind, items_per_s, p50_ms, p99_ms}' \
+            >>"$work/load.jsonl" || true
+        i=$((i + 1))
+    done
+}
+
+registry_promotion() {
+    local started_at t prev="" state log_seen=0 outcome="" v1_name v2_name
+    v1_name=$minilm_v1
+    v2_name=$minilm_v2
+    echo "==> MiniLM under load ($REG_CLIENTS clients, ${REG_WINDOW}s windows); promoting version $v2_name to @champion after ${REG_PROMOTE_AFTER}s"
+    : >"$work/load.jsonl"
+    registry_load &
+    load_pid=$!
+    started_at=$(date +%s.%N)
+    elapsed() { printf '%5.1f' "$(echo "$(date +%s.%N) - $started_at" | bc)"; }
+    sleep "$REG_PROMOTE_AFTER"
+    state=$(minilm_state)
+    before_requests=$(jq '[.versions[].requests] | add // 0' <<<"${state:-null}")
+    before_errors=$(jq '[.versions[].errors] | add // 0' <<<"${state:-null}")
+    echo "[$(elapsed)s] promote: $(bash scripts/registry.sh promote minilm "$v2_name" --alias champion 2>&1 | grep ' version ')"
+    log_seen=$(wc -l <"$work/server.err")
+    local deadline=$(($(date +%s) + REG_TIMEOUT)) saw_canary=0
+    while (($(date +%s) < deadline)); do
+        # The server's own account of each step and its reason.
+        local n
+        n=$(wc -l <"$work/server.err")
+        if ((n > log_seen)); then
+            sed -n "$((log_seen + 1)),${n}p" "$work/server.err" | grep -iE 'registry|rollout|drift|canary|version' |
+                sed -e 's/\x1b\[[0-9;]*m//g' | cut -c1-220 | sed "s/^/[$(elapsed)s] server: /" || true
+            log_seen=$n
+        fi
+        state=$(minilm_state)
+        if [[ -n "$state" && "$state" != "$prev" ]]; then
+            # Requests and errors change all the time; print on weight, readiness or rollout changes.
+            local shape
+            shape=$(jq -c '{v: [.versions[] | {name, weight, ready}], rollout}' <<<"$state")
+            if [[ "$shape" != "$(jq -c '{v: [.versions[] | {name, weight, ready}], rollout}' <<<"${prev:-null}" 2>/dev/null)" ]]; then
+                echo "[$(elapsed)s] minilm: $(jq -r '[.versions[] | "v\(.name) \(.weight)% (\(.ready) ready, \(.requests) req, \(.errors) err)"] | join("  ")' <<<"$state")$(jq -r 'if .rollout then "  rollout: " + (.rollout | tojson) else "" end' <<<"$state")"
+            fi
+            prev=$state
+            local names
+            names=$(jq -r '[.versions[].name] | join(",")' <<<"$state")
+            [[ "$names" == *,* ]] && saw_canary=1
+            if [[ "$names" == "$v2_name" ]]; then
+                outcome="promoted"
+                break
+            fi
+            if ((saw_canary)) && [[ "$names" == "$v1_name" ]]; then
+                outcome="rolled back"
+                break
+            fi
+        fi
+        sleep 0.5
+    done
+    local after_requests after_errors
+    after_requests=$(jq '[.versions[].requests] | add // 0' <<<"${state:-null}")
+    after_errors=$(jq '[.versions[].errors] | add // 0' <<<"${state:-null}")
+    echo "[$(elapsed)s] rollout ${outcome:-not finished after ${REG_TIMEOUT}s}"
+    # A last window on the new version, then stop the load.
+    sleep "$REG_WINDOW"
+    touch "$work/stop-load"
+    wait "$load_pid" 2>/dev/null || true
+    load_pid=""
+    echo
+    echo "==> load through the promotion (MiniLM /embed, $REG_CLIENTS closed-loop clients)"
+    printf '    %-11s %8s %7s %10s %9s %9s\n' window ok errors "seq/s" "p50 ms" "p99 ms"
+    jq -r '"    \(.from)-\(.to)s" + " " * (11 - ("\(.from)-\(.to)s" | length))
+        + " \(.ok | tostring | (" " * (8 - length)) + .) \(.errors | tostring | (" " * (7 - length)) + .)"
+        + " \(.items_per_s * 10 | round / 10 | tostring | (" " * (10 - length)) + .)"
+        + " \(.p50_ms * 10 | round / 10 | tostring | (" " * (9 - length)) + .)"
+        + " \(.p99_ms * 10 | round / 10 | tostring | (" " * (9 - length)) + .)"' "$work/load.jsonl"
+    local ok errors
+    ok=$(jq -s 'map(.ok) | add // 0' "$work/load.jsonl")
+    errors=$(jq -s 'map(.errors) | add // 0' "$work/load.jsonl")
+    echo "    requests answered during the switch (server count, promotion to end of rollout): $((after_requests - before_requests)), failed: $((after_errors - before_errors))"
+    echo "    the whole run (load generator): $ok answered, $errors failed$(jq -rs 'map(.errors_by_kind // {} | to_entries[]) | group_by(.key) | map("\(.[0].key) \(map(.value) | add)") | if length > 0 then " (" + join(", ") + ")" else "" end' "$work/load.jsonl")"
+    echo "    rollout: ${outcome:-not finished}; failures = $errors"
+    echo "registry demo took $(($(date +%s) - started)) s"
+    [[ "$outcome" == promoted && "$errors" == 0 ]]
+}
+
+if [[ -n "$registry" ]]; then
+    registry_prepare
+else
+    echo "==> raw offline throughput (raw-bench, no server, $THREADS threads, ${RAW_SECS}s per batch size)"
+    for m in "${present[@]}"; do
+        "$bin/raw-bench" --model-dir "models/$m/1" --batch-sizes "$RAW_BATCHES" \
+            --seconds "$RAW_SECS" --threads "$THREADS" --json >"$work/raw-$m.json"
+        jq -r '"    \(.model): " + ([.results[] | "b\(.batch_size) \(.items_per_s * 10 | round / 10)/s"] | join("  "))
+            + "   best \((.best.items_per_s // 0) * 10 | round / 10)/s at batch \(.best.batch_size // "-")"' "$work/raw-$m.json"
+    done
+fi
 
 echo "==> starting the server ($CONFIG) on free loopback ports"
 "$bin/multi-model" --config "$CONFIG" --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 \
@@ -183,6 +355,16 @@ curl -fsS "$base/readyz" >/dev/null || {
 }
 grep -i "device\|loaded" "$work/server.err" | sed 's/^/    /' | tail -8 || true
 echo "    $base  ($(sed -n 's/^grpc listening on /gRPC /p' "$work/server.out"))"
+
+if [[ -n "$registry" ]]; then
+    rc=0
+    registry_promotion || rc=$?
+    if [[ $serve == 1 ]]; then
+        echo "==> serving on $base, registry $MLFLOW_TRACKING_URI (Ctrl-C to stop)"
+        wait "$server_pid"
+    fi
+    exit $rc
+fi
 
 for m in "${present[@]}"; do
     r=$(route_of "$m")
