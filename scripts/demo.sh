@@ -56,7 +56,11 @@
 #   DEMO_REGISTRY_WINDOW_SECS        seconds per load window (default 5)
 #   DEMO_REGISTRY_PROMOTE_AFTER_SECS load before the promotion (default 10)
 #   DEMO_REGISTRY_TIMEOUT_SECS       most seconds the rollout may take (default 240)
-#   DEMO_REGISTRY_V2                 the MiniLM export promoted (default 2)
+#   DEMO_REGISTRY_V2                 the MiniLM export promoted (default 2, close to
+#                                    version 1; 3 is a MiniLM whose embeddings drift,
+#                                    which the drift check rolls back)
+# The demo fails unless the rollout finished (promoted or rolled back) with
+# no failed request.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -311,7 +315,7 @@ registry_promotion() {
     echo "    the whole run (load generator): $ok answered, $errors failed$(jq -rs 'map(.errors_by_kind // {} | to_entries[]) | group_by(.key) | map("\(.[0].key) \(map(.value) | add)") | if length > 0 then " (" + join(", ") + ")" else "" end' "$work/load.jsonl")"
     echo "    rollout: ${outcome:-not finished}; failures = $errors"
     echo "registry demo took $(($(date +%s) - started)) s"
-    [[ "$outcome" == promoted && "$errors" == 0 ]]
+    [[ -n "$outcome" && "$errors" == 0 ]]
 }
 
 if [[ -n "$registry" ]]; then
