@@ -148,7 +148,7 @@ register)
         [[ "${items[$i]}" == *:* ]] || items[i]="${items[$i]}:1"
         m=${items[$i]%%:*}
         e=${items[$i]#*:}
-        if [[ ! -f "models/$m/$e/model.json" ]]; then
+        if [[ ! -f "models/$m/$e/model.json" && " ${models[*]} " == *" $m "* ]]; then
             echo "registry: exporting models/$m/$e (scripts/export_models.py --version $e)"
             "$python" scripts/export_models.py --out models --only "$m" --version "$e" 2>&1 | grep '^exported' || true
         fi

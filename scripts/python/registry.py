@@ -25,8 +25,11 @@ Each command prints one line per model version it touched, in the form
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import io
 import json
+import logging
 import os
 import sys
 import warnings
@@ -39,6 +42,9 @@ os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
 import mlflow  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from mlflow.exceptions import MlflowException  # noqa: E402
+
+# "Waiting for model version to finish creation" on every registration.
+logging.getLogger("mlflow").setLevel(logging.WARNING)
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENT = "convoy-models"
@@ -100,7 +106,8 @@ def register(c: MlflowClient, model: str, export: str, models_dir: Path) -> None
             "start it with --serve-artifacts (scripts/registry.sh start does)"
         )
     c.log_artifacts(run_id, str(folder), artifact_path="model")
-    c.set_terminated(run_id)
+    with contextlib.redirect_stdout(io.StringIO()):  # "View run at ..." links
+        c.set_terminated(run_id)
     tags = {
         "convoy.export": export,
         "convoy.sha256": digest,
