@@ -66,7 +66,7 @@ start() {
     local p
     p=$(port)
     if running && [[ "$(cat "$portfile" 2>/dev/null)" == "$p" ]] && healthy "$p"; then
-        echo "registry: MLflow already running at http://127.0.0.1:$p (pid $(cat "$pidfile"), store $dir)"
+        echo "registry: MLflow already running at http://127.0.0.1:$p (pid $(cat "$pidfile"), store ${dir#"$root"/})"
         return
     fi
     running && stop
@@ -97,13 +97,13 @@ start() {
         }
         sleep 0.5
     done
-    echo "registry: MLflow running at http://127.0.0.1:$p (pid $(cat "$pidfile"), store $dir, took $((SECONDS - t0)) s)"
+    echo "registry: MLflow running at http://127.0.0.1:$p (pid $(cat "$pidfile"), store ${dir#"$root"/}, took $((SECONDS - t0)) s)"
 }
 
 stop() {
     if ! running; then
         rm -f "$pidfile"
-        echo "registry: MLflow is not running (store $dir)"
+        echo "registry: MLflow is not running (store ${dir#"$root"/})"
         return
     fi
     local pid
@@ -131,9 +131,9 @@ start) start ;;
 stop) stop ;;
 status)
     if running && healthy "$(port)"; then
-        echo "registry: MLflow running at $(uri) (pid $(cat "$pidfile"), store $dir)"
+        echo "registry: MLflow running at $(uri) (pid $(cat "$pidfile"), store ${dir#"$root"/})"
     else
-        echo "registry: MLflow is not running (store $dir)"
+        echo "registry: MLflow is not running (store ${dir#"$root"/})"
         exit 3
     fi
     ;;

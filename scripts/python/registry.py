@@ -76,6 +76,14 @@ def versions_of(c: MlflowClient, name: str) -> list:
     return sorted(c.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
 
 
+def shown(path: Path) -> str:
+    """`path` relative to the working directory when below it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 def register(c: MlflowClient, model: str, export: str, models_dir: Path) -> None:
     folder = models_dir / model / export
     manifest_path = folder / "model.json"
@@ -89,7 +97,7 @@ def register(c: MlflowClient, model: str, export: str, models_dir: Path) -> None
     digest = sha256(weights)
     for v in versions_of(c, model):
         if v.tags.get("convoy.sha256") == digest:
-            print(f"{model} version {v.version} already registered from {folder} (export {export}, unchanged)")
+            print(f"{model} version {v.version} already registered from {shown(folder)} (export {export}, unchanged)")
             return
     try:
         c.create_registered_model(model, description=f"convoy example model {model} (scripts/export_models.py)")
@@ -123,7 +131,7 @@ def register(c: MlflowClient, model: str, export: str, models_dir: Path) -> None
         tags=tags,
         description=str(manifest.get("weights", "")),
     )
-    print(f"{model} version {v.version} registered from {folder} (export {export}; run {run_id})")
+    print(f"{model} version {v.version} registered from {shown(folder)} (export {export}; run {run_id})")
 
 
 def promote(c: MlflowClient, model: str, version: str, alias: str | None, stage: str | None) -> None:
