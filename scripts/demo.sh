@@ -52,6 +52,9 @@
 #      back (at most DEMO_REGISTRY_TIMEOUT_SECS);
 #  R4. the result: requests during the switch, failures, load per window.
 #
+#   DEMO_REGISTRY_CONFIG             the server config (default
+#                                    examples/multi-model/config/demo-registry.toml;
+#                                    its `uri` and `cache_dir` lines are rewritten)
 #   DEMO_REGISTRY_CLIENTS            MiniLM clients (default 8)
 #   DEMO_REGISTRY_WINDOW_SECS        seconds per load window (default 5)
 #   DEMO_REGISTRY_PROMOTE_AFTER_SECS load before the promotion (default 10)
@@ -93,7 +96,7 @@ SWEEP_SECS=${DEMO_SWEEP_SECS:-4}
 PLOT=${DEMO_PLOT:-benches/results/demo-sweep.png}
 CONFIG=examples/multi-model/config/demo.toml
 if [[ -n "$registry" ]]; then
-    CONFIG=examples/multi-model/config/demo-registry.toml
+    CONFIG=${DEMO_REGISTRY_CONFIG:-examples/multi-model/config/demo-registry.toml}
 fi
 REG_CLIENTS=${DEMO_REGISTRY_CLIENTS:-8}
 REG_WINDOW=${DEMO_REGISTRY_WINDOW_SECS:-5}
@@ -256,7 +259,10 @@ registry_promotion() {
     state=$(minilm_state)
     before_requests=$(jq '[.versions[].requests] | add // 0' <<<"${state:-null}")
     before_errors=$(jq '[.versions[].errors] | add // 0' <<<"${state:-null}")
-    echo "[$(elapsed)s] promote: $(bash scripts/registry.sh promote minilm "$v2_name" --alias champion 2>&1 | grep ' version ')"
+    echo "[$(elapsed)s] scripts/registry.sh promote minilm $v2_name --alias champion"
+    local promoted
+    promoted=$(bash scripts/registry.sh promote minilm "$v2_name" --alias champion 2>&1 | grep ' version ' || true)
+    echo "[$(elapsed)s] registry: ${promoted:-the promotion failed}"
     log_seen=$(wc -l <"$work/server.err")
     local deadline=$(($(date +%s) + REG_TIMEOUT)) saw_canary=0
     while (($(date +%s) < deadline)); do
