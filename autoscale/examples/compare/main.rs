@@ -14,8 +14,10 @@
 //! `compare-table` and `compare-verdict` markers.
 //!
 //! Options: `--seeds 1,2,3` (default), `--models default,gpu`,
-//! `--colds 30,5`, `--quick` (only the default policy in the matrix: the
-//! others' reports do not change while tuning it, but then no verdict),
+//! `--colds 30,5`, `--traces spike,step` (all by default; with it neither
+//! the README nor the plot is written), `--quick` (only the default policy
+//! in the matrix: the others' reports do not change while tuning it, but
+//! then no verdict),
 //! `--no-write` (print only), `--plot PATH`.
 
 mod plot;
@@ -39,6 +41,7 @@ struct Options {
     seeds: Vec<u64>,
     models: Vec<String>,
     colds: Vec<u64>,
+    traces: Option<Vec<String>>,
     quick: bool,
     write: bool,
     plot: PathBuf,
@@ -50,6 +53,7 @@ fn options() -> Result<Options, Error> {
         seeds: vec![1, 2, 3],
         models: vec!["default".into(), "gpu".into()],
         colds: vec![30, 5],
+        traces: None,
         quick: false,
         write: true,
         plot: dir.join("docs/compare.png"),
@@ -61,6 +65,7 @@ fn options() -> Result<Options, Error> {
             "--seeds" => o.seeds = list(&value()?)?,
             "--colds" => o.colds = list(&value()?)?,
             "--models" => o.models = value()?.split(',').map(String::from).collect(),
+            "--traces" => o.traces = Some(value()?.split(',').map(String::from).collect()),
             "--plot" => o.plot = PathBuf::from(value()?),
             "--quick" => o.quick = true,
             "--no-write" => o.write = false,
@@ -68,6 +73,15 @@ fn options() -> Result<Options, Error> {
         }
     }
     Ok(o)
+}
+
+impl Options {
+    /// Whether `--traces` names this trace (every trace without it).
+    fn wants(&self, trace: &str) -> bool {
+        self.traces
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == trace))
+    }
 }
 
 fn list(s: &str) -> Result<Vec<u64>, Error> {
@@ -130,7 +144,7 @@ fn main() -> Result<(), Error> {
     // 1. The standard setup: every built-in and the default.
     let traces = standard_traces();
     let mut jobs = Vec::new();
-    for trace in &traces {
+    for trace in traces.iter().filter(|t| opts.wants(t.name())) {
         let initial = Oracle::plan(trace, &config).replicas_at(Duration::ZERO);
         let mut contenders = if opts.quick {
             Vec::new()
@@ -163,6 +177,9 @@ fn main() -> Result<(), Error> {
     let mut keys = Vec::new();
     for (si, setup) in setups.iter().enumerate() {
         for trace in setup.traces() {
+            if !opts.wants(trace.name()) {
+                continue;
+            }
             let initial = Oracle::plan(&trace, &setup.config).replicas_at(Duration::ZERO);
             let contenders = if opts.quick {
                 vec![default_contender(&setup.config, initial)?]
@@ -254,7 +271,7 @@ fn main() -> Result<(), Error> {
     ));
     println!("{verdict}");
 
-    if !opts.quick {
+    if !opts.quick && opts.traces.is_none() {
         draw(&opts, &traces, &reports, &config)?;
         if opts.write {
             let readme = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md");

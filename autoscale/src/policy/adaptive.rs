@@ -2,6 +2,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::cost_memory::CostMemory;
 use super::{ceil_count, Policy, PolicyInput, Reason, Recommendation};
 use crate::error::{non_zero, within, ConfigError};
 use crate::signal::{BatchCost, Counter, Signal, WindowView};
@@ -148,6 +149,14 @@ const INSTANT: Duration = Duration::from_secs(1);
 const COST_LOOK_BACK: Duration = Duration::from_secs(60);
 /// How often the cost curve is refitted.
 const REFIT: Duration = Duration::from_secs(10);
+/// Time constant of the long cost memory.
+const COST_MEMORY: Duration = Duration::from_secs(3600);
+/// How far beyond the largest batch seen the cost curve is extrapolated:
+/// by default, and when the long fit predicts that far within
+/// `EXTRAPOLATION_ERROR`.
+const REACH: f64 = 4.0;
+const CONFIDENT_REACH: f64 = 16.0;
+const EXTRAPOLATION_ERROR: f64 = 0.1;
 /// Time constant of the baseline rate the burst factor is measured against.
 const BASELINE_TAU: f64 = 600.0;
 /// Worst-case batch latency (wait for one batch, run the next) planned at
@@ -203,6 +212,10 @@ pub struct Adaptive {
     cost: Option<BatchCost>,
     /// When the cost curve was last fitted.
     fitted_at: Option<Duration>,
+    /// The cost fit over hours, and how far beyond the largest batch seen
+    /// the curve is trusted.
+    memory: CostMemory,
+    reach: f64,
     /// Multiplier on the modelled capacity, lowered by SLO violations.
     trust: f64,
     /// Remembered peak rate and the baseline rate.
@@ -232,6 +245,8 @@ impl Adaptive {
             batch_is_max: false,
             cost: None,
             fitted_at: None,
+            memory: CostMemory::default(),
+            reach: REACH,
             trust: 1.0,
             peak: 0.0,
             baseline: None,
@@ -279,7 +294,11 @@ impl Adaptive {
             f64::INFINITY
         };
         let seen = self.largest_batch.max(1.0);
-        let cap = if self.batch_is_max { seen } else { 4.0 * seen };
+        let cap = if self.batch_is_max {
+            seen
+        } else {
+            self.reach * seen
+        };
         let n = by_slo.min(cap).max(1.0);
         let secs = cost.seconds(n);
         (secs > 0.0).then(|| n / secs)
@@ -310,11 +329,37 @@ impl Adaptive {
                 .fitted_at
                 .is_none_or(|at| now.saturating_sub(at) >= REFIT);
         let view = input.window.view(now, COST_LOOK_BACK);
+        let unseen = self
+            .memory
+            .latest()
+            .map_or(COST_LOOK_BACK, |at| now.saturating_sub(at));
+        for (at, sample) in input.window.view(now, unseen).samples() {
+            self.memory.absorb(at, sample, COST_MEMORY);
+        }
         if refit {
             self.fitted_at = Some(now);
-            if let Some(fit) = view.batch_cost_fit().filter(|c| c.seconds(1.0) > 0.0) {
+            // The last minute's fit when its sizes spread, else the long
+            // one when it is trustworthy where the batches are.
+            let seen = self.largest_batch.max(1.0);
+            let long = self
+                .memory
+                .fit()
+                .filter(|f| f.spreads() || f.relative_error(REACH * seen) <= EXTRAPOLATION_ERROR);
+            let fit = view
+                .batch_cost_fit()
+                .or(long.map(|f| f.cost))
+                .filter(|c| c.seconds(1.0) > 0.0);
+            if let Some(fit) = fit {
                 self.cost = Some(fit);
             }
+            // A straight line confirmed over hours predicts larger batches.
+            self.reach = if long
+                .is_some_and(|f| f.relative_error(CONFIDENT_REACH * seen) <= EXTRAPOLATION_ERROR)
+            {
+                CONFIDENT_REACH
+            } else {
+                REACH
+            };
         }
         let Some(latest) = fast.latest() else { return };
         if latest.batches > 0 && !self.batch_is_max {

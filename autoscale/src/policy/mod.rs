@@ -14,6 +14,7 @@
 
 mod adaptive;
 mod combinator;
+mod cost_memory;
 mod hpa;
 mod kpa;
 mod latency_slo;

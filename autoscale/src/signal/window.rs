@@ -255,6 +255,15 @@ impl<'a> WindowView<'a> {
         })
     }
 
+    /// The samples in the look-back with their times, oldest first.
+    pub fn samples(&self) -> impl Iterator<Item = (Duration, &'a LoadSample)> + 'a {
+        let (begin, end) = self.bounds();
+        self.window
+            .entries
+            .range(begin..end)
+            .map(|e| (e.at, &e.sample))
+    }
+
     /// Number of samples in the look-back.
     pub fn count(&self) -> usize {
         let (begin, end) = self.bounds();
