@@ -8,8 +8,19 @@
 pub mod allocator;
 pub mod autoscale;
 pub mod batcher;
+pub mod config;
+pub mod image;
+pub mod kserve;
 pub mod pool;
 pub mod router;
+pub mod text;
+
+/// The multi-model server's configuration types and parser: its
+/// `config.rs` compiled into this crate as it is (the server crate itself
+/// links libtorch, which the harness must not need). Only serde, toml and
+/// std are used there.
+#[path = "../../../examples/multi-model/src/config.rs"]
+pub mod multi_model_config;
 
 /// A target's check: panics when the input breaks one of convoy's promises.
 pub type Check = fn(&[u8]);
@@ -22,6 +33,11 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("router_ops", router::run),
     ("autoscale_signals", autoscale::run),
     ("pool_ops", pool::run),
+    ("kserve_json", kserve::run_json),
+    ("kserve_binary", kserve::run_binary),
+    ("image_decode", image::run),
+    ("text_tokenize", text::run),
+    ("server_config", config::run),
 ];
 
 /// Keeps a target's own scripted panics (a model that panics on purpose)
