@@ -21,6 +21,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use example_registry::ModelSource;
 use serde::{Deserialize, Deserializer, Serialize};
 use toml::Spanned;
 
@@ -63,6 +64,53 @@ pub struct ServerConfig {
     /// Host memory of the device pool when there is no GPU, bytes.
     #[serde(deserialize_with = "positive_u64")]
     pub host_memory: u64,
+    /// `[server.registry]`: the MLflow tracking server that `models:/`
+    /// sources are resolved against.
+    pub registry: Option<RegistryConfig>,
+}
+
+/// `[server.registry]`: where `models:/` sources come from and how often
+/// a stage or alias is polled for a new version.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// The MLflow tracking server, `http://host:port`.
+    #[serde(deserialize_with = "tracking_uri")]
+    pub uri: String,
+    /// Downloaded, verified versions: `<cache_dir>/<model>/<version>/`.
+    #[serde(default = "default_cache_dir")]
+    pub cache_dir: PathBuf,
+    /// How often a stage or alias is asked for its version.
+    #[serde(
+        deserialize_with = "positive_duration",
+        default = "default_poll_interval"
+    )]
+    pub poll_interval: Duration,
+    /// Bound on every request to the registry (a registry that hangs
+    /// counts as unavailable after it).
+    #[serde(
+        deserialize_with = "positive_duration",
+        default = "default_registry_timeout"
+    )]
+    pub timeout: Duration,
+}
+
+fn default_cache_dir() -> PathBuf {
+    PathBuf::from("models/.registry")
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_registry_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn tracking_uri<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let uri = String::deserialize(d)?;
+    example_registry::MlflowClient::new(&uri).map_err(serde::de::Error::custom)?;
+    Ok(uri)
 }
 
 impl Default for ServerConfig {
@@ -75,6 +123,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             blocking_tasks: 4,
             host_memory: 1 << 30,
+            registry: None,
         }
     }
 }
@@ -85,13 +134,20 @@ impl Default for ServerConfig {
 pub struct DeploymentConfig {
     /// The name clients use: `/v1/models/{name}/...`, `/v2/models/{name}`.
     pub name: String,
-    /// `identity` (built in) or the model package's name under `models_dir`.
+    /// `identity` (built in) or the model package's name under `models_dir`
+    /// (for a registry source: the registered model's name by default).
     pub model: String,
     /// The package directory, if not `<models_dir>/<model>`.
     pub source: Option<PathBuf>,
-    /// Versions and their traffic weights.
+    /// A registry source (`source = "models:/<name>@<alias>"`, `/<stage>` or
+    /// `/<version>`): its versions come from `[server.registry]`.
+    pub registry: Option<ModelSource>,
+    /// Versions and their traffic weights (a registry source: the version
+    /// it resolves to at start).
     pub versions: Vec<VersionConfig>,
-    /// A progressive rollout from the first version to the second.
+    /// A progressive rollout from the first version to the second, or, for
+    /// a registry source that moves (a stage or alias), of every new
+    /// version it points at.
     pub rollout: Option<RolloutPlan>,
     /// How requests are batched.
     pub batching: Batching,
@@ -122,9 +178,10 @@ impl DeploymentConfig {
 #[serde(deny_unknown_fields)]
 struct RawDeployment {
     name: String,
-    model: String,
     #[serde(default)]
-    source: Option<PathBuf>,
+    model: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
     #[serde(rename = "version", default)]
     versions: Vec<VersionConfig>,
     #[serde(default)]
@@ -154,8 +211,34 @@ impl TryFrom<RawDeployment> for DeploymentConfig {
                 raw.name
             ));
         }
-        if raw.model.is_empty() {
+        let (source, registry) = match raw.source {
+            None => (None, None),
+            Some(s) => match s
+                .parse::<ModelSource>()
+                .map_err(|e| format!("source: {e}"))?
+            {
+                ModelSource::Path(p) => (Some(p), None),
+                mlflow => (None, Some(mlflow)),
+            },
+        };
+        let model = match (raw.model, &registry) {
+            (Some(m), _) => m,
+            (None, Some(ModelSource::Mlflow { name, .. })) => name.clone(),
+            (None, _) => String::new(),
+        };
+        if model.is_empty() {
             return Err("model: must name a model package or \"identity\"".into());
+        }
+        if registry.is_some() {
+            if model == IDENTITY {
+                return Err("source: the identity model has no registry source".into());
+            }
+            if !raw.versions.is_empty() {
+                return Err(
+                    "version: a registry source names its versions itself (drop [[deployment.version]])"
+                        .into(),
+                );
+            }
         }
         let mut versions = raw.versions;
         if versions.is_empty() {
@@ -169,7 +252,7 @@ impl TryFrom<RawDeployment> for DeploymentConfig {
                 return Err(format!("version: {:?} appears twice", v.name));
             }
         }
-        if let Some(plan) = &raw.rollout {
+        if let (Some(plan), None) = (&raw.rollout, &registry) {
             if versions.len() != 2 {
                 return Err(format!(
                     "rollout: needs exactly two versions (stable, canary), found {}",
@@ -188,13 +271,14 @@ impl TryFrom<RawDeployment> for DeploymentConfig {
                 raw.replicas.min, raw.replicas.max
             ));
         }
-        if raw.identity_delay > Duration::ZERO && raw.model != IDENTITY {
+        if raw.identity_delay > Duration::ZERO && model != IDENTITY {
             return Err("identity_delay: only for model = \"identity\"".into());
         }
         Ok(Self {
             name: raw.name,
-            model: raw.model,
-            source: raw.source,
+            model,
+            source,
+            registry,
             versions,
             rollout: raw.rollout,
             batching: raw.batching,
@@ -220,24 +304,209 @@ fn hundred() -> f64 {
     100.0
 }
 
-/// `[deployment.rollout]`: traffic moves from the first version to the
-/// second through `steps` (percent), each held at least `step`, promoted
-/// while the canary's errors and latency stay in bounds, rolled back
-/// otherwise.
+/// `[deployment.rollout]`: traffic moves from the stable version to the
+/// canary through `steps` (percent), each held at least `step`, promoted
+/// while the canary's errors, latency (and, with `[deployment.rollout.drift]`,
+/// its predictions) stay in bounds, rolled back otherwise.
 #[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, try_from = "RawRolloutPlan")]
 pub struct RolloutPlan {
     /// Canary percentages, ascending, each in (0, 100].
-    #[serde(deserialize_with = "steps")]
     pub steps: Vec<f64>,
     /// Least time at each step.
-    #[serde(deserialize_with = "duration", default = "thirty_seconds")]
     #[serde(serialize_with = "ser_duration")]
     pub step: Duration,
+    /// How often the step is analysed (default: a fifth of `step`).
+    #[serde(serialize_with = "ser_duration")]
+    pub analysis_interval: Duration,
+    /// Canary requests (and drift pairs) needed before any verdict.
+    pub min_samples: u64,
+    /// Highest canary error rate that passes, in [0, 1].
+    pub max_error_rate: f64,
+    /// The canary's p99 latency bound.
+    pub latency: P99Limit,
+    /// Failed analyses that start the rollback.
+    pub failure_limit: u32,
+    /// The rollback lowers the canary to 0 in this many steps...
+    pub rollback_steps: u32,
+    /// ...this far apart (default: half of `step`).
+    #[serde(serialize_with = "ser_duration")]
+    pub rollback_interval: Duration,
+    /// The prediction-drift check, if any.
+    pub drift: Option<DriftPlan>,
+}
+
+/// The canary's p99 latency bound.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum P99Limit {
+    /// At most this (`max_p99 = "250ms"`).
+    Absolute(#[serde(serialize_with = "ser_duration")] Duration),
+    /// At most the stable's p99 times this (`max_p99_factor = 2.0`, the default).
+    StableFactor(f64),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRolloutPlan {
+    #[serde(deserialize_with = "steps")]
+    steps: Vec<f64>,
+    #[serde(
+        alias = "step_duration",
+        deserialize_with = "positive_duration",
+        default = "thirty_seconds"
+    )]
+    step: Duration,
+    #[serde(default, deserialize_with = "some_positive_duration")]
+    analysis_interval: Option<Duration>,
+    #[serde(default = "fifty", deserialize_with = "positive_u64")]
+    min_samples: u64,
+    #[serde(default = "one_percent", deserialize_with = "rate")]
+    max_error_rate: f64,
+    #[serde(default, deserialize_with = "some_positive_duration")]
+    max_p99: Option<Duration>,
+    #[serde(default, deserialize_with = "some_positive_f64")]
+    max_p99_factor: Option<f64>,
+    #[serde(default = "three", deserialize_with = "positive_u32")]
+    failure_limit: u32,
+    #[serde(default = "four", deserialize_with = "positive_u32")]
+    rollback_steps: u32,
+    #[serde(default, deserialize_with = "some_positive_duration")]
+    rollback_interval: Option<Duration>,
+    #[serde(default)]
+    drift: Option<DriftPlan>,
+}
+
+impl TryFrom<RawRolloutPlan> for RolloutPlan {
+    type Error = String;
+
+    fn try_from(raw: RawRolloutPlan) -> Result<Self, String> {
+        let latency = match (raw.max_p99, raw.max_p99_factor) {
+            (Some(_), Some(_)) => {
+                return Err("rollout: set max_p99 or max_p99_factor, not both".into())
+            }
+            (Some(d), None) => P99Limit::Absolute(d),
+            (None, f) => P99Limit::StableFactor(f.unwrap_or(2.0)),
+        };
+        let floor = Duration::from_millis(1);
+        Ok(Self {
+            steps: raw.steps,
+            step: raw.step,
+            analysis_interval: raw.analysis_interval.unwrap_or((raw.step / 5).max(floor)),
+            min_samples: raw.min_samples,
+            max_error_rate: raw.max_error_rate,
+            latency,
+            failure_limit: raw.failure_limit,
+            rollback_steps: raw.rollback_steps,
+            rollback_interval: raw.rollback_interval.unwrap_or((raw.step / 2).max(floor)),
+            drift: raw.drift,
+        })
+    }
 }
 
 fn thirty_seconds() -> Duration {
     Duration::from_secs(30)
+}
+
+fn fifty() -> u64 {
+    50
+}
+
+fn one_percent() -> f64 {
+    0.01
+}
+
+fn three() -> u32 {
+    3
+}
+
+fn four() -> u32 {
+    4
+}
+
+/// `[deployment.rollout.drift]`: while a canary runs, a share of its
+/// requests is also sent to the stable version (off the request path) and
+/// the two answers are compared: top-1 agreement for classifiers, cosine
+/// of the outputs for encoders, KS and PSI on the top class's probability.
+/// Each check is on when its threshold is set; at least one must be.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, try_from = "RawDriftPlan")]
+pub struct DriftPlan {
+    /// Pairs needed per check before a verdict.
+    pub min_pairs: u64,
+    /// Lowest share of pairs with the same top class, in [0, 1].
+    pub min_top1_agreement: Option<f64>,
+    /// Lowest mean cosine of the two outputs, in [-1, 1].
+    pub min_cosine: Option<f64>,
+    /// Highest Kolmogorov–Smirnov D of the top-class probabilities, in [0, 1].
+    pub max_ks: Option<f64>,
+    /// Highest population stability index of the same, ≥ 0.
+    pub max_psi: Option<f64>,
+    /// Share of the canary's requests mirrored to the stable version, in (0, 1].
+    pub mirror_fraction: f64,
+    /// Mirrored requests in flight at most (more are skipped, never queued).
+    pub max_mirrored: usize,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDriftPlan {
+    #[serde(default = "hundred_pairs", deserialize_with = "positive_u64")]
+    min_pairs: u64,
+    #[serde(default, deserialize_with = "some_rate")]
+    min_top1_agreement: Option<f64>,
+    #[serde(default, deserialize_with = "some_cosine")]
+    min_cosine: Option<f64>,
+    #[serde(default, deserialize_with = "some_rate")]
+    max_ks: Option<f64>,
+    #[serde(default, deserialize_with = "some_non_negative")]
+    max_psi: Option<f64>,
+    #[serde(default = "one", deserialize_with = "fraction")]
+    mirror_fraction: f64,
+    #[serde(default = "sixty_four", deserialize_with = "positive_usize")]
+    max_mirrored: usize,
+}
+
+impl TryFrom<RawDriftPlan> for DriftPlan {
+    type Error = String;
+
+    fn try_from(raw: RawDriftPlan) -> Result<Self, String> {
+        if [
+            raw.min_top1_agreement,
+            raw.min_cosine,
+            raw.max_ks,
+            raw.max_psi,
+        ]
+        .iter()
+        .all(Option::is_none)
+        {
+            return Err(
+                "rollout.drift: set at least one of min_top1_agreement, min_cosine, max_ks, max_psi"
+                    .into(),
+            );
+        }
+        Ok(Self {
+            min_pairs: raw.min_pairs,
+            min_top1_agreement: raw.min_top1_agreement,
+            min_cosine: raw.min_cosine,
+            max_ks: raw.max_ks,
+            max_psi: raw.max_psi,
+            mirror_fraction: raw.mirror_fraction,
+            max_mirrored: raw.max_mirrored,
+        })
+    }
+}
+
+fn hundred_pairs() -> u64 {
+    100
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn sixty_four() -> usize {
+    64
 }
 
 /// `[deployment.batching]`: convoy-batcher's settings.
@@ -414,6 +683,18 @@ impl Config {
                 ));
             }
         }
+        for d in &config.deployments {
+            if d.get_ref().registry.is_some() && config.server.registry.is_none() {
+                return Err(ConfigError::at(
+                    text,
+                    d.span(),
+                    format!(
+                        "deployment {:?}: a models:/ source needs [server.registry] uri = \"http://host:port\"",
+                        d.get_ref().name
+                    ),
+                ));
+            }
+        }
         if config.deployments.is_empty() {
             return Err(ConfigError {
                 message: "configuration error: no [[deployment]]".into(),
@@ -545,4 +826,47 @@ fn steps<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
         )));
     }
     Ok(steps)
+}
+
+fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let x = duration(d)?;
+    if x.is_zero() {
+        return Err(serde::de::Error::custom("must be above 0"));
+    }
+    Ok(x)
+}
+
+fn some_positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    positive_duration(d).map(Some)
+}
+
+fn some_positive_f64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    positive_f64(d).map(Some)
+}
+
+fn in_range<'de, D: Deserializer<'de>>(d: D, lo: f64, hi: f64) -> Result<f64, D::Error> {
+    let x = number(d)?;
+    if x.is_finite() && (lo..=hi).contains(&x) {
+        Ok(x)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "must be in [{lo}, {hi}], got {x}"
+        )))
+    }
+}
+
+fn rate<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    in_range(d, 0.0, 1.0)
+}
+
+fn some_rate<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    in_range(d, 0.0, 1.0).map(Some)
+}
+
+fn some_cosine<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    in_range(d, -1.0, 1.0).map(Some)
+}
+
+fn some_non_negative<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    in_range(d, 0.0, f64::MAX).map(Some)
 }

@@ -37,7 +37,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tower::{BoxError, Layer, Service};
 
-use crate::config::{Batching, DeploymentConfig, DeviceKind, Policy, RolloutPlan};
+use crate::config::{Batching, DeploymentConfig, DeviceKind, P99Limit, Policy, RolloutPlan};
 use crate::model::{Forward, Kind};
 
 /// One request on its way through a deployment.
@@ -391,28 +391,40 @@ fn start_rollout(
     plan: &RolloutPlan,
     handle: SplitHandle<VersionService>,
 ) -> Result<RolloutHandle, BoxError> {
-    let config = RolloutConfig {
-        stable: cfg.versions[0].name.clone(),
-        canary: cfg.versions[1].name.clone(),
-        steps: plan.steps.clone(),
-        min_step_duration: plan.step,
-        analysis_interval: plan.step / 5,
-        min_samples: 50,
-        max_error_rate: 0.01,
-        latency: Some(LatencyCheck {
-            quantile: 0.99,
-            limit: LatencyLimit::StableFactor(2.0),
-        }),
-        failure_limit: 3,
-        rollback_steps: 4,
-        rollback_interval: plan.step / 2,
-    };
+    let config = rollout_config(
+        plan,
+        cfg.versions[0].name.clone(),
+        cfg.versions[1].name.clone(),
+    );
     let name = cfg.name.clone();
     Ok(Rollout::new(handle, config)?
         .on_event(move |e| {
             tracing::info!(deployment = %name, kind = ?e.kind, percent = e.canary_percent, reason = %e.reason, "rollout")
         })
         .start())
+}
+
+/// The convoy-router rollout settings of `plan`, from `stable` to `canary`.
+pub fn rollout_config(plan: &RolloutPlan, stable: String, canary: String) -> RolloutConfig {
+    RolloutConfig {
+        stable,
+        canary,
+        steps: plan.steps.clone(),
+        min_step_duration: plan.step,
+        analysis_interval: plan.analysis_interval,
+        min_samples: plan.min_samples,
+        max_error_rate: plan.max_error_rate,
+        latency: Some(LatencyCheck {
+            quantile: 0.99,
+            limit: match plan.latency {
+                P99Limit::Absolute(d) => LatencyLimit::Absolute(d),
+                P99Limit::StableFactor(f) => LatencyLimit::StableFactor(f),
+            },
+        }),
+        failure_limit: plan.failure_limit,
+        rollback_steps: plan.rollback_steps,
+        rollback_interval: plan.rollback_interval,
+    }
 }
 
 /// Counts requests and errors and records latency per model and version
