@@ -3,6 +3,7 @@
 //! tracing span per request, HTTP metrics, the body limit).
 
 mod error;
+mod limit;
 mod tasks;
 mod tensors;
 mod v1;
@@ -92,7 +93,8 @@ pub fn prometheus() -> &'static PrometheusHandle {
 
 /// The app for `server`.
 pub(crate) fn router(server: Arc<Server>) -> Router {
-    let body_limit = usize::try_from(server.config.server.body_limit).unwrap_or(usize::MAX);
+    let server_body_limit = server.config.server.body_limit;
+    let body_limit = usize::try_from(server_body_limit).unwrap_or(usize::MAX);
     let blocking = Semaphore::new(server.config.server.blocking_tasks);
     let v2 = example_kserve::rest_routes(
         Arc::new(crate::v2::V2(Arc::clone(&server))),
@@ -110,6 +112,10 @@ pub(crate) fn router(server: Arc<Server>) -> Router {
         .with_state(state)
         .merge(v2)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(
+            limit::BodyLimit(server_body_limit),
+            limit::refuse_declared_oversize,
+        ))
         .layer(middleware::from_fn(request_context))
 }
 
