@@ -11,37 +11,66 @@ use example_tensor::{element_count, f16, DataType, NamedTensor, Tensor, TensorDa
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
+use utoipa::ToSchema;
 
 use crate::infer::Answer;
+use crate::openapi::{datatype_schema, tensor_data_schema};
 use crate::{raw, Error, InferRequest, Limits, Parameters, RequestedOutput};
 
-#[derive(Deserialize)]
-struct RequestBody<'a> {
+/// [`RequestBody`] as the OpenAPI document names it.
+pub(crate) type InferenceRequest = RequestBody<'static>;
+
+/// [`ResponseBody`] as the OpenAPI document names it.
+pub(crate) type InferenceResponse = ResponseBody<'static>;
+
+/// The v2 JSON of an inference request.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = InferenceRequest)]
+pub(crate) struct RequestBody<'a> {
+    /// Echoed in the response.
     #[serde(default)]
     id: Option<String>,
+    /// Request parameters, e.g. Triton's `binary_data_output` or `timeout`
+    /// (microseconds).
     #[serde(default)]
+    #[schema(value_type = Object)]
     parameters: Parameters,
+    /// The input tensors.
     #[serde(borrow)]
     inputs: Vec<InputBody<'a>>,
+    /// The outputs wanted; none means all.
     #[serde(default)]
     outputs: Vec<OutputBody>,
 }
 
-#[derive(Deserialize)]
+/// An input tensor of a request.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = RequestInput)]
 struct InputBody<'a> {
+    /// Input name.
     name: String,
+    /// Dimensions.
     shape: Vec<i64>,
+    #[schema(schema_with = datatype_schema)]
     datatype: String,
+    /// `binary_data_size` (bytes) when the data follows the JSON part.
     #[serde(default)]
+    #[schema(value_type = Object)]
     parameters: Parameters,
     #[serde(borrow, default)]
+    #[schema(schema_with = tensor_data_schema)]
     data: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
+/// An output a request asks for.
+#[derive(Deserialize, ToSchema)]
+#[schema(as = RequestOutput)]
 struct OutputBody {
+    /// Output name.
     name: String,
+    /// `binary_data: true` to get it as binary after the JSON part.
     #[serde(default)]
+    #[schema(value_type = Object)]
     parameters: Parameters,
 }
 
@@ -360,31 +389,50 @@ pub(crate) struct EncodedResponse {
     pub(crate) header_len: Option<usize>,
 }
 
-#[derive(Serialize)]
-struct ResponseBody<'a> {
+/// The v2 JSON of an inference answer.
+#[derive(Serialize, ToSchema)]
+#[schema(as = InferenceResponse)]
+pub(crate) struct ResponseBody<'a> {
+    /// The model that answered.
     model_name: &'a str,
+    /// Its version.
     #[serde(skip_serializing_if = "Option::is_none")]
     model_version: Option<&'a str>,
+    /// The request's id.
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
+    /// Response parameters.
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    #[schema(value_type = Object)]
     parameters: &'a Parameters,
+    /// The output tensors.
     outputs: Vec<OutputOut<'a>>,
 }
 
-#[derive(Serialize)]
+/// An output tensor of an answer.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ResponseOutput)]
 struct OutputOut<'a> {
+    /// Output name.
     name: &'a str,
+    #[schema(schema_with = datatype_schema)]
     datatype: &'static str,
+    /// Dimensions.
+    #[schema(value_type = Vec<usize>)]
     shape: &'a [usize],
+    /// `binary_data_size` when the data follows the JSON part.
     #[serde(skip_serializing_if = "Option::is_none")]
     parameters: Option<BinarySize>,
+    /// Absent when the data follows the JSON part.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = tensor_data_schema)]
     data: Option<DataOut<'a>>,
 }
 
-#[derive(Serialize)]
+/// The size of an output's binary data after the JSON part.
+#[derive(Serialize, ToSchema)]
 struct BinarySize {
+    /// Bytes.
     binary_data_size: usize,
 }
 

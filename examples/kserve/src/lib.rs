@@ -7,6 +7,8 @@
 //! echoes request ids, keeps the requested outputs and encodes them. A
 //! repository only computes tensors, so it can sit on any convoy-batched
 //! service; [`Error::from_service`] maps convoy's errors to statuses.
+//! [`openapi_routes`] is the REST routes with their OpenAPI 3.1 document
+//! (also alone: [`openapi`]), to merge into an app's own document.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -50,6 +52,7 @@ mod grpc;
 mod infer;
 mod json;
 mod limits;
+mod openapi;
 mod raw;
 mod repository;
 mod rest;
@@ -61,8 +64,9 @@ pub use grpc::{
 };
 pub use infer::parse_grpc_timeout;
 pub use limits::Limits;
+pub use openapi::{openapi, ErrorBody};
 pub use repository::{
     BoxFuture, InferRequest, InferResponse, ModelMetadata, Parameters, Repository, RequestedOutput,
     ServerMetadata, TensorMetadata,
 };
-pub use rest::{rest_routes, HEADER_CONTENT_LENGTH};
+pub use rest::{openapi_routes, rest_routes, HEADER_CONTENT_LENGTH};

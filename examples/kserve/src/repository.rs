@@ -7,6 +7,7 @@ use std::pin::Pin;
 use example_tensor::{DataType, NamedTensor};
 use serde::Serialize;
 use tokio::time::Instant;
+use utoipa::ToSchema;
 
 use crate::Error;
 
@@ -56,7 +57,7 @@ pub trait Repository: Send + Sync + 'static {
 }
 
 /// `GET /v2`: who the server is.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ServerMetadata {
     /// Server name.
     pub name: String,
@@ -67,12 +68,13 @@ pub struct ServerMetadata {
 }
 
 /// A tensor in a model's metadata.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct TensorMetadata {
     /// Input or output name.
     pub name: String,
     /// Element type.
     #[serde(serialize_with = "serialize_datatype")]
+    #[schema(schema_with = crate::openapi::datatype_schema)]
     pub datatype: DataType,
     /// Dimensions; `-1` for a dynamic one (the batch dimension, a sequence
     /// length).
@@ -84,7 +86,7 @@ fn serialize_datatype<S: serde::Serializer>(d: &DataType, s: S) -> Result<S::Ok,
 }
 
 /// `GET /v2/models/{name}`: what a model takes and returns.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ModelMetadata {
     /// Model name.
     pub name: String,

@@ -6,36 +6,64 @@ use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::{infer, json, Error, Limits, Repository};
+use crate::json::{InferenceRequest, InferenceResponse};
+use crate::openapi::{
+    BinaryTensors, ErrorBody, InferErrors, InferHeaders, INFER_ANSWER, INFER_BODY, V2,
+};
+use crate::{infer, json, Error, Limits, ModelMetadata, Repository, ServerMetadata};
 
 /// The header that carries the JSON part's length in Triton's binary
 /// tensor data extension, on requests and responses.
 pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 
-struct Rest<R> {
-    repo: Arc<R>,
+#[derive(Clone)]
+pub(crate) struct Rest {
+    repo: Arc<dyn Repository>,
     limits: Limits,
 }
 
-impl<R> Clone for Rest<R> {
-    fn clone(&self) -> Self {
-        Self {
-            repo: Arc::clone(&self.repo),
-            limits: self.limits,
-        }
-    }
+/// The `{name}` of a model route.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct ModelName {
+    /// The model.
+    name: String,
 }
 
-#[derive(Deserialize)]
-struct ModelPath {
+/// The `{name}` and `{version}` of a versioned model route.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct ModelVersion {
+    /// The model.
     name: String,
-    version: Option<String>,
+    /// One of its versions.
+    version: String,
+}
+
+/// `GET /v2/health/live`.
+#[derive(Serialize, ToSchema)]
+struct ServerLive {
+    live: bool,
+}
+
+/// `GET /v2/health/ready`.
+#[derive(Serialize, ToSchema)]
+struct ServerReady {
+    ready: bool,
+}
+
+/// `GET /v2/models/{name}/ready`.
+#[derive(Serialize, ToSchema)]
+struct ModelReady {
+    name: String,
+    ready: bool,
 }
 
 /// All of `/v2/...` over `repo`, to merge into a user's axum app.
@@ -56,50 +84,89 @@ struct ModelPath {
 /// A request's deadline comes from a `grpc-timeout` header (gRPC's format:
 /// `100m` is 100 ms, `2S` two seconds; units `H M S m u n`) or Triton's
 /// `timeout` request parameter in microseconds, whichever is earlier.
+///
+/// [`openapi_routes`] is the same routes with their OpenAPI document.
 pub fn rest_routes<R: Repository>(repo: Arc<R>, limits: Limits) -> Router {
-    Router::new()
-        .route("/v2", get(server_metadata::<R>))
-        .route("/v2/health/live", get(live::<R>))
-        .route("/v2/health/ready", get(ready::<R>))
-        .route("/v2/models/{name}", get(model_metadata::<R>))
-        .route(
-            "/v2/models/{name}/versions/{version}",
-            get(model_metadata::<R>),
-        )
-        .route("/v2/models/{name}/ready", get(model_ready::<R>))
-        .route(
-            "/v2/models/{name}/versions/{version}/ready",
-            get(model_ready::<R>),
-        )
-        .route("/v2/models/{name}/infer", post(model_infer::<R>))
-        .route(
-            "/v2/models/{name}/versions/{version}/infer",
-            post(model_infer::<R>),
-        )
-        // The infer handler reads the body itself against `limits`, so
+    openapi_routes(repo, limits).split_for_parts().0
+}
+
+/// [`rest_routes`] as a [`utoipa_axum`] router: the routes and their
+/// OpenAPI 3.1 document together, to merge into a user's
+/// [`OpenApiRouter`] so the app's document covers `/v2` too.
+///
+/// ```
+/// # use std::sync::Arc;
+/// use utoipa_axum::router::OpenApiRouter;
+///
+/// # fn app<R: example_kserve::Repository>(repo: Arc<R>) {
+/// let (app, document) = OpenApiRouter::new()
+///     // .routes(routes!(your_handler))...
+///     .merge(example_kserve::openapi_routes(repo, example_kserve::Limits::default()))
+///     .split_for_parts();
+/// assert!(document.paths.paths.contains_key("/v2/models/{name}/infer"));
+/// let app: axum::Router = app;
+/// # let _ = app;
+/// # }
+/// ```
+pub fn openapi_routes<R, S>(repo: Arc<R>, limits: Limits) -> OpenApiRouter<S>
+where
+    R: Repository,
+    S: Clone + Send + Sync + 'static,
+{
+    documented()
+        // The infer handlers read the body themselves against `limits`, so
         // that an oversize body gets the protocol's JSON error.
         .layer(DefaultBodyLimit::disable())
         .with_state(Rest { repo, limits })
 }
 
+/// The v2 routes, each from its handler's `#[utoipa::path]`: a route
+/// cannot be served without being in the document.
+pub(crate) fn documented() -> OpenApiRouter<Rest> {
+    OpenApiRouter::with_openapi(crate::openapi::ApiDoc::openapi())
+        .routes(routes!(server_metadata))
+        .routes(routes!(live))
+        .routes(routes!(ready))
+        .routes(routes!(model_metadata))
+        .routes(routes!(version_metadata))
+        .routes(routes!(model_ready))
+        .routes(routes!(version_ready))
+        .routes(routes!(model_infer))
+        .routes(routes!(version_infer))
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        (self.http_status(), Json(json!({ "error": self.message() }))).into_response()
+        let body = ErrorBody {
+            error: self.message().to_owned(),
+        };
+        (self.http_status(), Json(body)).into_response()
     }
 }
 
-async fn server_metadata<R: Repository>(State(s): State<Rest<R>>) -> Response {
-    Json(s.repo.server_metadata()).into_response()
+/// Server name, version and protocol extensions.
+#[utoipa::path(get, path = "/v2", tag = V2,
+    responses((status = 200, description = "Server metadata", body = ServerMetadata)))]
+async fn server_metadata(State(s): State<Rest>) -> Json<ServerMetadata> {
+    Json(s.repo.server_metadata())
 }
 
-async fn live<R: Repository>(State(s): State<Rest<R>>) -> Response {
+/// Whether the server answers at all.
+#[utoipa::path(get, path = "/v2/health/live", tag = V2, responses(
+    (status = 200, description = "Live", body = ServerLive),
+    (status = 503, description = "Not live", body = ServerLive)))]
+async fn live(State(s): State<Rest>) -> (StatusCode, Json<ServerLive>) {
     let live = s.repo.live();
-    (up(live), Json(json!({ "live": live }))).into_response()
+    (up(live), Json(ServerLive { live }))
 }
 
-async fn ready<R: Repository>(State(s): State<Rest<R>>) -> Response {
+/// Whether the server can serve inference.
+#[utoipa::path(get, path = "/v2/health/ready", tag = V2, responses(
+    (status = 200, description = "Ready", body = ServerReady),
+    (status = 503, description = "Not ready", body = ServerReady)))]
+async fn ready(State(s): State<Rest>) -> (StatusCode, Json<ServerReady>) {
     let ready = s.repo.ready();
-    (up(ready), Json(json!({ "ready": ready }))).into_response()
+    (up(ready), Json(ServerReady { ready }))
 }
 
 fn up(ok: bool) -> StatusCode {
@@ -110,28 +177,105 @@ fn up(ok: bool) -> StatusCode {
     }
 }
 
-async fn model_metadata<R: Repository>(
-    State(s): State<Rest<R>>,
-    Path(p): Path<ModelPath>,
-) -> Result<Response, Error> {
-    Ok(Json(s.repo.model_metadata(&p.name, p.version.as_deref())?).into_response())
+/// What a model takes and returns (the server picks the version).
+#[utoipa::path(get, path = "/v2/models/{name}", tag = V2, params(ModelName), responses(
+    (status = 200, description = "Model metadata", body = ModelMetadata),
+    (status = 404, description = "No such model", body = ErrorBody)))]
+async fn model_metadata(
+    State(s): State<Rest>,
+    Path(p): Path<ModelName>,
+) -> Result<Json<ModelMetadata>, Error> {
+    Ok(Json(s.repo.model_metadata(&p.name, None)?))
 }
 
-async fn model_ready<R: Repository>(
-    State(s): State<Rest<R>>,
-    Path(p): Path<ModelPath>,
-) -> Result<Response, Error> {
-    let ready = s.repo.model_ready(&p.name, p.version.as_deref())?;
-    Ok((up(ready), Json(json!({ "name": p.name, "ready": ready }))).into_response())
+/// What one version of a model takes and returns.
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}", tag = V2,
+    params(ModelVersion), responses(
+    (status = 200, description = "Model metadata", body = ModelMetadata),
+    (status = 404, description = "No such model or version", body = ErrorBody)))]
+async fn version_metadata(
+    State(s): State<Rest>,
+    Path(p): Path<ModelVersion>,
+) -> Result<Json<ModelMetadata>, Error> {
+    Ok(Json(s.repo.model_metadata(&p.name, Some(&p.version))?))
 }
 
-async fn model_infer<R: Repository>(
-    State(s): State<Rest<R>>,
-    Path(p): Path<ModelPath>,
+/// Whether a model can serve inference.
+#[utoipa::path(get, path = "/v2/models/{name}/ready", tag = V2, params(ModelName), responses(
+    (status = 200, description = "Ready", body = ModelReady),
+    (status = 503, description = "Not ready", body = ModelReady),
+    (status = 404, description = "No such model", body = ErrorBody)))]
+async fn model_ready(
+    State(s): State<Rest>,
+    Path(p): Path<ModelName>,
+) -> Result<(StatusCode, Json<ModelReady>), Error> {
+    readiness(&s, p.name, None)
+}
+
+/// Whether one version of a model can serve inference.
+#[utoipa::path(get, path = "/v2/models/{name}/versions/{version}/ready", tag = V2,
+    params(ModelVersion), responses(
+    (status = 200, description = "Ready", body = ModelReady),
+    (status = 503, description = "Not ready", body = ModelReady),
+    (status = 404, description = "No such model or version", body = ErrorBody)))]
+async fn version_ready(
+    State(s): State<Rest>,
+    Path(p): Path<ModelVersion>,
+) -> Result<(StatusCode, Json<ModelReady>), Error> {
+    readiness(&s, p.name, Some(&p.version))
+}
+
+fn readiness(
+    s: &Rest,
+    name: String,
+    version: Option<&str>,
+) -> Result<(StatusCode, Json<ModelReady>), Error> {
+    let ready = s.repo.model_ready(&name, version)?;
+    Ok((up(ready), Json(ModelReady { name, ready })))
+}
+
+/// Runs inference on a model (the server picks the version).
+#[utoipa::path(post, path = "/v2/models/{name}/infer", tag = V2,
+    params(ModelName, InferHeaders),
+    request_body(description = INFER_BODY, content(
+        (InferenceRequest = "application/json"), (BinaryTensors = "application/octet-stream"))),
+    responses((status = 200, description = INFER_ANSWER, content(
+        (InferenceResponse = "application/json"), (BinaryTensors = "application/octet-stream"))),
+        InferErrors))]
+async fn model_infer(
+    State(s): State<Rest>,
+    Path(p): Path<ModelName>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    let body = read_body(&headers, body, s.limits.max_body_bytes).await?;
+    infer(&s, &p.name, None, &headers, body).await
+}
+
+/// Runs inference on one version of a model.
+#[utoipa::path(post, path = "/v2/models/{name}/versions/{version}/infer", tag = V2,
+    params(ModelVersion, InferHeaders),
+    request_body(description = INFER_BODY, content(
+        (InferenceRequest = "application/json"), (BinaryTensors = "application/octet-stream"))),
+    responses((status = 200, description = INFER_ANSWER, content(
+        (InferenceResponse = "application/json"), (BinaryTensors = "application/octet-stream"))),
+        InferErrors))]
+async fn version_infer(
+    State(s): State<Rest>,
+    Path(p): Path<ModelVersion>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    infer(&s, &p.name, Some(&p.version), &headers, body).await
+}
+
+async fn infer(
+    s: &Rest,
+    name: &str,
+    version: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    let body = read_body(headers, body, s.limits.max_body_bytes).await?;
     let (json_part, binary) = match headers.get(HEADER_CONTENT_LENGTH) {
         None => (body, Bytes::new()),
         Some(v) => {
@@ -158,7 +302,7 @@ async fn model_infer<R: Repository>(
         headers.get("grpc-timeout").map(HeaderValue::as_bytes),
         &request.parameters,
     )?;
-    let answer = infer::run(&*s.repo, &p.name, p.version.as_deref(), request).await?;
+    let answer = infer::run(&*s.repo, name, version, request).await?;
     let encoded = json::encode_response(&answer)?;
     let mut response = Response::new(Body::from(encoded.body));
     let headers = response.headers_mut();
