@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use common::{start, TEST_CONFIG};
 use example_kserve::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
@@ -46,18 +45,8 @@ async fn rest_v2_reaches_the_deployments() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_v2_reaches_the_deployments() {
     let s = start(TEST_CONFIG).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = Arc::clone(&s.server);
-    let grpc = tokio::spawn(async move {
-        server
-            .serve_grpc(listener, async {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    let mut client = GrpcInferenceServiceClient::connect(format!("http://{addr}"))
+    let grpc = s.serve_grpc().await;
+    let mut client = GrpcInferenceServiceClient::connect(format!("http://{}", grpc.addr))
         .await
         .unwrap();
     assert!(
@@ -113,7 +102,6 @@ async fn grpc_v2_reaches_the_deployments() {
     unknown.model_name = "nope".into();
     let err = client.model_infer(unknown).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-    stop.send(()).unwrap();
-    grpc.await.unwrap().unwrap();
+    grpc.shutdown().await;
     s.shutdown().await;
 }

@@ -190,3 +190,36 @@ impl Running {
         (status, serde_json::from_str(body).unwrap())
     }
 }
+
+/// The same server's KServe v2 gRPC service on its own ephemeral port.
+pub struct Grpc {
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<Result<(), tower::BoxError>>,
+}
+
+impl Running {
+    /// Serves gRPC for this server on 127.0.0.1:0.
+    pub async fn serve_grpc(&self) -> Grpc {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = Arc::clone(&self.server);
+        let task = tokio::spawn(async move {
+            server
+                .serve_grpc(listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Grpc { addr, stop, task }
+    }
+}
+
+impl Grpc {
+    /// Stops accepting and waits for the gRPC server to finish.
+    pub async fn shutdown(self) {
+        self.stop.send(()).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
