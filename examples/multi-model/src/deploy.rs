@@ -102,8 +102,14 @@ impl Override<Item> for Pinned {
 /// A replica: a batcher in front of the version's model.
 pub type Replica = convoy_batcher::Batch<Item, Vec<NamedTensor>>;
 
-/// One version's service as the split sees it.
+/// One version's service: its replicas behind a balancer, observed and
+/// counted.
 pub type VersionService = Counted<Observe<Balancer<Item, Vec<NamedTensor>>>>;
+
+/// A version as the split sees it: its [`VersionService`], or that service
+/// with a mirror to the stable version while it is a canary with a drift
+/// check (see [`crate::rollout`]).
+pub type Backend = tower::util::BoxCloneSyncService<Item, Answer, BoxError>;
 
 /// One model version: its model, replicas, autoscaler, observer and tenant.
 #[derive(Debug)]
@@ -122,6 +128,8 @@ pub struct Version {
     pub tenant: Tenant,
     /// The batchers of every replica ever started (for statistics).
     batchers: Arc<Mutex<Vec<BatchHandle>>>,
+    /// The version's service (a mirror target for a canary's drift check).
+    pub(crate) service: VersionService,
 }
 
 impl Version {
@@ -181,13 +189,18 @@ pub struct Deployment {
     /// The model kind (the same for every version).
     pub kind: Kind,
     /// The split between versions.
-    pub split: Split<VersionService, Item>,
+    pub split: Split<Backend, Item>,
     /// Live weights of the split.
-    pub handle: SplitHandle<VersionService>,
-    /// The versions, in the configuration's order.
-    pub versions: Vec<Version>,
-    /// The rollout in progress, if the configuration plans one.
-    pub rollout: Option<RolloutHandle>,
+    pub handle: SplitHandle<Backend>,
+    /// The versions: the configuration's, or the registry's (the serving
+    /// one first, a canary beside it while a rollout runs).
+    versions: parking_lot::RwLock<Vec<Arc<Version>>>,
+    /// The rollout in progress or the last one, and registry news.
+    pub status: Arc<crate::rollout::Status>,
+    /// Where new versions' tenants come from.
+    pool: GpuPool,
+    /// Background work (registry watcher, rollouts), stopped on shutdown.
+    pub(crate) tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// The batcher settings of a replica.
@@ -309,6 +322,7 @@ fn version(
             autoscaler: handle,
             tenant,
             batchers,
+            service: service.clone(),
         },
         service,
     ))
@@ -348,39 +362,109 @@ impl Deployment {
                 (Some(_), _) => 0.0,
                 (None, _) => v.weight,
             };
-            builder = builder.backend(v.name.as_str(), service, weight);
-            versions.push(version);
+            builder = builder.backend(v.name.as_str(), Backend::new(service), weight);
+            versions.push(Arc::new(version));
         }
         let (split, handle) = builder.build()?;
-        let rollout = match &config.rollout {
-            Some(plan) => Some(start_rollout(&config, plan, handle.clone())?),
-            None => None,
-        };
+        let status = Arc::new(crate::rollout::Status::default());
+        if let (Some(plan), None) = (&config.rollout, &config.registry) {
+            status.begin(&config.versions[0].name, &config.versions[1].name);
+            status.attach(start_rollout(&config, plan, handle.clone(), &status)?);
+        }
         Ok(Self {
             config,
             kind,
             split,
             handle,
-            versions,
-            rollout,
+            versions: parking_lot::RwLock::new(versions),
+            status,
+            pool: pool.clone(),
+            tasks: Mutex::default(),
         })
     }
 
-    /// Whether every version has a ready replica.
+    /// The versions now (the serving one first).
+    pub fn versions(&self) -> Vec<Arc<Version>> {
+        self.versions.read().clone()
+    }
+
+    /// Whether every version that gets traffic has a ready replica (a
+    /// canary still starting, at weight 0, does not make the deployment
+    /// unready).
     pub fn ready(&self) -> bool {
-        self.versions
-            .iter()
-            .all(|v| v.replicas.replicas().ready > 0)
+        let weights = self.handle.weights();
+        self.versions.read().iter().all(|v| {
+            let idle = weights.iter().any(|(n, w)| *n == *v.name && *w == 0.0);
+            idle || v.replicas.replicas().ready > 0
+        })
     }
 
     /// The version named `name`.
-    pub fn version(&self, name: &str) -> Option<&Version> {
-        self.versions.iter().find(|v| &*v.name == name)
+    pub fn version(&self, name: &str) -> Option<Arc<Version>> {
+        self.versions
+            .read()
+            .iter()
+            .find(|v| &*v.name == name)
+            .cloned()
     }
 
-    /// Stops the autoscalers (a rollout stops with its handle).
+    /// Builds version `name` of `model` beside the others, in the split at
+    /// weight 0; `wrap` turns its service into the split's backend (a
+    /// canary's mirror).
+    pub(crate) fn add_version(
+        &self,
+        name: &str,
+        model: Arc<dyn Forward>,
+        wrap: impl FnOnce(VersionService) -> Backend,
+    ) -> Result<Arc<Version>, BoxError> {
+        if model.kind() != self.kind {
+            return Err(format!(
+                "deployment {}: version {name} is a {:?} model, the deployment serves {:?}",
+                self.config.name,
+                model.kind(),
+                self.kind
+            )
+            .into());
+        }
+        if self.version(name).is_some() {
+            return Err(format!("deployment {}: version {name} exists", self.config.name).into());
+        }
+        let (version, service) = version(&self.config, name, model, &self.pool)?;
+        let version = Arc::new(version);
+        if let Err(e) = self.handle.insert_backend(name, wrap(service), 0.0) {
+            version.autoscaler.shutdown();
+            return Err(e.into());
+        }
+        self.versions.write().push(Arc::clone(&version));
+        Ok(version)
+    }
+
+    /// Takes version `name` out of the split, lets the requests it already
+    /// admitted finish (at most `drain`), then stops it.
+    pub(crate) async fn retire(&self, name: &str, drain: Duration) -> Result<(), BoxError> {
+        let version = self
+            .version(name)
+            .ok_or_else(|| format!("deployment {}: no version {name}", self.config.name))?;
+        self.handle.remove_backend(name)?;
+        let started = Instant::now();
+        while version.observer.in_flight() > 0 && started.elapsed() < drain {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let left = version.observer.in_flight();
+        if left > 0 {
+            tracing::warn!(deployment = %self.config.name, version = name, left, "retired with requests still in flight after {drain:?}");
+        }
+        version.autoscaler.shutdown();
+        self.versions.write().retain(|v| &*v.name != name);
+        Ok(())
+    }
+
+    /// Stops the autoscalers, the registry watcher and any rollout.
     pub fn shutdown(&self) {
-        for v in &self.versions {
+        for t in self.tasks.lock().drain(..) {
+            t.abort();
+        }
+        for v in self.versions.read().iter() {
             v.autoscaler.shutdown();
         }
     }
@@ -389,18 +473,16 @@ impl Deployment {
 fn start_rollout(
     cfg: &DeploymentConfig,
     plan: &RolloutPlan,
-    handle: SplitHandle<VersionService>,
+    handle: SplitHandle<Backend>,
+    status: &Arc<crate::rollout::Status>,
 ) -> Result<RolloutHandle, BoxError> {
     let config = rollout_config(
         plan,
         cfg.versions[0].name.clone(),
         cfg.versions[1].name.clone(),
     );
-    let name = cfg.name.clone();
     Ok(Rollout::new(handle, config)?
-        .on_event(move |e| {
-            tracing::info!(deployment = %name, kind = ?e.kind, percent = e.canary_percent, reason = %e.reason, "rollout")
-        })
+        .on_event(status.recorder(&cfg.name))
         .start())
 }
 

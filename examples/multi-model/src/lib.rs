@@ -19,6 +19,8 @@ pub mod config;
 pub mod deploy;
 pub mod http;
 pub mod model;
+pub mod registry;
+pub mod rollout;
 pub mod v2;
 
 use std::future::Future;
@@ -40,7 +42,7 @@ pub struct Server {
     /// The device pool (CUDA when present, host memory otherwise).
     pub pool: GpuPool,
     /// The deployments, in the configuration's order.
-    pub deployments: Vec<Deployment>,
+    pub deployments: Vec<Arc<Deployment>>,
 }
 
 impl Server {
@@ -56,6 +58,23 @@ impl Server {
         let mut deployments = Vec::new();
         for d in config.deployments() {
             let on_gpu = deploy::wants_gpu(d.device.kind, &pool)?;
+            if let Some(source) = registry::Source::of(&config, d)? {
+                // The registry names the version serving first.
+                let (version, model) = source
+                    .load(d, on_gpu)
+                    .await
+                    .map_err(|e| format!("deployment {}: {e}", d.name))?;
+                tracing::info!(deployment = %d.name, version, device = %model.device(), "model {}/{version} from the registry", d.name);
+                let mut d = d.clone();
+                d.versions = vec![config::VersionConfig {
+                    name: version.to_string(),
+                    weight: 100.0,
+                }];
+                let deployment = Arc::new(Deployment::new(d, vec![model], &pool)?);
+                source.follow(Arc::clone(&deployment), version, on_gpu);
+                deployments.push(deployment);
+                continue;
+            }
             let mut models: Vec<Arc<dyn Forward>> = Vec::new();
             for v in &d.versions {
                 let model = load(&config, d, &v.name, on_gpu).await?;
@@ -70,7 +89,7 @@ impl Server {
                 );
                 models.push(model);
             }
-            deployments.push(Deployment::new(d.clone(), models, &pool)?);
+            deployments.push(Arc::new(Deployment::new(d.clone(), models, &pool)?));
         }
         Ok(Arc::new(Self {
             config,
@@ -81,12 +100,15 @@ impl Server {
 
     /// The deployment named `name`.
     pub fn deployment(&self, name: &str) -> Option<&Deployment> {
-        self.deployments.iter().find(|d| d.config.name == name)
+        self.deployments
+            .iter()
+            .find(|d| d.config.name == name)
+            .map(|d| &**d)
     }
 
     /// Whether every deployment has a ready replica in every version.
     pub fn ready(&self) -> bool {
-        self.deployments.iter().all(Deployment::ready)
+        self.deployments.iter().all(|d| d.ready())
     }
 
     /// The axum app with every route.

@@ -49,10 +49,11 @@ impl V2 {
     }
 
     fn meta(d: &Deployment) -> ModelMetadata {
-        let model = &d.versions[0].model;
+        let all = d.versions();
+        let model = &all[0].model;
         ModelMetadata {
             name: d.config.name.clone(),
-            versions: d.versions.iter().map(|v| v.name.to_string()).collect(),
+            versions: all.iter().map(|v| v.name.to_string()).collect(),
             platform: if d.kind == Kind::Identity {
                 "convoy_identity".into()
             } else {

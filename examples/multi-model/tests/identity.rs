@@ -264,7 +264,10 @@ async fn graceful_shutdown_finishes_admitted_work() {
     for r in inflight {
         assert_eq!(r.await.unwrap().unwrap(), StatusCode::OK);
     }
-    assert_eq!(server.deployments[1].versions[0].batch_stats().completed, 3);
+    assert_eq!(
+        server.deployments[1].versions()[0].batch_stats().completed,
+        3
+    );
     // No longer accepting.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }

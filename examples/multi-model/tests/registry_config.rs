@@ -49,7 +49,10 @@ fn the_registry_example_loads() {
 fn registry_mistakes_name_the_field_and_line() {
     // A models:/ source without [server.registry].
     let e = error("[[deployment]]\nname = \"a\"\nsource = \"models:/a@live\"\n");
-    assert!(e.contains("[server.registry]") && e.contains("line 1"), "{e}");
+    assert!(
+        e.contains("[server.registry]") && e.contains("line 1"),
+        "{e}"
+    );
     // A malformed URI.
     let e = error(&format!(
         "{REGISTRY}[[deployment]]\nname = \"a\"\nsource = \"models:/a/latest\"\n"

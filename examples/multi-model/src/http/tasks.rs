@@ -60,7 +60,7 @@ fn input(e: InputError) -> ApiError {
 }
 
 fn torch(d: &Deployment) -> Result<TorchModel, ApiError> {
-    d.versions[0]
+    d.versions()[0]
         .model
         .torch()
         .cloned()

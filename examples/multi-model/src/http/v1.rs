@@ -19,6 +19,7 @@ use crate::config::{Batching, Replicas};
 use crate::deploy::{Answer, BatchTotals, Deployment, Item};
 use crate::http::JsonTensor;
 use crate::model::Kind;
+use crate::rollout::RolloutInfo;
 
 /// `GET /v1/models`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -48,8 +49,18 @@ pub struct DeploymentInfo {
     pub batching: Batching,
     /// Replica bounds and autoscaling policy.
     pub replicas: Replicas,
-    /// The versions.
+    /// The versions: the serving one first, the canary beside it while a
+    /// rollout runs.
     pub versions: Vec<VersionInfo>,
+    /// The registry source (`models:/...`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The rollout running now, or the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutInfo>,
+    /// The registry's latest news (new versions, refusals, outages).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registry: Vec<String>,
 }
 
 /// One version in [`DeploymentInfo`].
@@ -107,8 +118,8 @@ impl From<BatchTotals> for BatchStatsInfo {
 
 fn info(d: &Deployment) -> DeploymentInfo {
     let snapshot = d.handle.snapshot();
-    let versions = d
-        .versions
+    let all = d.versions();
+    let versions = all
         .iter()
         .map(|v| {
             let b = snapshot.backends.iter().find(|b| b.name == *v.name);
@@ -131,17 +142,27 @@ fn info(d: &Deployment) -> DeploymentInfo {
         model: d.config.model.clone(),
         kind: format!("{:?}", d.kind).to_lowercase(),
         route: d.kind.route().to_string(),
-        device: d.versions[0].model.device(),
+        device: all[0].model.device(),
         ready: d.ready(),
         batching: d.config.batching.clone(),
         replicas: d.config.replicas.clone(),
         versions,
+        source: d.config.registry.as_ref().map(|s| match s {
+            example_registry::ModelSource::Mlflow { name, selector } => match selector {
+                example_registry::Selector::Version(v) => format!("models:/{name}/{v}"),
+                example_registry::Selector::Stage(s) => format!("models:/{name}/{}", s.as_str()),
+                example_registry::Selector::Alias(a) => format!("models:/{name}@{a}"),
+            },
+            example_registry::ModelSource::Path(p) => p.display().to_string(),
+        }),
+        rollout: d.status.rollout(),
+        registry: d.status.registry(),
     }
 }
 
 pub(crate) async fn models(State(state): State<Arc<AppState>>) -> Json<ModelsResponse> {
     Json(ModelsResponse {
-        models: state.server.deployments.iter().map(info).collect(),
+        models: state.server.deployments.iter().map(|d| info(d)).collect(),
         pool_backend: state.server.pool.backend_kind().to_string(),
     })
 }

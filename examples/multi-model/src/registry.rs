@@ -1,0 +1,236 @@
+//! Deployments whose model comes from an MLflow Model Registry
+//! (`source = "models:/<name>@<alias>"`, `/<stage>` or `/<version>`).
+//!
+//! At start the source is resolved, the version downloaded into the cache
+//! and verified — `model.json` present, the TorchScript file loads, a
+//! warm-up forward at the largest batch succeeds, and its kind and inputs
+//! are the deployment's — before it serves. A source that moves (an alias
+//! or a stage) gets an `example_registry::Watcher`: each new version it
+//! announces is verified the same way and rolled out beside the serving one
+//! ([`crate::rollout`]). A version that fails verification is refused and
+//! logged while the old one keeps serving; a registry that goes away only
+//! pauses the watching.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use example_registry::{
+    MlflowClient, ModelCache, ModelSource, RegistryError, RegistryEvent, Selector, Verify, Watcher,
+};
+use parking_lot::Mutex;
+use tower::BoxError;
+
+use crate::config::{Config, DeploymentConfig, RegistryConfig};
+use crate::deploy::Deployment;
+use crate::model::{Forward, TensorMeta, TorchModel};
+
+/// How long a retired version's admitted requests may take to finish.
+const DRAIN: Duration = Duration::from_secs(60);
+
+/// A deployment's registry source.
+#[derive(Debug, Clone)]
+pub struct Source {
+    client: MlflowClient,
+    cache: ModelCache,
+    name: String,
+    selector: Selector,
+    poll_interval: Duration,
+}
+
+impl Source {
+    /// The registry source of `d`, if it has one.
+    pub fn of(config: &Config, d: &DeploymentConfig) -> Result<Option<Self>, BoxError> {
+        let Some(ModelSource::Mlflow { name, selector }) = &d.registry else {
+            return Ok(None);
+        };
+        let r: &RegistryConfig = config
+            .server
+            .registry
+            .as_ref()
+            .ok_or("a models:/ source needs [server.registry]")?;
+        Ok(Some(Self {
+            client: MlflowClient::new(&r.uri)?.with_timeout(r.timeout),
+            cache: ModelCache::new(&r.cache_dir),
+            name: name.clone(),
+            selector: selector.clone(),
+            poll_interval: r.poll_interval,
+        }))
+    }
+
+    /// Resolves the source and returns its version, downloaded, verified
+    /// and loaded.
+    pub async fn load(
+        &self,
+        d: &DeploymentConfig,
+        on_gpu: bool,
+    ) -> Result<(u64, Arc<dyn Forward>), BoxError> {
+        let version = self.client.resolve(&self.name, &self.selector).await?;
+        let loader = Loader::new(d, on_gpu, None);
+        let dir = self
+            .cache
+            .fetch(&self.client, &version, &*loader.verify())
+            .await?;
+        let model = loader.take_or_load(&dir)?;
+        Ok((version.version, model))
+    }
+
+    /// Follows the source (when it moves) for `deployment`, which serves
+    /// `current`: new versions are rolled out, refusals and outages logged.
+    pub fn follow(self, deployment: Arc<Deployment>, current: u64, on_gpu: bool) {
+        if !matches!(self.selector, Selector::Stage(_) | Selector::Alias(_)) {
+            return;
+        }
+        let loader = Loader::new(&deployment.config, on_gpu, Some(Arc::clone(&deployment)));
+        let watcher = Watcher::new(
+            self.client,
+            self.cache,
+            self.name,
+            self.selector,
+            self.poll_interval,
+            loader.verify(),
+        );
+        let (handle, mut events) = watcher.spawn(Some(current));
+        let d = Arc::clone(&deployment);
+        let task = tokio::spawn(async move {
+            // Dropping the handle stops the watcher with this task.
+            let _watching = handle;
+            let name = d.config.name.clone();
+            while let Some(event) = events.recv().await {
+                match event {
+                    RegistryEvent::NewVersion {
+                        from,
+                        version,
+                        path,
+                    } => {
+                        let v = version.version.to_string();
+                        if d.version(&v).is_some() {
+                            news(&d, format!("version {v} is already serving"));
+                            continue;
+                        }
+                        news(
+                            &d,
+                            format!("new version {v} (was {from:?}): verified, rolling out"),
+                        );
+                        let model = match loader.take_or_load(&path) {
+                            Ok(m) => m,
+                            Err(e) => {
+                                news(&d, format!("version {v} refused: {e}"));
+                                continue;
+                            }
+                        };
+                        match crate::rollout::roll_out(&d, &v, model, DRAIN).await {
+                            Ok(end) => news(&d, format!("version {v}: rollout ended {end:?}")),
+                            Err(e) => news(&d, format!("version {v}: rollout failed: {e}")),
+                        }
+                    }
+                    RegistryEvent::Rejected { version, error } => {
+                        news(
+                            &d,
+                            format!(
+                                "version {version} refused: {error}; the serving version continues"
+                            ),
+                        );
+                    }
+                    RegistryEvent::Unavailable { error } => {
+                        news(
+                            &d,
+                            format!("registry unavailable: {error}; serving continues"),
+                        );
+                    }
+                    RegistryEvent::Recovered => news(&d, "registry reachable again".into()),
+                    other => news(&d, format!("{other:?}")),
+                }
+            }
+            tracing::info!(deployment = %name, "registry watcher stopped");
+        });
+        deployment.tasks.lock().push(task);
+    }
+}
+
+fn news(d: &Deployment, message: String) {
+    tracing::info!(deployment = %d.config.name, "registry: {message}");
+    d.status.registry_news(message);
+}
+
+/// Loads and warms a downloaded version as its verification, and keeps
+/// the loaded model for serving (so it is loaded once).
+#[derive(Clone)]
+struct Loader {
+    on_gpu: bool,
+    threads: usize,
+    max_batch: usize,
+    /// The deployment whose kind and inputs a new version must match.
+    deployment: Option<Arc<Deployment>>,
+    verified: Arc<Mutex<Option<TorchModel>>>,
+}
+
+impl Loader {
+    fn new(d: &DeploymentConfig, on_gpu: bool, deployment: Option<Arc<Deployment>>) -> Self {
+        Self {
+            on_gpu,
+            threads: d.device.intra_op_threads,
+            max_batch: d.batching.max_batch_size,
+            deployment,
+            verified: Arc::default(),
+        }
+    }
+
+    fn load(&self, dir: &Path) -> Result<TorchModel, BoxError> {
+        TorchModel::load(dir, self.on_gpu, self.threads, self.max_batch)
+    }
+
+    fn verify(&self) -> Arc<Verify> {
+        let this = self.clone();
+        Arc::new(move |dir: &Path| {
+            // Loading blocks (a TorchScript file, a warm-up forward).
+            let loaded = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                    tokio::task::block_in_place(|| this.load(dir))
+                }
+                _ => this.load(dir),
+            }
+            .map_err(|e| {
+                // libtorch appends its C++ backtrace: the first line says it.
+                let e = e.to_string();
+                let first = e.lines().next().unwrap_or_default();
+                RegistryError::verification(format!("the model does not load: {first}"))
+            })?;
+            if let Some(d) = &this.deployment {
+                this.compatible(d, &loaded)?;
+            }
+            *this.verified.lock() = Some(loaded);
+            Ok(())
+        })
+    }
+
+    /// A new version must answer the same requests as the serving one.
+    fn compatible(&self, d: &Deployment, new: &TorchModel) -> Result<(), RegistryError> {
+        let Some(serving) = d.versions().first().map(|v| Arc::clone(&v.model)) else {
+            return Ok(());
+        };
+        if new.kind() != serving.kind() {
+            return Err(RegistryError::verification(format!(
+                "a {:?} model cannot replace the serving {:?} model",
+                new.kind(),
+                serving.kind()
+            )));
+        }
+        let (old, now): (Vec<TensorMeta>, Vec<TensorMeta>) = (serving.inputs(), new.inputs());
+        if old != now {
+            return Err(RegistryError::verification(format!(
+                "its inputs {now:?} differ from the serving version's {old:?}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The model verified last, or `dir` loaded now (a version found in
+    /// the cache was verified by an earlier run).
+    fn take_or_load(&self, dir: &Path) -> Result<Arc<dyn Forward>, BoxError> {
+        match self.verified.lock().take() {
+            Some(m) => Ok(Arc::new(m)),
+            None => Ok(Arc::new(self.load(dir)?)),
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! Rolling a new version out beside the serving one: the new version gets
+//! its own replicas, batchers and tenant, a convoy-router [`Rollout`] moves
+//! the split's weights through the deployment's steps while it analyses
+//! the canary's errors and latency and, with `[deployment.rollout.drift]`,
+//! its predictions against the stable version's on the same requests (a
+//! share of the canary's requests is mirrored to the stable version through
+//! convoy-router's [`ShadowLayer`], off the request path, and each answered
+//! pair goes to a [`DriftMonitor`]). Promoted: the old version is drained
+//! and retired. Rolled back: the new one is.
+//!
+//! [`Status`] keeps what `/v1/models` shows: the rollout's versions, state,
+//! step, canary share and every event with its reason, and the registry's
+//! latest news.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use convoy_router::rollout::drift::{DriftConfig, DriftMonitor, Embedding, Logits};
+use convoy_router::rollout::{RolloutEvent, RolloutState};
+use convoy_router::shadow::{Compare, ShadowConfig, ShadowError, ShadowLayer};
+use convoy_router::{Rollout, RolloutHandle};
+use example_tensor::{NamedTensor, TensorData};
+use futures::future::BoxFuture;
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+use tower::{BoxError, Layer, Service, ServiceExt};
+
+use crate::config::{DriftPlan, RolloutPlan};
+use crate::deploy::{rollout_config, Answer, Backend, Deployment, Item, VersionService};
+use crate::model::{Forward, Kind};
+
+/// Events kept per rollout (the latest).
+const MAX_EVENTS: usize = 64;
+
+/// Registry messages kept (the latest).
+const MAX_REGISTRY: usize = 16;
+
+/// A deployment's rollout (running or the last one) and registry news.
+#[derive(Debug, Default)]
+pub struct Status {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    rollout: Option<Run>,
+    registry: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Run {
+    stable: String,
+    canary: String,
+    started: Instant,
+    started_unix_ms: u64,
+    handle: Option<RolloutHandle>,
+    events: Vec<RolloutEventInfo>,
+}
+
+/// A rollout as `/v1/models` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RolloutInfo {
+    /// The version serving before the rollout.
+    pub stable: String,
+    /// The version rolled out.
+    pub canary: String,
+    /// When it began, milliseconds since the Unix epoch (the events'
+    /// `at_ms` count from here).
+    pub started_unix_ms: u64,
+    /// `progressing`, `paused`, `rolling_back`, `promoted`, `rolled_back`.
+    pub state: String,
+    /// The step (0-based) while progressing or paused.
+    pub step: Option<usize>,
+    /// The canary's share of the traffic now, percent.
+    pub canary_percent: f64,
+    /// The latest event's reason.
+    pub last_reason: String,
+    /// Every event (the latest 64), oldest first.
+    pub events: Vec<RolloutEventInfo>,
+}
+
+/// One rollout event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RolloutEventInfo {
+    /// Milliseconds since the rollout began.
+    pub at_ms: u64,
+    /// `StepStarted`, `AnalysisPassed`, `AnalysisFailed`, `Promoted`...
+    pub kind: String,
+    /// The canary's share after it, percent.
+    pub canary_percent: f64,
+    /// Why (thresholds and measured figures included).
+    pub reason: String,
+}
+
+impl Status {
+    /// A rollout from `stable` to `canary` begins (before its first event).
+    pub(crate) fn begin(&self, stable: &str, canary: &str) {
+        self.inner.lock().rollout = Some(Run {
+            stable: stable.into(),
+            canary: canary.into(),
+            started: Instant::now(),
+            started_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            handle: None,
+            events: Vec::new(),
+        });
+    }
+
+    /// The running rollout's handle.
+    pub(crate) fn attach(&self, handle: RolloutHandle) {
+        if let Some(run) = &mut self.inner.lock().rollout {
+            run.handle = Some(handle);
+        }
+    }
+
+    /// Logs every event of `deployment`'s rollout and keeps it.
+    pub(crate) fn recorder(
+        self: &Arc<Self>,
+        deployment: &str,
+    ) -> impl Fn(&RolloutEvent) + Send + Sync + 'static {
+        let (status, deployment) = (Arc::clone(self), deployment.to_string());
+        move |e| {
+            tracing::info!(deployment = %deployment, kind = ?e.kind, step = e.step, percent = e.canary_percent, reason = %e.reason, "rollout");
+            if let Some(run) = &mut status.inner.lock().rollout {
+                if run.events.len() == MAX_EVENTS {
+                    run.events.remove(0);
+                }
+                run.events.push(RolloutEventInfo {
+                    at_ms: e.at.saturating_duration_since(run.started).as_millis() as u64,
+                    kind: format!("{:?}", e.kind),
+                    canary_percent: e.canary_percent,
+                    reason: e.reason.clone(),
+                });
+            }
+        }
+    }
+
+    /// Keeps a registry message (and logs nothing: the caller did).
+    pub(crate) fn registry_news(&self, message: String) {
+        let mut inner = self.inner.lock();
+        if inner.registry.len() == MAX_REGISTRY {
+            inner.registry.remove(0);
+        }
+        inner.registry.push(message);
+    }
+
+    /// The registry's latest messages, oldest first.
+    pub fn registry(&self) -> Vec<String> {
+        self.inner.lock().registry.clone()
+    }
+
+    /// The rollout running now, or the last one.
+    pub fn rollout(&self) -> Option<RolloutInfo> {
+        let inner = self.inner.lock();
+        let run = inner.rollout.as_ref()?;
+        let state =
+            run.handle
+                .as_ref()
+                .map(RolloutHandle::state)
+                .unwrap_or(RolloutState::Progressing {
+                    step: 0,
+                    canary_percent: 0.0,
+                });
+        let (name, step, canary_percent) = match state {
+            RolloutState::Progressing {
+                step,
+                canary_percent,
+            } => ("progressing", Some(step), canary_percent),
+            RolloutState::Paused {
+                step,
+                canary_percent,
+            } => ("paused", Some(step), canary_percent),
+            RolloutState::RollingBack { canary_percent } => ("rolling_back", None, canary_percent),
+            RolloutState::Promoted => ("promoted", None, 100.0),
+            RolloutState::RolledBack => ("rolled_back", None, 0.0),
+            _ => ("unknown", None, 0.0),
+        };
+        Some(RolloutInfo {
+            stable: run.stable.clone(),
+            canary: run.canary.clone(),
+            started_unix_ms: run.started_unix_ms,
+            state: name.into(),
+            step,
+            canary_percent,
+            last_reason: run
+                .events
+                .last()
+                .map(|e| e.reason.clone())
+                .unwrap_or_default(),
+            events: run.events.clone(),
+        })
+    }
+}
+
+/// The plan of a registry deployment without `[deployment.rollout]`.
+pub(crate) fn default_plan() -> RolloutPlan {
+    toml::from_str("steps = [10, 50, 100]").expect("the default plan is valid")
+}
+
+/// Rolls version `name` (`model`) out beside the serving version of `d`
+/// and waits until it is promoted (the old version retired) or rolled back
+/// (the new one retired). Requests already admitted by a retired version
+/// finish first (at most `drain`).
+pub(crate) async fn roll_out(
+    d: &Deployment,
+    name: &str,
+    model: Arc<dyn Forward>,
+    drain: Duration,
+) -> Result<RolloutState, BoxError> {
+    let plan = d.config.rollout.clone().unwrap_or_else(default_plan);
+    let stable = d
+        .versions()
+        .first()
+        .cloned()
+        .ok_or_else(|| format!("deployment {}: no serving version", d.config.name))?;
+    let label = format!("{}/{name}", d.config.name);
+    let drift = match &plan.drift {
+        Some(p) => Some(Mirror::new(p, d.kind, &label, stable.service.clone())?),
+        None => None,
+    };
+    let canary = d.add_version(name, model, |service| match &drift {
+        Some(m) => Backend::new(m.layer.layer(service)),
+        None => Backend::new(service),
+    })?;
+    // Traffic moves only once the new version has a ready replica.
+    let started = Instant::now();
+    while convoy_autoscale::Scaler::replicas(&canary.replicas).ready == 0 {
+        if started.elapsed() > Duration::from_secs(60) {
+            d.retire(name, drain).await?;
+            return Err(format!("{label}: no ready replica within 60 s").into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    d.status.begin(&stable.name, name);
+    let config = rollout_config(&plan, stable.name.to_string(), name.to_string());
+    let mut rollout =
+        Rollout::new(d.handle.clone(), config)?.on_event(d.status.recorder(&d.config.name));
+    if let Some(m) = &drift {
+        rollout = rollout.drift(m.monitor.clone());
+    }
+    let handle = rollout.start();
+    d.status.attach(handle.clone());
+    let end = handle.finished().await;
+    if let Some(m) = &drift {
+        // No more mirrors: the stable version may go now.
+        *m.target.write() = None;
+    }
+    match end {
+        RolloutState::Promoted => d.retire(&stable.name, drain).await?,
+        _ => d.retire(name, drain).await?,
+    }
+    Ok(end)
+}
+
+/// The canary's mirror to the stable version, feeding the drift monitor.
+struct Mirror {
+    monitor: DriftMonitor,
+    layer: ShadowLayer<Gate, Item, RowDrift>,
+    target: Arc<RwLock<Option<VersionService>>>,
+}
+
+impl Mirror {
+    fn new(
+        plan: &DriftPlan,
+        kind: Kind,
+        label: &str,
+        stable: VersionService,
+    ) -> Result<Self, BoxError> {
+        let monitor = DriftMonitor::new(DriftConfig {
+            min_pairs: plan.min_pairs,
+            min_top1_agreement: plan.min_top1_agreement,
+            min_mean_cosine: plan.min_cosine,
+            max_ks: plan.max_ks,
+            max_psi: plan.max_psi,
+            max_scores: (plan.min_pairs as usize).max(10_000),
+            ..DriftConfig::default()
+        })?;
+        let target = Arc::new(RwLock::new(Some(stable)));
+        let layer = ShadowLayer::with_cloner(
+            Gate(Arc::clone(&target)),
+            ShadowConfig {
+                name: format!("{label} drift"),
+                fraction: plan.mirror_fraction,
+                max_in_flight: plan.max_mirrored,
+                timeout: Duration::from_secs(30),
+            },
+            mirror_item,
+        )?
+        .compare(RowDrift {
+            monitor: monitor.clone(),
+            classify: kind == Kind::Classify,
+        });
+        Ok(Self {
+            monitor,
+            layer,
+            target,
+        })
+    }
+}
+
+fn mirror_item(item: &Item) -> Item {
+    Item {
+        inputs: item.inputs.clone(),
+        key: item.key,
+        cost: item.cost,
+        deadline: item.deadline,
+        pinned: None,
+        sticky: None,
+    }
+}
+
+/// The stable version while the rollout runs; afterwards mirrors fail
+/// at once (off the request path) instead of keeping it alive.
+#[derive(Clone)]
+struct Gate(Arc<RwLock<Option<VersionService>>>);
+
+impl Service<Item> for Gate {
+    type Response = Answer;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Answer, BoxError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, item: Item) -> Self::Future {
+        let target = self.0.read().clone();
+        Box::pin(async move {
+            match target {
+                Some(stable) => stable.oneshot(item).await,
+                None => Err("the rollout is over; no mirror".into()),
+            }
+        })
+    }
+}
+
+/// Records each row of a mirrored request: logits for classifiers,
+/// the output vector (cosine) otherwise.
+struct RowDrift {
+    monitor: DriftMonitor,
+    classify: bool,
+}
+
+/// The first output's rows, if it is FP32.
+fn rows(outputs: &[NamedTensor]) -> Option<Vec<Vec<f32>>> {
+    let first = outputs.first()?;
+    let TensorData::Fp32(values) = &first.tensor.data else {
+        return None;
+    };
+    let n = first.tensor.rows().max(1);
+    let width = values.len() / n;
+    if width == 0 {
+        return None;
+    }
+    Some(values.chunks(width).map(<[f32]>::to_vec).collect())
+}
+
+impl Compare<Result<Answer, BoxError>, Answer> for RowDrift {
+    type Kept = Vec<Vec<f32>>;
+
+    fn keep(&self, canary: &Result<Answer, BoxError>) -> Option<Self::Kept> {
+        rows(&canary.as_ref().ok()?.outputs)
+    }
+
+    fn compare(&self, canary: Self::Kept, stable: Result<Answer, ShadowError>) {
+        let Some(stable) = stable.ok().and_then(|a| rows(&a.outputs)) else {
+            return;
+        };
+        for (b, c) in stable.iter().zip(&canary) {
+            if self.classify {
+                self.monitor
+                    .record(&Logits(b.as_slice()), &Logits(c.as_slice()));
+            } else {
+                self.monitor
+                    .record(&Embedding(b.as_slice()), &Embedding(c.as_slice()));
+            }
+        }
+    }
+}
