@@ -83,7 +83,9 @@ fn caused_by<E: std::error::Error + 'static>(e: &BoxError) -> bool {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(serde_json::json!({ "error": self.message }));
+        let body = Json(example_kserve::ErrorBody {
+            error: self.message,
+        });
         (self.status, body).into_response()
     }
 }

@@ -1,7 +1,9 @@
 //! The axum app: v1 convenience routes, health, `/v1/models`, `/metrics`,
-//! and the middleware every response goes through (`x-request-id`, a
-//! tracing span per request, HTTP metrics, the body limit).
+//! the OpenAPI document and `/docs`, and the middleware every response goes
+//! through (`x-request-id`, a tracing span per request, HTTP metrics, the
+//! body limit).
 
+mod docs;
 mod error;
 mod limit;
 mod tasks;
@@ -16,12 +18,13 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::Router;
+use example_kserve::ErrorBody;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+pub use self::docs::{openapi, DOCS_PATH, OPENAPI_PATH};
 pub use self::error::ApiError;
 pub use self::tasks::{ClassifyResponse, DetectResponse, EmbedResponse, MAX_TEXTS};
 pub use self::tensors::{JsonTensor, TensorsRequest, TensorsResponse};
@@ -96,21 +99,18 @@ pub(crate) fn router(server: Arc<Server>) -> Router {
     let server_body_limit = server.config.server.body_limit;
     let body_limit = usize::try_from(server_body_limit).unwrap_or(usize::MAX);
     let blocking = Semaphore::new(server.config.server.blocking_tasks);
-    let v2 = example_kserve::rest_routes(
+    let v2 = example_kserve::openapi_routes(
         Arc::new(crate::v2::V2(Arc::clone(&server))),
         example_kserve::Limits::default().max_body_bytes(body_limit),
     );
     let state = Arc::new(AppState { server, blocking });
     prometheus();
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
-        .route("/v1/models", get(v1::models))
-        .route("/v1/models/{name}/{task}", post(v1::task))
+    let (app, _document) = docs::documented()
         .fallback(|| async { ApiError::not_found("no such route") })
         .with_state(state)
         .merge(v2)
+        .split_for_parts();
+    app.merge(docs::swagger_ui())
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(
             limit::BodyLimit(server_body_limit),
@@ -119,6 +119,17 @@ pub(crate) fn router(server: Arc<Server>) -> Router {
         .layer(middleware::from_fn(request_context))
 }
 
+/// Whether the process answers.
+#[utoipa::path(get, path = "/healthz", tag = docs::OPERATIONS, responses(
+    (status = 200, description = "`ok`", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Whether every deployment has a ready replica.
+#[utoipa::path(get, path = "/readyz", tag = docs::OPERATIONS, responses(
+    (status = 200, description = "`ready`", body = String, content_type = "text/plain"),
+    (status = 503, description = "The deployments not ready yet", body = ErrorBody)))]
 async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let waiting: Vec<&str> = state
         .server
@@ -134,6 +145,10 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// The metrics in Prometheus' text format.
+#[utoipa::path(get, path = "/metrics", tag = docs::OPERATIONS, responses(
+    (status = 200, description = "Prometheus text format 0.0.4", body = String,
+        content_type = "text/plain")))]
 async fn metrics_text() -> Response {
     (
         [("content-type", "text/plain; version=0.0.4")],

@@ -7,13 +7,12 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
-use axum::Json;
 use example_models::image::{self as img, ImageLimits};
 use example_models::{post, InputError, Postprocess};
 use example_tensor::{NamedTensor, TensorData};
 use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::v1::run;
 use super::{ApiError, AppState};
@@ -21,7 +20,7 @@ use crate::deploy::Deployment;
 use crate::model::TorchModel;
 
 /// `classify` answer.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ClassifyResponse {
     /// The deployment.
     pub model: String,
@@ -32,7 +31,7 @@ pub struct ClassifyResponse {
 }
 
 /// `embed` answer.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct EmbedResponse {
     /// The deployment.
     pub model: String,
@@ -41,7 +40,7 @@ pub struct EmbedResponse {
 }
 
 /// `detect` answer.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DetectResponse {
     /// The deployment.
     pub model: String,
@@ -79,7 +78,7 @@ pub(crate) async fn classify(
     d: &Deployment,
     body: Bytes,
     headers: &HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<ClassifyResponse, ApiError> {
     let model = torch(d)?;
     let m = model.clone();
     let tensor = state
@@ -102,17 +101,17 @@ pub(crate) async fn classify(
             Ok(post::top_k(v, k, &model.manifest().label_names))
         })
         .await?;
-    Ok(Json(ClassifyResponse {
+    Ok(ClassifyResponse {
         model: d.config.name.clone(),
         version: answer.version.to_string(),
         classes: classes.iter().map(|c| serde_json::json!(c)).collect(),
     })
-    .into_response())
 }
 
-#[derive(Deserialize)]
+/// `embed` body: `{"texts": [...]}` or a list of strings.
+#[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
-enum Texts {
+pub(crate) enum Texts {
     Object { texts: Vec<String> },
     List(Vec<String>),
 }
@@ -125,7 +124,7 @@ pub(crate) async fn embed(
     d: &Deployment,
     body: Bytes,
     headers: &HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<EmbedResponse, ApiError> {
     let model = torch(d)?;
     let encoder = model
         .encoder()
@@ -176,11 +175,10 @@ pub(crate) async fn embed(
                 .collect::<Result<Vec<_>, _>>()
         })
         .await?;
-    Ok(Json(EmbedResponse {
+    Ok(EmbedResponse {
         model: d.config.name.clone(),
         embeddings,
     })
-    .into_response())
 }
 
 pub(crate) async fn detect(
@@ -188,7 +186,7 @@ pub(crate) async fn detect(
     d: &Deployment,
     body: Bytes,
     headers: &HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<DetectResponse, ApiError> {
     let model = Arc::new(torch(d)?);
     let m = Arc::clone(&model);
     let (tensor, letterbox) = state
@@ -220,12 +218,11 @@ pub(crate) async fn detect(
             .map_err(input)
         })
         .await?;
-    Ok(Json(DetectResponse {
+    Ok(DetectResponse {
         model: d.config.name.clone(),
         version: answer.version.to_string(),
         width: letterbox.width,
         height: letterbox.height,
         detections: found.iter().map(|x| serde_json::json!(x)).collect(),
     })
-    .into_response())
 }

@@ -7,11 +7,12 @@ use example_tensor::{element_count, DataType, NamedTensor, Tensor, TensorData};
 use half::f16;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use super::ApiError;
 
 /// One tensor in JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JsonTensor {
     /// Input or output name.
@@ -25,7 +26,7 @@ pub struct JsonTensor {
 }
 
 /// `POST /v1/models/{name}/infer` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TensorsRequest {
     /// The input tensors.
@@ -33,7 +34,7 @@ pub struct TensorsRequest {
 }
 
 /// `POST /v1/models/{name}/infer` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TensorsResponse {
     /// The deployment.
     pub model_name: String,

@@ -8,12 +8,15 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
 use axum::Json;
+use example_kserve::ErrorBody;
 use example_tensor::NamedTensor;
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
+use utoipa::ToSchema;
 
+use super::docs::V1;
+use super::tasks::{ClassifyResponse, DetectResponse, EmbedResponse, Texts};
 use super::{ApiError, AppState, TensorsRequest, TensorsResponse, VERSION_HEADER};
 use crate::config::{Batching, Replicas};
 use crate::deploy::{Answer, BatchTotals, Deployment, Item};
@@ -22,7 +25,7 @@ use crate::model::Kind;
 use crate::rollout::RolloutInfo;
 
 /// `GET /v1/models`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ModelsResponse {
     /// Every deployment.
     pub models: Vec<DeploymentInfo>,
@@ -31,7 +34,7 @@ pub struct ModelsResponse {
 }
 
 /// One deployment in [`ModelsResponse`].
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeploymentInfo {
     /// The name clients use.
     pub name: String,
@@ -46,8 +49,10 @@ pub struct DeploymentInfo {
     /// Every version has a ready replica.
     pub ready: bool,
     /// Batching settings as configured.
+    #[schema(value_type = Object)]
     pub batching: Batching,
     /// Replica bounds and autoscaling policy.
+    #[schema(value_type = Object)]
     pub replicas: Replicas,
     /// The versions: the serving one first, the canary beside it while a
     /// rollout runs.
@@ -57,6 +62,7 @@ pub struct DeploymentInfo {
     pub source: Option<String>,
     /// The rollout running now, or the last one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub rollout: Option<RolloutInfo>,
     /// The registry's latest news (new versions, refusals, outages).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -64,7 +70,7 @@ pub struct DeploymentInfo {
 }
 
 /// One version in [`DeploymentInfo`].
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct VersionInfo {
     /// `1`, `2`...
     pub name: String,
@@ -87,7 +93,7 @@ pub struct VersionInfo {
 }
 
 /// Batcher statistics of one version (see [`BatchTotals`]).
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct BatchStatsInfo {
     /// Requests admitted.
     pub requests: u64,
@@ -160,6 +166,9 @@ fn info(d: &Deployment) -> DeploymentInfo {
     }
 }
 
+/// Every deployment: versions, split weights, replicas, batching.
+#[utoipa::path(get, path = "/v1/models", tag = V1, responses(
+    (status = 200, description = "The deployments", body = ModelsResponse)))]
 pub(crate) async fn models(State(state): State<Arc<AppState>>) -> Json<ModelsResponse> {
     Json(ModelsResponse {
         models: state.server.deployments.iter().map(|d| info(d)).collect(),
@@ -195,12 +204,52 @@ pub(crate) async fn run(
     }
 }
 
+/// The request body of a task in JSON: tensors for `infer`, texts for
+/// `embed` (`classify` and `detect` take an image).
+#[derive(Deserialize, ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // only documents the bodies: each task parses its own
+enum JsonTask {
+    Tensors(TensorsRequest),
+    Texts(Texts),
+}
+
+/// A task's answer.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum TaskResponse {
+    Infer(TensorsResponse),
+    Classify(ClassifyResponse),
+    Embed(EmbedResponse),
+    Detect(DetectResponse),
+}
+
+/// Runs the deployment's task: `infer` (JSON tensors, identity models),
+/// `classify` (an image, ResNet-50), `embed` (texts, MiniLM) or `detect`
+/// (an image, YOLOv8n); `GET /v1/models` says each deployment's route.
+#[utoipa::path(post, path = "/v1/models/{name}/{task}", tag = V1,
+    params(
+        ("name" = String, Path, description = "The deployment"),
+        ("task" = String, Path, description = "Its route: `infer`, `classify`, `embed` or `detect`"),
+        ("x-convoy-version" = Option<String>, Header, description = "Pins the request to a version"),
+    ),
+    request_body(description = "JSON for `infer` and `embed`, an image for `classify` and `detect`",
+        content((JsonTask = "application/json"), ("image/jpeg"), ("image/png"))),
+    responses(
+        (status = 200, description = "The task's answer", body = TaskResponse),
+        (status = 400, description = "Malformed request", body = ErrorBody),
+        (status = 404, description = "No such model, or not its task", body = ErrorBody),
+        (status = 413, description = "The body is over the server's body_limit", body = ErrorBody),
+        (status = 422, description = "Well formed, but not something the model takes", body = ErrorBody),
+        (status = 503, description = "Overloaded or not ready", body = ErrorBody),
+        (status = 504, description = "Not answered within the request timeout", body = ErrorBody),
+    ))]
 pub(crate) async fn task(
     State(state): State<Arc<AppState>>,
     Path((name, task)): Path<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<TaskResponse>, ApiError> {
     let server = Arc::clone(&state.server);
     let d = server
         .deployment(&name)
@@ -212,12 +261,17 @@ pub(crate) async fn task(
         )));
     }
     let body = body?;
-    match d.kind {
-        Kind::Identity => infer(&state, d, body, &headers).await,
-        Kind::Classify => super::tasks::classify(&state, d, body, &headers).await,
-        Kind::Embed => super::tasks::embed(&state, d, body, &headers).await,
-        Kind::Detect => super::tasks::detect(&state, d, body, &headers).await,
-    }
+    let answer = match d.kind {
+        Kind::Identity => TaskResponse::Infer(infer(&state, d, body, &headers).await?),
+        Kind::Classify => {
+            TaskResponse::Classify(super::tasks::classify(&state, d, body, &headers).await?)
+        }
+        Kind::Embed => TaskResponse::Embed(super::tasks::embed(&state, d, body, &headers).await?),
+        Kind::Detect => {
+            TaskResponse::Detect(super::tasks::detect(&state, d, body, &headers).await?)
+        }
+    };
+    Ok(Json(answer))
 }
 
 /// `infer`: JSON tensors in, JSON tensors out.
@@ -226,7 +280,7 @@ async fn infer(
     d: &Deployment,
     body: Bytes,
     headers: &HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<TensorsResponse, ApiError> {
     let inputs = state
         .blocking(move || {
             let req: TensorsRequest = serde_json::from_slice(&body)
@@ -249,10 +303,9 @@ async fn infer(
         })
         .await?;
     let answer = run(state, d, inputs, headers).await?;
-    Ok(Json(TensorsResponse {
+    Ok(TensorsResponse {
         model_name: d.config.name.clone(),
         model_version: answer.version.to_string(),
         outputs: answer.outputs.iter().map(JsonTensor::encode).collect(),
     })
-    .into_response())
 }
