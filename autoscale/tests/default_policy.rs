@@ -1,55 +1,174 @@
 //! The default policy (`Adaptive` given only the SLO) against Ray Serve's
-//! default, Kubernetes HPA and Knative KPA on the standard setup.
+//! default, Kubernetes HPA and Knative KPA on the whole verdict matrix:
+//! five standard traces × seeds 1–3 × two replica cost models × cold
+//! starts of 30 s and 5 s (60 cases). Every case the README lists as won
+//! must stay won; each known miss must stay within the margin the README
+//! states, so a regression fails either way.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use parking_lot::Mutex;
+
+use convoy_autoscale::sim::Controller as _;
 use convoy_autoscale::sim::{
-    dominations, standard_traces, verdict_contenders, Controller, Oracle, Report, SimConfig,
-    Simulation, DOMINATED, TUNED,
+    dominations, standard_setups, verdict_contenders, Domination, Oracle, Report, Setup,
+    Simulation, Trace, TUNED,
 };
 
-/// Every contender on one trace of the standard setup.
-fn run(trace: &convoy_autoscale::sim::Trace) -> Vec<Report> {
-    let config = SimConfig::default();
-    let sim = Simulation::new(config.clone()).unwrap();
-    let initial = Oracle::plan(trace, &config).replicas_at(Duration::ZERO);
-    verdict_contenders(&config, initial)
-        .unwrap()
-        .into_iter()
-        .filter(|c| c.name() != TUNED)
-        .map(|mut c| sim.run(trace, &mut c))
-        .collect()
+/// A case the default does not win, and how far it may miss.
+struct KnownMiss {
+    trace: &'static str,
+    cold_start_s: u64,
+    seed: u64,
+    /// Against this contender only (the others are still dominated).
+    against: &'static str,
+    /// At most this many more SLO-violating requests than the contender,
+    /// and no more replica-seconds.
+    extra_violating: u64,
 }
 
-// About 10 s in a release build, six minutes unoptimised (the day-long
-// diurnal trace alone is 26 million simulated requests per policy).
+/// The step on the default replica (`20 ms + 5 ms·n`, batch 8) against
+/// KPA. The default holds 4 replicas at 200 requests/s when the step to
+/// 1 000 comes; on seed 2 KPA happened to hold 8 or more (its flapping
+/// highs) and violated nothing. See the README for why a causal policy
+/// cannot win these without losing the spike. Margins: about 3 % over
+/// the measured excess.
+const KNOWN_MISSES: [KnownMiss; 4] = [
+    KnownMiss {
+        trace: "step",
+        cold_start_s: 30,
+        seed: 2,
+        against: "Kpa",
+        extra_violating: 33_500,
+    },
+    KnownMiss {
+        trace: "step",
+        cold_start_s: 5,
+        seed: 1,
+        against: "Kpa",
+        extra_violating: 800,
+    },
+    KnownMiss {
+        trace: "step",
+        cold_start_s: 5,
+        seed: 2,
+        against: "Kpa",
+        extra_violating: 7_300,
+    },
+    KnownMiss {
+        trace: "step",
+        cold_start_s: 5,
+        seed: 3,
+        against: "Kpa",
+        extra_violating: 500,
+    },
+];
+
+/// Cases the default must dominate: all but the known misses.
+const WON: usize = 56;
+
+fn known_miss(setup: &Setup, trace: &str) -> Option<&'static KnownMiss> {
+    KNOWN_MISSES.iter().find(|m| {
+        setup.cost_model.starts_with("20ms")
+            && m.trace == trace
+            && m.cold_start_s == setup.config.replica.cold_start.as_secs()
+            && m.seed == setup.config.seed
+    })
+}
+
+/// Every case's reports (Ray, HPA, KPA and the default), on all cores.
+fn run_matrix(setups: &[Setup]) -> Vec<(usize, Trace, Vec<Report>)> {
+    let cases: Vec<(usize, Trace)> = setups
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| s.traces().into_iter().map(move |t| (i, t)))
+        .collect();
+    let next = AtomicUsize::new(0);
+    let done = Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some((si, trace)) = cases.get(i) else {
+                    break;
+                };
+                let config = &setups[*si].config;
+                let sim = Simulation::new(config.clone()).unwrap();
+                let initial = Oracle::plan(trace, config).replicas_at(Duration::ZERO);
+                let reports: Vec<Report> = verdict_contenders(config, initial)
+                    .unwrap()
+                    .into_iter()
+                    .filter(|c| c.name() != TUNED)
+                    .map(|mut c| sim.run(trace, &mut c))
+                    .collect();
+                done.lock().push((*si, trace.clone(), reports));
+            });
+        }
+    });
+    done.into_inner()
+}
+
+fn describe(setup: &Setup, trace: &str, d: &Domination) -> String {
+    format!(
+        "{trace} {} {}s seed {}: the default against {}: violating {} vs {}, replica-s {:.0} vs {:.0}",
+        setup.cost_model,
+        setup.config.replica.cold_start.as_secs(),
+        setup.config.seed,
+        d.against,
+        d.violating.0,
+        d.violating.1,
+        d.replica_seconds.0,
+        d.replica_seconds.1
+    )
+}
+
+// About 2 minutes of CPU in a release build (the 12 day-long diurnal runs
+// are 26 million simulated requests per policy each); far longer
+// unoptimised.
 #[test]
 #[cfg_attr(
     debug_assertions,
-    ignore = "minutes without optimisation: cargo test --release -p convoy-autoscale --test default_policy"
+    ignore = "minutes even optimised: cargo test --release -p convoy-autoscale --test default_policy"
 )]
-fn the_default_dominates_ray_hpa_and_kpa_on_every_standard_trace() {
-    // The standard setup: the default replica (20 ms + 5 ms·n, batch 8),
-    // 30 s cold start, SLO 250 ms, seed 1. One thread per trace.
-    let traces = standard_traces();
-    let reports: Vec<Vec<Report>> = std::thread::scope(|scope| {
-        let runs: Vec<_> = traces.iter().map(|t| scope.spawn(move || run(t))).collect();
-        runs.into_iter().map(|r| r.join().unwrap()).collect()
-    });
-    for (trace, reports) in traces.iter().zip(&reports) {
+fn the_default_dominates_ray_hpa_and_kpa_except_the_known_step_misses() {
+    let setups = standard_setups(&[1, 2, 3]);
+    let results = run_matrix(&setups);
+    assert_eq!(results.len(), 60);
+    let (mut won, mut missed) = (0, 0);
+    for (si, trace, reports) in &results {
+        let setup = &setups[*si];
         let doms = dominations(reports);
-        assert_eq!(doms.len(), DOMINATED.len(), "{}", trace.name());
-        for d in doms {
-            assert!(
-                d.holds(),
-                "{}: the default against {}: violating {} vs {}, replica-s {:.0} vs {:.0}",
-                trace.name(),
-                d.against,
-                d.violating.0,
-                d.violating.1,
-                d.replica_seconds.0,
-                d.replica_seconds.1
-            );
+        assert_eq!(doms.len(), 3, "{}", trace.name());
+        match known_miss(setup, trace.name()) {
+            None => {
+                for d in &doms {
+                    assert!(d.holds(), "{}", describe(setup, trace.name(), d));
+                }
+                won += 1;
+            }
+            Some(miss) => {
+                for d in &doms {
+                    let line = describe(setup, trace.name(), d);
+                    if d.against != miss.against {
+                        assert!(d.holds(), "{line}");
+                        continue;
+                    }
+                    // Within the stated margin, on violations only.
+                    assert!(
+                        d.replica_seconds.0 <= d.replica_seconds.1,
+                        "more replica-seconds: {line}"
+                    );
+                    assert!(
+                        d.violating.0 <= d.violating.1 + miss.extra_violating,
+                        "misses by more than {}: {line}",
+                        miss.extra_violating
+                    );
+                }
+                missed += 1;
+            }
         }
     }
+    assert_eq!((won, missed), (WON, KNOWN_MISSES.len()));
 }

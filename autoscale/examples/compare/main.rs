@@ -10,8 +10,13 @@
 //!    seed, cost model and cold start, with its ratio to the offline
 //!    oracle and to the tuned `LatencySlo`.
 //!
-//! Both are printed and written into `autoscale/README.md` between its
-//! `compare-table` and `compare-verdict` markers.
+//! 3. The evidence for the step cases against KPA (default replica): the
+//!    step and spike traces share their first 15 minutes; what KPA and the
+//!    default hold there; and the default held at a floor of 6, 7 or 8
+//!    replicas on both traces.
+//!
+//! All are printed and written into `autoscale/README.md` between its
+//! `compare-table`, `compare-verdict` and `compare-evidence` markers.
 //!
 //! Options: `--seeds 1,2,3` (default), `--models default,gpu`,
 //! `--colds 30,5`, `--traces spike,step` (all by default; with it neither
@@ -20,6 +25,7 @@
 //! then no verdict),
 //! `--no-write` (print only), `--plot PATH`.
 
+mod evidence;
 mod plot;
 
 use std::collections::BTreeMap;
@@ -29,13 +35,13 @@ use std::time::Duration;
 
 use convoy_autoscale::sim::{
     builtin_contenders, comparison_table, default_contender, dominations, standard_setups,
-    standard_traces, verdict_contenders, Contender, Oracle, Report, SimConfig, Simulation, Trace,
-    DEFAULT_POLICY, DOMINATED, TUNED,
+    standard_traces, verdict_contenders, Contender, Oracle, Report, Setup, SimConfig, Simulation,
+    Trace, DEFAULT_POLICY, DOMINATED, TUNED,
 };
 use parking_lot::Mutex;
 use plot::Panel;
 
-type Error = Box<dyn std::error::Error>;
+pub(crate) type Error = Box<dyn std::error::Error>;
 
 struct Options {
     seeds: Vec<u64>,
@@ -92,7 +98,7 @@ fn list(s: &str) -> Result<Vec<u64>, Error> {
 
 /// Runs every (simulation, trace, contender) job on all cores; reports in
 /// job order.
-fn run_all(jobs: Vec<(Simulation, Trace, Contender)>) -> Vec<Report> {
+pub(crate) fn run_all(jobs: Vec<(Simulation, Trace, Contender)>) -> Vec<Report> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let next = AtomicUsize::new(0);
     let jobs: Vec<Mutex<(Simulation, Trace, Contender)>> =
@@ -175,12 +181,13 @@ fn main() -> Result<(), Error> {
         .collect();
     let mut jobs = Vec::new();
     let mut keys = Vec::new();
+    let setup_traces: Vec<Vec<Trace>> = setups.iter().map(Setup::traces).collect();
     for (si, setup) in setups.iter().enumerate() {
-        for trace in setup.traces() {
+        for trace in &setup_traces[si] {
             if !opts.wants(trace.name()) {
                 continue;
             }
-            let initial = Oracle::plan(&trace, &setup.config).replicas_at(Duration::ZERO);
+            let initial = Oracle::plan(trace, &setup.config).replicas_at(Duration::ZERO);
             let contenders = if opts.quick {
                 vec![default_contender(&setup.config, initial)?]
             } else {
@@ -271,6 +278,33 @@ fn main() -> Result<(), Error> {
     ));
     println!("{verdict}");
 
+    // 3. The step cases against KPA: the evidence (default replica only).
+    let mut cases = Vec::new();
+    for (si, setup) in setups.iter().enumerate() {
+        let named = |name: &str| setup_traces[si].iter().find(|t| t.name() == name);
+        let (Some(spike), Some(step)) = (named("spike"), named("step")) else {
+            continue;
+        };
+        let (Some(spike_runs), Some(step_runs)) = (groups.get(&(0, si)), groups.get(&(3, si)))
+        else {
+            continue;
+        };
+        if setup.cost_model.starts_with("20ms") && !opts.quick {
+            cases.push(evidence::Case {
+                setup,
+                spike: (spike, spike_runs),
+                step: (step, step_runs),
+            });
+        }
+    }
+    let evidence = if cases.is_empty() {
+        None
+    } else {
+        let text = evidence::step_evidence(&cases)?;
+        println!("{text}");
+        Some(text)
+    };
+
     if !opts.quick && opts.traces.is_none() {
         draw(&opts, &traces, &reports, &config)?;
         if opts.write {
@@ -279,6 +313,10 @@ fn main() -> Result<(), Error> {
             let text = replace_between(&text, "compare-table", &table)?;
             let text =
                 replace_between(&text, "compare-verdict", &format!("```text\n{verdict}```"))?;
+            let text = match &evidence {
+                Some(e) => replace_between(&text, "compare-evidence", &format!("```text\n{e}```"))?,
+                None => text,
+            };
             std::fs::write(&readme, text)?;
             println!("README table and verdict refreshed");
         }

@@ -542,7 +542,18 @@ impl Policy for Adaptive {
                 None => self.cold_start,
             };
             if drains_in > remaining {
-                let at_ready = queued + (rate - ready_capacity).max(0.0) * remaining;
+                // The queue grows by what arrives beyond what the ready
+                // replicas complete: modelled, or measured in the newest
+                // second when the model is optimistic.
+                let measured = match (
+                    w.rate(now, INSTANT, Counter::Arrivals),
+                    w.rate(now, INSTANT, Counter::Completions),
+                ) {
+                    (Some(a), Some(d)) => a - d,
+                    _ => 0.0,
+                };
+                let growth = (rate - ready_capacity).max(measured).max(0.0);
+                let at_ready = queued + growth * remaining;
                 needed += at_ready / (c.drain_time.as_secs_f64() * capacity);
             }
         }
@@ -695,6 +706,49 @@ mod tests {
         // = 5 800 wait when new replicas are ready, cleared in 2 s by 22.
         let rec = p.decide(&PolicyInput::new(s(21), 4, 4, &w));
         assert!((32..=34).contains(&rec.desired), "{rec:?}");
+    }
+
+    /// The capacity `Adaptive` learns from an hour of a GPU-like replica
+    /// (8 ms + 0.5 ms·n) that never saturates: one replica, mean batches
+    /// of 1.1–2.5 as the load rises, each second's cost off by `noise(t)`.
+    fn capacity_below_saturation(noise: impl Fn(u64) -> f64) -> f64 {
+        let mut w = Window::new(s(600));
+        let mut p = Adaptive::for_slo(Duration::from_millis(250)).unwrap();
+        for t in 0..3_600u64 {
+            let batch = 1.1 + 1.4 * t as f64 / 3_600.0;
+            let batches = 100;
+            let items = (batch * batches as f64).round() as u64;
+            let cost = (8.0 * batches as f64 + 0.5 * items as f64) * (1.0 + noise(t));
+            w.push(
+                s(t),
+                LoadSample {
+                    arrivals: items,
+                    completions: items,
+                    latency_p99: Some(Duration::from_millis(20)),
+                    queue_wait: Some(Duration::from_millis(2)),
+                    batches,
+                    batch_items: items,
+                    batch_busy: Duration::from_secs_f64(cost / 1e3),
+                    ..LoadSample::default()
+                },
+            );
+            p.decide(&PolicyInput::new(s(t), 1, 1, &w));
+        }
+        p.capacity().unwrap()
+    }
+
+    #[test]
+    fn a_cost_curve_confirmed_over_an_hour_is_trusted_beyond_the_batches_seen() {
+        // 1 600 requests/s at the batcher's 64; 16x the largest batch seen
+        // (40) gives 40 / 28 ms = 1 430. The minute's fit (sizes spread by
+        // under 10 % in a minute) gave the proportional curve through the
+        // mean: about 300.
+        let exact = capacity_below_saturation(|_| 0.0);
+        assert!((1_350.0..1_600.0).contains(&exact), "{exact}");
+        // Noisy costs: the long fit does not predict 40 within 10 %, so the
+        // curve is only trusted to 4x the largest batch (10 / 13 ms = 770).
+        let noisy = capacity_below_saturation(|t| if t % 3 == 0 { 0.1 } else { -0.05 });
+        assert!(noisy < 900.0, "{noisy}");
     }
 
     #[test]
