@@ -12,13 +12,14 @@
 //! step, canary share and every event with its reason, and the registry's
 //! latest news.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use convoy_router::rollout::drift::{DriftConfig, DriftMonitor, Embedding, Logits};
 use convoy_router::rollout::{RolloutEvent, RolloutState};
-use convoy_router::shadow::{Compare, ShadowConfig, ShadowError, ShadowLayer};
+use convoy_router::shadow::{Compare, Shadow, ShadowConfig, ShadowError, ShadowLayer};
 use convoy_router::{Rollout, RolloutHandle};
 use example_tensor::{NamedTensor, TensorData};
 use futures::future::BoxFuture;
@@ -222,7 +223,12 @@ pub(crate) async fn roll_out(
         None => None,
     };
     let canary = d.add_version(name, model, |service| match &drift {
-        Some(m) => Backend::new(m.layer.layer(service)),
+        Some(m) => Backend::new(Switch {
+            mirrored: m.layer.layer(service.clone()),
+            plain: service,
+            on: Arc::clone(&m.on),
+            chosen: None,
+        }),
         None => Backend::new(service),
     })?;
     // Traffic moves only once the new version has a ready replica.
@@ -246,6 +252,7 @@ pub(crate) async fn roll_out(
     let end = handle.finished().await;
     if let Some(m) = &drift {
         // No more mirrors: the stable version may go now.
+        m.on.store(false, Ordering::Relaxed);
         *m.target.write() = None;
     }
     match end {
@@ -260,6 +267,8 @@ struct Mirror {
     monitor: DriftMonitor,
     layer: ShadowLayer<Gate, Item, RowDrift>,
     target: Arc<RwLock<Option<VersionService>>>,
+    /// Whether the canary's requests are mirrored (until the rollout ends).
+    on: Arc<AtomicBool>,
 }
 
 impl Mirror {
@@ -297,7 +306,54 @@ impl Mirror {
             monitor,
             layer,
             target,
+            on: Arc::new(AtomicBool::new(true)),
         })
+    }
+}
+
+/// The canary's backend with a drift check: mirrored while the rollout
+/// runs, plain afterwards (a promoted version keeps no mirror).
+struct Switch {
+    mirrored: Shadow<VersionService, Gate, Item, RowDrift>,
+    plain: VersionService,
+    on: Arc<AtomicBool>,
+    /// The path `poll_ready` made ready, taken by `call`.
+    chosen: Option<bool>,
+}
+
+impl Clone for Switch {
+    /// The clone's readiness is its own.
+    fn clone(&self) -> Self {
+        Self {
+            mirrored: self.mirrored.clone(),
+            plain: self.plain.clone(),
+            on: Arc::clone(&self.on),
+            chosen: None,
+        }
+    }
+}
+
+impl Service<Item> for Switch {
+    type Response = Answer;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<Answer, BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        let on = *self
+            .chosen
+            .get_or_insert_with(|| self.on.load(Ordering::Relaxed));
+        if on {
+            self.mirrored.poll_ready(cx)
+        } else {
+            self.plain.poll_ready(cx)
+        }
+    }
+
+    fn call(&mut self, item: Item) -> Self::Future {
+        match self.chosen.take().expect("poll_ready must be called first") {
+            true => Box::pin(self.mirrored.call(item)),
+            false => self.plain.call(item),
+        }
     }
 }
 
