@@ -103,7 +103,7 @@ impl IntoResponses for InferErrors {
             let status = kind.http_status().as_u16().to_string();
             let description = match responses.remove(&status) {
                 Some(RefOr::T(Response { description, .. })) => {
-                    format!("{description}; {}", when(kind))
+                    format!("{description}, or {}", when(kind).to_lowercase())
                 }
                 _ => when(kind).to_owned(),
             };

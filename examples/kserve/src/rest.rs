@@ -100,7 +100,7 @@ pub fn rest_routes<R: Repository>(repo: Arc<R>, limits: Limits) -> Router {
 ///
 /// # fn app<R: example_kserve::Repository>(repo: Arc<R>) {
 /// let (app, document) = OpenApiRouter::new()
-///     // .routes(routes!(your_handler))...
+///     // ...the app's own documented routes...
 ///     .merge(example_kserve::openapi_routes(repo, example_kserve::Limits::default()))
 ///     .split_for_parts();
 /// assert!(document.paths.paths.contains_key("/v2/models/{name}/infer"));

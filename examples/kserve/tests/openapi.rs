@@ -162,7 +162,10 @@ fn the_router_has_no_undocumented_routes() {
         "rest.rs adds a route outside `routes!`: it would be missing from the document"
     );
     assert_eq!(
-        source.matches(".routes(routes!(").count(),
+        source
+            .lines()
+            .filter(|l| l.trim_start().starts_with(".routes(routes!("))
+            .count(),
         document()["paths"]
             .as_object()
             .unwrap()

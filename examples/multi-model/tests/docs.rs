@@ -130,7 +130,8 @@ fn the_router_has_no_undocumented_routes() {
         );
     }
     let documented = include_str!("../src/http/docs.rs")
-        .matches(".routes(routes!(")
+        .lines()
+        .filter(|l| l.trim_start().starts_with(".routes(routes!("))
         .count();
     let v2 = operations(&serde_json::to_value(example_kserve::openapi()).unwrap()).len();
     let all = operations(&serde_json::to_value(example_multi_model::http::openapi()).unwrap());

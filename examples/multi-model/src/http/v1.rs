@@ -224,9 +224,11 @@ pub(crate) enum TaskResponse {
     Detect(DetectResponse),
 }
 
-/// Runs the deployment's task: `infer` (JSON tensors, identity models),
-/// `classify` (an image, ResNet-50), `embed` (texts, MiniLM) or `detect`
-/// (an image, YOLOv8n); `GET /v1/models` says each deployment's route.
+/// Runs a deployment's task.
+///
+/// `infer` (JSON tensors, identity models), `classify` (an image,
+/// ResNet-50), `embed` (texts, MiniLM) or `detect` (an image, YOLOv8n);
+/// `GET /v1/models` says each deployment's route.
 #[utoipa::path(post, path = "/v1/models/{name}/{task}", tag = V1,
     params(
         ("name" = String, Path, description = "The deployment"),
