@@ -71,7 +71,7 @@ impl Source {
             .cache
             .fetch(&self.client, &version, &*loader.verify())
             .await?;
-        let model = loader.take_or_load(&dir)?;
+        let model = loader.take_or_load(&dir).await?;
         Ok((version.version, model))
     }
 
@@ -112,7 +112,7 @@ impl Source {
                             &d,
                             format!("new version {v} (was {from:?}): verified, rolling out"),
                         );
-                        let model = match loader.take_or_load(&path) {
+                        let model = match loader.take_or_load(&path).await {
                             Ok(m) => m,
                             Err(e) => {
                                 news(&d, format!("version {v} refused: {e}"));
@@ -227,10 +227,13 @@ impl Loader {
 
     /// The model verified last, or `dir` loaded now (a version found in
     /// the cache was verified by an earlier run).
-    fn take_or_load(&self, dir: &Path) -> Result<Arc<dyn Forward>, BoxError> {
-        match self.verified.lock().take() {
-            Some(m) => Ok(Arc::new(m)),
-            None => Ok(Arc::new(self.load(dir)?)),
+    async fn take_or_load(&self, dir: &Path) -> Result<Arc<dyn Forward>, BoxError> {
+        let verified = self.verified.lock().take();
+        if let Some(m) = verified {
+            return Ok(Arc::new(m));
         }
+        let (this, dir) = (self.clone(), dir.to_owned());
+        let loaded = tokio::task::spawn_blocking(move || this.load(&dir)).await??;
+        Ok(Arc::new(loaded))
     }
 }

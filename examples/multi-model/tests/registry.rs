@@ -14,6 +14,7 @@
 //! 4. v5 does not load: refused with the reason; v2 keeps serving.
 //! 5. The registry stops: serving untouched; it returns: the watcher
 //!    recovers and follows the next promotion (v6).
+//! 6. A restarted server serves v6 from its cache.
 //!
 //! The figures (requests, failures, step timings, the drift figure) are
 //! printed; run with `--nocapture` to read them.
@@ -437,6 +438,15 @@ async fn promotions_rollbacks_refusals_and_outages_under_load() {
     let all = load_total(&server);
     println!("whole run: {all}");
     Arc::into_inner(server).unwrap().shutdown().await;
+
+    // A restarted server finds the alias's version in its cache (verified
+    // by the first one) and serves it.
+    let again = common::start(&config(&registry.uri(), &tmp.path().join("cache"))).await;
+    assert_eq!(tiny(&again.models().await)["versions"][0]["name"], "6");
+    let r = again.post("/v2/models/tiny/infer", request(1)).await;
+    assert!(r.status.is_success(), "{:?}", r.body);
+    assert_eq!(r.json()["model_version"], "6");
+    again.shutdown().await;
 }
 
 /// When the rollout's last event happened (Unix ms).
