@@ -436,3 +436,59 @@ impl Compare<Result<Answer, BoxError>, Answer> for RowDrift {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use example_tensor::Tensor;
+
+    use super::*;
+
+    fn named(shape: Vec<usize>, data: TensorData) -> NamedTensor {
+        NamedTensor::new("out", Tensor::new(shape, data).unwrap())
+    }
+
+    #[test]
+    fn each_row_of_the_first_output_is_one_pair() {
+        let out = named(
+            vec![2, 3],
+            TensorData::Fp32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+        );
+        assert_eq!(
+            rows(&[out]),
+            Some(vec![vec![1.0, 2.0, 3.0], vec![4.0, 5.0, 6.0]])
+        );
+        // Not FP32, or nothing: no pairs.
+        assert_eq!(
+            rows(&[named(vec![1, 2], TensorData::Int64(vec![1, 2]))]),
+            None
+        );
+        assert_eq!(rows(&[]), None);
+    }
+
+    #[test]
+    fn rows_feed_the_drift_monitor_per_kind() {
+        let monitor = DriftMonitor::new(DriftConfig {
+            min_pairs: 1,
+            min_top1_agreement: Some(0.9),
+            max_psi: None,
+            ..DriftConfig::default()
+        })
+        .unwrap();
+        let hook = RowDrift {
+            monitor: monitor.clone(),
+            classify: true,
+        };
+        let answer = |data: Vec<f32>| Answer {
+            version: "1".into(),
+            outputs: vec![named(vec![2, 2], TensorData::Fp32(data))],
+        };
+        // Row 1 agrees (class 0 both), row 2 does not (class 1 vs 0).
+        let canary = hook.keep(&Ok(answer(vec![3.0, 1.0, 2.0, 0.0]))).unwrap();
+        hook.compare(canary, Ok(answer(vec![5.0, 0.0, 0.0, 1.0])));
+        let report = monitor.report();
+        assert_eq!(report.pairs, 2);
+        assert_eq!(report.top1_agreement, Some(0.5));
+        // A failed canary request is not compared.
+        assert!(hook.keep(&Err("boom".into())).is_none());
+    }
+}
