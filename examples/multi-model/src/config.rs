@@ -157,6 +157,10 @@ pub struct DeploymentConfig {
     pub replicas: Replicas,
     /// Forward time the identity model simulates per batch (default 0).
     pub identity_delay: Duration,
+    /// Forward time the identity model adds per item of a batch (default
+    /// 0): a batch of `n` takes `identity_delay + n × identity_item_delay`,
+    /// so a deployment has a known capacity (overload and soak tests).
+    pub identity_item_delay: Duration,
 }
 
 impl DeploymentConfig {
@@ -194,6 +198,8 @@ struct RawDeployment {
     replicas: Replicas,
     #[serde(default, deserialize_with = "duration")]
     identity_delay: Duration,
+    #[serde(default, deserialize_with = "duration")]
+    identity_item_delay: Duration,
 }
 
 impl TryFrom<RawDeployment> for DeploymentConfig {
@@ -274,6 +280,9 @@ impl TryFrom<RawDeployment> for DeploymentConfig {
         if raw.identity_delay > Duration::ZERO && model != IDENTITY {
             return Err("identity_delay: only for model = \"identity\"".into());
         }
+        if raw.identity_item_delay > Duration::ZERO && model != IDENTITY {
+            return Err("identity_item_delay: only for model = \"identity\"".into());
+        }
         Ok(Self {
             name: raw.name,
             model,
@@ -285,6 +294,7 @@ impl TryFrom<RawDeployment> for DeploymentConfig {
             device: raw.device,
             replicas: raw.replicas,
             identity_delay: raw.identity_delay,
+            identity_item_delay: raw.identity_item_delay,
         })
     }
 }

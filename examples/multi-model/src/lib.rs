@@ -169,7 +169,9 @@ async fn load(
     on_gpu: bool,
 ) -> Result<Arc<dyn Forward>, BoxError> {
     if d.is_identity() {
-        return Ok(Arc::new(Identity::new(d.identity_delay)));
+        return Ok(Arc::new(
+            Identity::new(d.identity_delay).item_delay(d.identity_item_delay),
+        ));
     }
     let dir = d.version_dir(&config.server.models_dir, version);
     let (threads, max_batch) = (d.device.intra_op_threads, d.batching.max_batch_size);

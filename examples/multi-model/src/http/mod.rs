@@ -6,6 +6,7 @@
 mod docs;
 mod error;
 mod limit;
+mod process;
 mod tasks;
 mod tensors;
 mod v1;
@@ -150,6 +151,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     (status = 200, description = "Prometheus text format 0.0.4", body = String,
         content_type = "text/plain")))]
 async fn metrics_text() -> Response {
+    process::record();
     (
         [("content-type", "text/plain; version=0.0.4")],
         prometheus().render(),

@@ -11,16 +11,37 @@ use tower::BoxError;
 
 use super::{Forward, Kind, TensorMeta};
 
-/// Echoes its inputs, after an optional simulated forward time per batch.
+/// Echoes its inputs, after an optional simulated forward time: a fixed
+/// part per batch and a part per item, slept on tokio's clock (no CPU
+/// used), like a device computing while the host waits.
 #[derive(Debug, Clone, Default)]
 pub struct Identity {
     delay: Duration,
+    item_delay: Duration,
 }
 
 impl Identity {
     /// An identity model whose every batch takes `delay` (0: none).
     pub fn new(delay: Duration) -> Self {
-        Self { delay }
+        Self {
+            delay,
+            item_delay: Duration::ZERO,
+        }
+    }
+
+    /// Adds `item_delay` per item: a batch of `n` takes
+    /// `delay + n × item_delay`, so a deployment's capacity is known
+    /// (`max_batch_size` items per such batch).
+    pub fn item_delay(mut self, item_delay: Duration) -> Self {
+        self.item_delay = item_delay;
+        self
+    }
+
+    /// The simulated forward time of a batch of `items`.
+    pub fn batch_time(&self, items: usize) -> Duration {
+        let items = u32::try_from(items).unwrap_or(u32::MAX);
+        self.delay
+            .saturating_add(self.item_delay.saturating_mul(items))
     }
 }
 
@@ -29,7 +50,7 @@ impl Forward for Identity {
         &self,
         batch: Vec<Vec<NamedTensor>>,
     ) -> BoxFuture<'static, Result<Vec<Vec<NamedTensor>>, BoxError>> {
-        let delay = self.delay;
+        let delay = self.batch_time(batch.len());
         async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
