@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 EXAMPLES := examples
 
-.PHONY: test test-root test-examples test-fuzz setup deny demo fmt bench fuzz
+.PHONY: test test-root test-examples test-fuzz setup deny demo fmt bench fuzz soak
 
 ## The whole suite: fmt, clippy -D warnings, tests + doc tests, docs with warnings denied,
 ## for the root workspace and the examples workspace.
@@ -52,6 +52,13 @@ fuzz:
 		(cd fuzz && $(CARGO) +nightly fuzz run $$t corpus/$$t seeds/$$t -- \
 			-max_total_time=$(FUZZ_SECS) -print_final_stats=1) || exit 1; \
 	done
+
+## The server at 3x its capacity for SOAK_SECS (default 600): fails when its
+## resident memory, open file descriptors or live tokio tasks grow between the
+## first and the last minutes (examples/multi-model/tests/overload.rs, `soak`).
+SOAK_SECS ?= 600
+soak:
+	cd $(EXAMPLES) && SOAK_SECS=$(SOAK_SECS) $(CARGO) test -p example-multi-model --test overload -- --ignored --nocapture soak
 
 ## Dependency policy (licenses, bans, sources; RustSec advisories when the
 ## database can be fetched) for the root, examples and fuzz workspaces.
