@@ -181,7 +181,11 @@ const SLO_SHARE: f64 = 0.8;
 ///    the largest batch). Until then, the batch cost curve
 ///    `cost(n) = a + b·n` fitted to the batch statistics gives the capacity
 ///    at the largest batch whose worst case (`2·cost(n)`) fits 80 % of the
-///    SLO, capped at 4x the largest batch seen. Without batch statistics
+///    SLO, capped at 4x the largest batch seen, or 16x when the same fit
+///    over the last hour (exponentially forgotten, O(1) per sample)
+///    predicts that batch's cost within 10 % (three standard errors): a
+///    fast replica that never saturates forms batches whose sizes hardly
+///    vary within a minute, but do over hours. Without batch statistics
 ///    the capacity is learned from saturation alone and, until then, the
 ///    policy follows p99 against the SLO (doubling on a violation).
 /// 3. **Headroom from burstiness.** The largest significant ratio of the
