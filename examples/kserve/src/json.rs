@@ -279,18 +279,20 @@ macro_rules! int_elem {
 }
 int_elem!(u8, u16, u32, u64, i8, i16, i32, i64);
 
+// A number beyond the type's range would become infinity, which the JSON
+// answer cannot carry: refused like an integer out of range.
 macro_rules! float_elem {
     ($($t:ty => $from:expr),*) => {$(
         impl Elem for $t {
-            const EXPECTED: &'static str = "a number";
+            const EXPECTED: &'static str = concat!("a number in the range of ", stringify!($t));
             fn from_u64(v: u64) -> Option<Self> {
-                Some($from(v as f64))
+                <Self as Elem>::from_f64(v as f64)
             }
             fn from_i64(v: i64) -> Option<Self> {
-                Some($from(v as f64))
+                <Self as Elem>::from_f64(v as f64)
             }
             fn from_f64(v: f64) -> Option<Self> {
-                Some($from(v))
+                Some($from(v)).filter(|x: &$t| x.is_finite())
             }
         }
     )*};

@@ -388,6 +388,32 @@ async fn wrong_datatype_is_400() {
     refused(&app, reply, StatusCode::BAD_REQUEST, "expected a string").await;
 }
 
+/// Found by the `kserve_json` fuzz target's round-trip check: 70000 as FP16
+/// (or 1e39 as FP32) became infinity, and the answer echoed it as `null`.
+#[tokio::test]
+async fn numbers_beyond_a_float_types_range_are_400() {
+    let app = app();
+    for (datatype, value, range) in [
+        ("FP16", json!(70000), "range of f16"),
+        ("FP16", json!(-65520.0), "range of f16"),
+        ("FP32", json!(1e39), "range of f32"),
+        ("FP32", json!(-3.5e38), "range of f32"),
+    ] {
+        let reply = post(&app, INFER, one_input(json!([1]), datatype, json!([value]))).await;
+        refused(&app, reply, StatusCode::BAD_REQUEST, range).await;
+    }
+    // The largest finite values still pass, and come back as sent.
+    for (datatype, value) in [
+        ("FP16", json!(65504.0)),
+        ("FP32", json!(3.4028235e38)),
+        ("FP64", json!(1.7976931348623157e308)),
+    ] {
+        let reply = post(&app, INFER, one_input(json!([1]), datatype, json!([value]))).await;
+        assert_eq!(reply.status, StatusCode::OK, "{datatype} {value}");
+        assert_eq!(reply.json()["outputs"][0]["data"], json!([value]));
+    }
+}
+
 #[tokio::test]
 async fn shape_and_data_length_must_agree() {
     let app = app();
