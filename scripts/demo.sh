@@ -224,11 +224,12 @@ registry_prepare() {
     CONFIG=$work/demo-registry.toml
 }
 
-# One line per change of MiniLM's versions (weight, ready replicas,
-# requests, errors) or rollout state in GET /v1/models.
+# MiniLM's versions (weight, ready replicas, requests, errors), rollout
+# (state, events with reasons) and registry news, from GET /v1/models.
 minilm_state() {
     curl -fsS --max-time 2 "$base/v1/models" 2>/dev/null | jq -c '.models[] | select(.name == "minilm")
-        | {versions: [.versions[] | {name, weight, ready: .ready_replicas, requests, errors}], rollout: (.rollout // null)}' 2>/dev/null || true
+        | {versions: [.versions[] | {name, weight, ready: .ready_replicas, requests, errors}],
+           rollout: (.rollout // null), registry: (.registry // [])}' 2>/dev/null || true
 }
 
 # Load in windows of DEMO_REGISTRY_WINDOW_SECS until $work/stop-load exists:
@@ -246,8 +247,10 @@ registry_load() {
 }
 
 registry_promotion() {
-    local started_at t prev="" state log_seen=0 outcome="" v1_name v2_name
-    v1_name=$minilm_v1
+    local started_at prev="" state outcome="" v2_name events_seen=0 news_seen=0
+    # Each version's latest request and error counts: a retired version
+    # leaves /v1/models, its counts stay here.
+    local -A seen_requests=() seen_errors=()
     v2_name=$minilm_v2
     echo "==> MiniLM under load ($REG_CLIENTS clients, ${REG_WINDOW}s windows); promoting version $v2_name to @champion after ${REG_PROMOTE_AFTER}s"
     : >"$work/load.jsonl"
@@ -259,47 +262,58 @@ registry_promotion() {
     state=$(minilm_state)
     before_requests=$(jq '[.versions[].requests] | add // 0' <<<"${state:-null}")
     before_errors=$(jq '[.versions[].errors] | add // 0' <<<"${state:-null}")
+    news_seen=$(jq '.registry | length' <<<"${state:-null}")
     echo "[$(elapsed)s] scripts/registry.sh promote minilm $v2_name --alias champion"
     local promoted
     promoted=$(bash scripts/registry.sh promote minilm "$v2_name" --alias champion 2>&1 | grep ' version ' || true)
     echo "[$(elapsed)s] registry: ${promoted:-the promotion failed}"
-    log_seen=$(wc -l <"$work/server.err")
-    local deadline=$(($(date +%s) + REG_TIMEOUT)) saw_canary=0
+    local deadline=$(($(date +%s) + REG_TIMEOUT))
     while (($(date +%s) < deadline)); do
-        # The server's own account of each step and its reason.
-        local n
-        n=$(wc -l <"$work/server.err")
-        if ((n > log_seen)); then
-            sed -n "$((log_seen + 1)),${n}p" "$work/server.err" | grep -iE 'registry|rollout|drift|canary|version' |
-                sed -e 's/\x1b\[[0-9;]*m//g' | cut -c1-220 | sed "s/^/[$(elapsed)s] server: /" || true
-            log_seen=$n
-        fi
         state=$(minilm_state)
-        if [[ -n "$state" && "$state" != "$prev" ]]; then
-            # Requests and errors change all the time; print on weight, readiness or rollout changes.
-            local shape
-            shape=$(jq -c '{v: [.versions[] | {name, weight, ready}], rollout}' <<<"$state")
-            if [[ "$shape" != "$(jq -c '{v: [.versions[] | {name, weight, ready}], rollout}' <<<"${prev:-null}" 2>/dev/null)" ]]; then
-                echo "[$(elapsed)s] minilm: $(jq -r '[.versions[] | "v\(.name) \(.weight)% (\(.ready) ready, \(.requests) req, \(.errors) err)"] | join("  ")' <<<"$state")$(jq -r 'if .rollout then "  rollout: " + (.rollout | tojson) else "" end' <<<"$state")"
-            fi
-            prev=$state
-            local names
-            names=$(jq -r '[.versions[].name] | join(",")' <<<"$state")
-            [[ "$names" == *,* ]] && saw_canary=1
-            if [[ "$names" == "$v2_name" ]]; then
-                outcome="promoted"
-                break
-            fi
-            if ((saw_canary)) && [[ "$names" == "$v1_name" ]]; then
-                outcome="rolled back"
-                break
-            fi
+        if [[ -z "$state" ]]; then
+            sleep 0.5
+            continue
         fi
+        local name requests errors
+        while read -r name requests errors; do
+            seen_requests[$name]=$requests
+            seen_errors[$name]=$errors
+        done < <(jq -r '.versions[] | "\(.name) \(.requests) \(.errors)"' <<<"$state")
+        # What the server heard from the registry (new version, download,
+        # verification, refusal).
+        jq -r --argjson n "$news_seen" '.registry[$n:][]' <<<"$state" | sed "s/^/[$(elapsed)s] server: registry: /"
+        news_seen=$(jq '.registry | length' <<<"$state")
+        # The rollout of this promotion: each event with its reason.
+        if [[ "$(jq -r '.rollout.canary // ""' <<<"$state")" == "$v2_name" ]]; then
+            jq -r --argjson n "$events_seen" '.rollout.events[$n:][]
+                | "+\(.at_ms / 100 | round / 10)s \(.kind) -> canary \(.canary_percent)%: \(.reason)"' <<<"$state" |
+                sed "s/^/[$(elapsed)s] rollout: /"
+            events_seen=$(jq '.rollout.events | length' <<<"$state")
+        fi
+        # The versions, on a change of weight or readiness.
+        local shape
+        shape=$(jq -c '[.versions[] | {name, weight, ready}]' <<<"$state")
+        if [[ "$shape" != "$prev" ]]; then
+            echo "[$(elapsed)s] minilm: $(jq -r '[.versions[] | "version \(.name) weight \(.weight) (\(.ready) ready, \(.requests) req, \(.errors) err)"] | join(" | ")' <<<"$state")"
+            prev=$shape
+        fi
+        case "$(jq -r 'select(.rollout.canary == $v) | .rollout.state' --arg v "$v2_name" <<<"$state")" in
+        promoted)
+            outcome=promoted
+            break
+            ;;
+        rolled_back)
+            outcome="rolled back"
+            break
+            ;;
+        esac
         sleep 0.5
     done
-    local after_requests after_errors
-    after_requests=$(jq '[.versions[].requests] | add // 0' <<<"${state:-null}")
-    after_errors=$(jq '[.versions[].errors] | add // 0' <<<"${state:-null}")
+    local after_requests=0 after_errors=0 v
+    for v in "${!seen_requests[@]}"; do
+        after_requests=$((after_requests + seen_requests[$v]))
+        after_errors=$((after_errors + seen_errors[$v]))
+    done
     echo "[$(elapsed)s] rollout ${outcome:-not finished after ${REG_TIMEOUT}s}"
     # A last window on the new version, then stop the load.
     sleep "$REG_WINDOW"
@@ -317,7 +331,7 @@ registry_promotion() {
     local ok errors
     ok=$(jq -s 'map(.ok) | add // 0' "$work/load.jsonl")
     errors=$(jq -s 'map(.errors) | add // 0' "$work/load.jsonl")
-    echo "    requests answered during the switch (server count, promotion to end of rollout): $((after_requests - before_requests)), failed: $((after_errors - before_errors))"
+    echo "    requests the server routed from the promotion to the end of the rollout: $((after_requests - before_requests)), failed: $((after_errors - before_errors))"
     echo "    the whole run (load generator): $ok answered, $errors failed$(jq -rs 'map(.errors_by_kind // {} | to_entries[]) | group_by(.key) | map("\(.[0].key) \(map(.value) | add)") | if length > 0 then " (" + join(", ") + ")" else "" end' "$work/load.jsonl")"
     echo "    rollout: ${outcome:-not finished}; failures = $errors"
     echo "registry demo took $(($(date +%s) - started)) s"
