@@ -124,7 +124,8 @@ fn describe(setup: &Setup, trace: &str, d: &Domination) -> String {
     )
 }
 
-// About 2 minutes of CPU in a release build (the 12 day-long diurnal runs
+// About 3 minutes of CPU in a release build (7 minutes of wall time on a
+// busy 2-core machine; the 12 day-long diurnal runs
 // are 26 million simulated requests per policy each); far longer
 // unoptimised.
 #[test]
