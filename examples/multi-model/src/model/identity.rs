@@ -84,3 +84,34 @@ impl Forward for Identity {
         }]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_costs_its_fixed_part_plus_its_items() {
+        let model = Identity::new(Duration::from_millis(40)).item_delay(Duration::from_millis(5));
+        assert_eq!(model.batch_time(0), Duration::from_millis(40));
+        assert_eq!(model.batch_time(4), Duration::from_millis(60));
+        assert_eq!(Identity::default().batch_time(1000), Duration::ZERO);
+        // Absurd sizes saturate instead of overflowing.
+        let huge = Identity::new(Duration::MAX).item_delay(Duration::MAX);
+        assert_eq!(huge.batch_time(usize::MAX), Duration::MAX);
+    }
+
+    #[test]
+    fn the_item_cost_is_configured_for_identity_models_only() {
+        let identity = crate::Config::parse(
+            "[[deployment]]\nname = \"a\"\nmodel = \"identity\"\nidentity_item_delay = \"5ms\"\n",
+        )
+        .unwrap();
+        let d = identity.deployments().next().unwrap();
+        assert_eq!(d.identity_item_delay, Duration::from_millis(5));
+        let err = crate::Config::parse(
+            "[[deployment]]\nname = \"a\"\nmodel = \"resnet\"\nidentity_item_delay = \"5ms\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("identity_item_delay"), "{err}");
+    }
+}
