@@ -48,6 +48,10 @@ async fn main() -> Result<(), BoxError> {
         config.server.models_dir = dir;
     }
     let (addr, grpc_addr) = (config.server.addr, config.server.grpc_addr);
+    // Listen for SIGTERM before anything announces the server: a supervisor
+    // may send it the moment it reads "listening", and an unregistered
+    // signal would kill the process instead of draining it.
+    let signal = shutdown_signal()?;
     let server = Server::start(config).await?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
@@ -77,7 +81,7 @@ async fn main() -> Result<(), BoxError> {
     };
     println!("listening on http://{local}");
     tokio::spawn(async move {
-        shutdown_signal().await;
+        signal.await;
         let _ = stop.send(true);
     });
     server.serve(listener, until_stopped()).await?;
@@ -88,24 +92,24 @@ async fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers the shutdown signals now and resolves when one arrives.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(async move {
+        let ctrl_c = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        #[cfg(unix)]
+        let term = async move {
+            term.recv().await;
+        };
+        #[cfg(not(unix))]
+        let term = std::future::pending::<()>();
+        tokio::select! {
+            () = ctrl_c => {},
+            () = term => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutting down: finishing admitted requests");
+        tracing::info!("shutting down: finishing admitted requests");
+    })
 }
