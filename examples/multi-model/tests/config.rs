@@ -10,6 +10,25 @@ fn error(text: &str) -> String {
 const HEAD: &str = "[[deployment]]\nname = \"a\"\nmodel = \"identity\"\n";
 
 #[test]
+fn every_checked_in_config_parses() {
+    for (name, text) in [
+        (
+            "models-test.toml",
+            include_str!("../config/models-test.toml"),
+        ),
+        ("overload.toml", include_str!("../config/overload.toml")),
+        ("registry.toml", include_str!("../config/registry.toml")),
+        (
+            "demo-registry.toml",
+            include_str!("../config/demo-registry.toml"),
+        ),
+    ] {
+        let c = Config::parse(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(c.deployments().count() >= 1, "{name} has no deployment");
+    }
+}
+
+#[test]
 fn checked_in_configs_load() {
     for text in [
         include_str!("../config/test.toml"),
