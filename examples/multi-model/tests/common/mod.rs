@@ -151,46 +151,6 @@ pub fn fp32_row(values: &[f32]) -> String {
     .to_string()
 }
 
-impl Running {
-    /// POSTs a body announced as `len` bytes but sends only its first 64 KiB
-    /// and reads the answer: a server must refuse an oversized body from its
-    /// `content-length` without reading it (a client that kept writing
-    /// would see the connection closed under it).
-    pub async fn post_oversized(&self, path: &str, len: usize) -> (u16, serde_json::Value) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/octet-stream\r\ncontent-length: {len}\r\n\r\n",
-            self.addr
-        );
-        stream.write_all(head.as_bytes()).await.unwrap();
-        let _ = stream.write_all(&vec![0u8; len.min(64 << 10)]).await;
-        let mut answer = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => answer.extend_from_slice(&buf[..n]),
-            }
-            let text = String::from_utf8_lossy(&answer);
-            if let Some(end) = text.find("\r\n\r\n") {
-                let length = text[..end].lines().find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length: ")
-                        .map(|v| v.trim().parse::<usize>().unwrap())
-                });
-                if length.is_some_and(|n| answer.len() >= end + 4 + n) {
-                    break;
-                }
-            }
-        }
-        let text = String::from_utf8_lossy(&answer).into_owned();
-        let status = text.split(' ').nth(1).unwrap().parse().unwrap();
-        let body = text.split_once("\r\n\r\n").unwrap().1;
-        (status, serde_json::from_str(body).unwrap())
-    }
-}
-
 /// The same server's KServe v2 gRPC service on its own ephemeral port.
 pub struct Grpc {
     pub addr: SocketAddr,
