@@ -6,8 +6,9 @@ EXAMPLES := examples
 .PHONY: test test-root test-examples test-fuzz setup deny demo fmt bench fuzz soak
 
 ## The whole suite: fmt, clippy -D warnings, tests + doc tests, docs with warnings denied,
-## for the root workspace and the examples workspace.
-test: test-root test-examples test-fuzz deny
+## for the root workspace and the examples workspace. `setup` (the pinned .venv, several GB
+## of PyTorch wheels) goes first, while the disk holds no build output yet.
+test: setup test-root test-examples test-fuzz deny
 
 test-root:
 	bash scripts/check_unsafe.sh --self-test

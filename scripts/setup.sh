@@ -25,7 +25,9 @@ if [[ ! -x "$venv/bin/python3" ]] || [[ "$(cat "$stamp" 2>/dev/null)" != "$want_
         "$python" -m venv "$venv"
     fi
     echo "setup: installing $lock into $venv (PyTorch is large: this takes minutes the first time)"
-    "$venv/bin/python3" -m pip install --disable-pip-version-check --quiet -r "$lock"
+    # --no-cache-dir: the wheels (~3 GB with CUDA's) are not kept a second
+    # time in pip's cache; a rerun with an unchanged lock never reaches pip.
+    "$venv/bin/python3" -m pip install --disable-pip-version-check --no-cache-dir --quiet -r "$lock"
     echo "$want_hash" > "$stamp"
 fi
 
