@@ -2,7 +2,8 @@
 //! with `observability/prometheus.yml` and the alert rules) scrapes the
 //! server every second under load; then every query of the Grafana
 //! dashboard and of the rules runs against Prometheus's HTTP API and must
-//! return data.
+//! return data, and `scripts/render_dashboard.py` draws every panel of the
+//! dashboard from that Prometheus with data in each.
 
 mod common;
 
@@ -204,6 +205,7 @@ async fn every_dashboard_and_rule_query_returns_data_from_a_real_prometheus() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
+    let window_start = unix_now() - 2.0;
     let (answered, refused) = drive(&s).await;
     assert!(
         answered > 0 && refused > 0,
@@ -303,8 +305,90 @@ async fn every_dashboard_and_rule_query_returns_data_from_a_real_prometheus() {
         empty.join("\n")
     );
 
+    render_dashboard_without_no_data_panels(&prom.url, window_start).await;
+
     drop(prom);
     s.shutdown().await;
+}
+
+/// Seconds since the Unix epoch (Prometheus's time).
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+/// `scripts/render_dashboard.py` draws every panel over the test's window
+/// from the same Prometheus: it exits 0, writes a PNG of dashboard size
+/// and finds data for every panel.
+async fn render_dashboard_without_no_data_panels(prometheus: &str, start: f64) {
+    let python = repo_root().join(".venv/bin/python3");
+    assert!(
+        python.is_file(),
+        "{} is missing: run scripts/setup.sh (make test does)",
+        python.display()
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let png = dir.path().join("dashboard.png");
+    let began = Instant::now();
+    let out = tokio::process::Command::new(&python)
+        .arg(repo_root().join("scripts/render_dashboard.py"))
+        .args(["--prometheus", prometheus, "--scrape-interval", "1s"])
+        .args(["--start", &format!("{start:.3}"), "--end"])
+        .arg(format!("{:.3}", unix_now()))
+        .arg("--out")
+        .arg(&png)
+        .output()
+        .await
+        .expect("run scripts/render_dashboard.py");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let text = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "render_dashboard.py failed: {text}");
+    eprintln!(
+        "render_dashboard.py took {:.1?}: {}",
+        began.elapsed(),
+        stdout.lines().last().unwrap_or("")
+    );
+    let no_data: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("no data: "))
+        .collect();
+    assert!(
+        no_data.is_empty(),
+        "panels with no data: {no_data:?}\n{text}"
+    );
+    let panels = dashboard_panel_count();
+    assert!(
+        stdout.contains(&format!("panels: {panels} drawn, 0 with no data")),
+        "{text}"
+    );
+
+    let bytes = std::fs::read(&png).expect("the PNG was written");
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    assert_eq!(&bytes[12..16], b"IHDR", "no PNG header chunk");
+    let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+    // The dashboard's 24-column grid at the renderer's scale; a picture
+    // of eight drawn panels is not a few bytes.
+    assert!(
+        (1000..=4000).contains(&width) && (600..=4000).contains(&height),
+        "{width}x{height}"
+    );
+    assert!(
+        (20_000..5_000_000).contains(&bytes.len()),
+        "{} bytes",
+        bytes.len()
+    );
+}
+
+/// How many panels the dashboard has.
+fn dashboard_panel_count() -> usize {
+    let path = repo_root().join("observability/grafana/dashboard.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard.json"))
+            .expect("dashboard is JSON");
+    json["panels"].as_array().expect("panels").len()
 }
 
 #[test]
