@@ -1,26 +1,31 @@
 //! The `multi-model` server, run as its own process on loopback, offered
 //! three times what it can serve (`config/overload.toml`: one replica of
-//! an identity model whose batches cost a known time).
+//! an identity model whose batches cost a known time), over each of its
+//! transports: v1 REST (`POST /v1/models/overload/infer`) and KServe v2
+//! gRPC (`inference.GRPCInferenceService/ModelInfer`, the deadline carried
+//! by `grpc-timeout`).
 //!
 //! First a short closed loop measures the capacity; then an open loop
-//! offers 3× that for 60 s (`CONVOY_OVERLOAD_SECS` to change it) and a
-//! closed loop follows the drop. The promises checked, all following from
-//! the design (a bounded queue in front of a batch of known cost), none a
-//! speed claim:
+//! offers 3× that for 60 s over REST, 30 s over gRPC
+//! (`CONVOY_OVERLOAD_SECS` sets both) and a closed loop follows the drop.
+//! The promises checked, all following from the design (a bounded queue
+//! in front of a batch of known cost), none a speed claim:
 //!
 //! - the server's resident memory stays under a ceiling;
-//! - the excess is refused at once: 503 with a JSON error, refusal p99
-//!   under 10 ms above the p99 of a control request sent meanwhile on the
-//!   same route, which the server refuses before the queue (400, an
-//!   unknown version): the time to say no does not grow with the backlog.
-//!   The control keeps a CPU-starved CI machine from failing the test; on
-//!   a quiet one its p99 is a few milliseconds;
-//! - every admitted request is answered 200 within its deadline (10 s;
-//!   the design bound is 300 ms: 16 queued / 4 per batch + its own batch,
-//!   60 ms each);
+//! - the excess is refused at once: 503 with a JSON error over REST,
+//!   `RESOURCE_EXHAUSTED` with a message over gRPC; refusal p99 under
+//!   10 ms above the p99 of a control request sent meanwhile on the same
+//!   route, which the server refuses before the queue (an unknown version:
+//!   400 over REST, `NOT_FOUND` over gRPC): the time to say no does not
+//!   grow with the backlog. The control keeps a CPU-starved CI machine
+//!   from failing the test; on a quiet one its p99 is a few milliseconds;
+//! - every admitted request is answered (200, `OK`) within its deadline
+//!   (10 s; the design bound is 300 ms: 16 queued / 4 per batch + its own
+//!   batch, 60 ms each);
 //! - every request sent gets exactly one answer, its own (its id and its
 //!   echoed data), and the server's counts agree: the model ran each
-//!   admitted request once, and every request it refused was answered 503;
+//!   admitted request once, and every request it refused was answered as
+//!   refused;
 //! - after the load drops, goodput is back to 75 % of the capacity in a
 //!   1 s bucket that ends within 5 s.
 //!
@@ -30,6 +35,7 @@
 //! samples every 5 s; memory by more than 16 MiB, descriptors and tasks by
 //! more than half and 10).
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,6 +43,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use example_kserve::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
+use example_kserve::proto::model_infer_request::InferInputTensor;
+use example_kserve::proto::{InferTensorContents, ModelInferRequest};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};
@@ -45,9 +54,15 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
 use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
 
 const CONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/overload.toml");
+/// The deployment under load.
+const MODEL: &str = "overload";
 const ROUTE: &str = "/v1/models/overload/infer";
+/// The version the control request pins: the deployment has none such.
+const NO_SUCH_VERSION: &str = "no-such-version";
 /// `server.request_timeout` of the configuration: every request's deadline.
 const DEADLINE: Duration = Duration::from_secs(10);
 /// Where the configuration puts an admitted request's worst latency:
@@ -67,14 +82,32 @@ const RSS_HEADROOM: u64 = 64 << 20;
 /// phase keeps batches full and is never refused.
 const CLIENTS: usize = 8;
 
+/// One overloaded server at a time: each test measures a capacity and
+/// offers three times it, which another server loading the same two
+/// cores meanwhile would skew.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_times_capacity_is_shed_fast_and_service_recovers() {
+    shed_fast_and_recover(Transport::Rest, "server overload", 60).await;
+}
+
+/// The same over KServe v2 gRPC, 30 s by default (`CONVOY_OVERLOAD_SECS`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_three_times_capacity_is_shed_fast_and_service_recovers() {
+    shed_fast_and_recover(Transport::Grpc, "server overload over gRPC", 30).await;
+}
+
+/// Offers 3x capacity over `transport` for `CONVOY_OVERLOAD_SECS` (or
+/// `default_secs`) and checks every promise of the module docs.
+async fn shed_fast_and_recover(transport: Transport, label: &str, default_secs: u64) {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let (run, tally, samples, _) =
-        overloaded("server overload", "CONVOY_OVERLOAD_SECS", 60, 1).await;
+        overloaded(transport, label, "CONVOY_OVERLOAD_SECS", default_secs, 1).await;
     let recovery = run.recover(&tally).await;
     let peak_rss = samples.iter().map(|s| s.rss).max().unwrap_or(0);
     println!(
-        "memory: {:.1} MiB before, peak {:.1} MiB (ceiling {:.1} MiB); recovery: {}",
+        "{label}: memory: {:.1} MiB before, peak {:.1} MiB (ceiling {:.1} MiB); recovery: {}",
         mib(run.rss_before),
         mib(peak_rss),
         mib(run.rss_before + RSS_HEADROOM),
@@ -118,7 +151,9 @@ async fn three_times_capacity_is_shed_fast_and_service_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "10 minutes: run with `make soak`"]
 async fn soak() {
-    let (run, tally, samples, secs) = overloaded("soak", "SOAK_SECS", 600, 5).await;
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let (run, tally, samples, secs) =
+        overloaded(Transport::Rest, "soak", "SOAK_SECS", 600, 5).await;
     run.check(&tally).await;
     // Warm-up: the first tenth (at most a minute); then the first and
     // the last windows of a third of the rest (at most two minutes).
@@ -162,17 +197,19 @@ async fn soak() {
     assert!(grown.is_empty(), "{}", grown.join("; "));
 }
 
-/// Starts the server, measures its capacity and offers it 3x for the
-/// seconds in `$var` (or `default`), sampling the process every `every`
-/// seconds. Returns the run, its answers, the samples and its seconds.
+/// Starts the server, measures its capacity over `transport` and offers
+/// it 3x for the seconds in `$var` (or `default`), sampling the process
+/// every `every` seconds. Returns the run, its answers, the samples and
+/// its seconds.
 async fn overloaded(
+    transport: Transport,
     label: &str,
     var: &str,
     default: u64,
     every: u64,
 ) -> (Overload, Tally, Vec<Sample>, u64) {
     let secs = env_secs(var, default);
-    let run = Overload::prepare(ServerProcess::start()).await;
+    let run = Overload::prepare(ServerProcess::start(), transport).await;
     let (tally, samples) = run
         .offer(Duration::from_secs(secs), Duration::from_secs(every))
         .await;
@@ -204,30 +241,43 @@ struct ServerProcess {
     child: Child,
     /// `http://127.0.0.1:PORT`.
     base: String,
+    /// Its gRPC service, `http://127.0.0.1:PORT`.
+    grpc: String,
     // Kept open: the server's stdout stays writable.
     _stdout: BufReader<ChildStdout>,
 }
 
 impl ServerProcess {
+    /// Starts the binary serving REST and gRPC on ephemeral ports and
+    /// waits until it says it listens (every model loaded and warmed).
     fn start() -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_multi-model"))
             .args(["--config", CONFIG, "--addr", "127.0.0.1:0"])
+            .args(["--grpc-addr", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("the multi-model binary starts");
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let base = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .to_string();
+        let (mut base, mut grpc) = (None, None);
+        while base.is_none() {
+            let mut line = String::new();
+            let read = stdout.read_line(&mut line).unwrap();
+            assert!(read > 0, "the server exited before it listened");
+            let line = line.trim();
+            if let Some(addr) = line.strip_prefix("grpc listening on ") {
+                grpc = Some(format!("http://{addr}"));
+            } else if let Some(url) = line.strip_prefix("listening on ") {
+                base = Some(url.to_string());
+            } else {
+                panic!("unexpected line {line:?}");
+            }
+        }
         Self {
             child,
-            base,
+            base: base.expect("the HTTP address"),
+            grpc: grpc.expect("the server announces its gRPC address before its HTTP one"),
             _stdout: stdout,
         }
     }
@@ -248,11 +298,11 @@ impl Drop for ServerProcess {
 
 /// How one request was answered.
 enum Outcome {
-    /// 200 with its own id and data.
+    /// 200 (`OK`) with its own id and data.
     Ok,
-    /// 503 with a JSON error.
+    /// 503 with a JSON error (`RESOURCE_EXHAUSTED` with a message).
     Refused,
-    /// 504.
+    /// 504 (`DEADLINE_EXCEEDED`, or tonic's `CANCELLED` at the deadline).
     Expired,
     /// Anything else: a wrong status, someone else's answer, no answer.
     Failed(String),
@@ -261,14 +311,15 @@ enum Outcome {
 /// The answers of one phase.
 struct Tally {
     sent: u64,
-    /// The ids of the requests sent (the `x-request-id` each carried).
+    /// The ids of the requests sent (the `x-request-id`, or the gRPC
+    /// request's `id`, each carried).
     ids: Vec<u64>,
     /// The ids the answers carried.
     answered: Vec<u64>,
     ok: Histogram<u64>,
     refused: Histogram<u64>,
     /// Latencies of the control request meanwhile (the same route, refused
-    /// 400 before the queue): what any answer costs on this machine now.
+    /// before the queue): what any answer costs on this machine now.
     control: Histogram<u64>,
     expired: u64,
     failed: Vec<String>,
@@ -412,7 +463,10 @@ struct Counts {
 /// A server whose capacity is measured, ready to be overloaded.
 struct Overload {
     server: ServerProcess,
-    client: Client<HttpConnector, Full<Bytes>>,
+    /// For `/metrics` and `/v1/models`.
+    client: HttpClient,
+    /// What the requests under test travel by.
+    wire: Wire,
     next_id: Arc<AtomicU64>,
     /// Requests per second served in the closed loop.
     capacity: f64,
@@ -421,14 +475,31 @@ struct Overload {
 }
 
 impl Overload {
-    /// Warms the server up and measures its capacity (3 s closed loop).
-    async fn prepare(server: ServerProcess) -> Overload {
+    /// Warms the server up and measures its capacity over `transport`
+    /// (3 s closed loop).
+    async fn prepare(server: ServerProcess, transport: Transport) -> Overload {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new()).build(connector);
+        let wire = match transport {
+            Transport::Rest => Wire::Rest {
+                client: client.clone(),
+                base: server.base.clone(),
+            },
+            Transport::Grpc => {
+                let channel = Endpoint::from_shared(server.grpc.clone())
+                    .expect("the gRPC address")
+                    .tcp_nodelay(true)
+                    .connect()
+                    .await
+                    .expect("the gRPC service accepts");
+                Wire::Grpc(GrpcInferenceServiceClient::new(channel))
+            }
+        };
         let mut run = Overload {
             server,
             client,
+            wire,
             next_id: Arc::new(AtomicU64::new(0)),
             capacity: 0.0,
             rss_before: 0,
@@ -486,22 +557,16 @@ impl Overload {
             }
             tokio::time::sleep_until(at).await;
             n += 1;
-            let (client, base, tally) = (
-                self.client.clone(),
-                self.server.base.clone(),
-                Arc::clone(&tally),
-            );
+            let (wire, tally) = (self.wire.clone(), Arc::clone(&tally));
             if n.is_multiple_of(CONTROL_EVERY) {
                 tasks.push(tokio::spawn(async move {
                     let sent = Instant::now();
-                    let status = control(&client, &base).await;
+                    let refused = wire.control().await;
                     let us = sent.elapsed().as_micros().clamp(1, 600_000_000) as u64;
                     let mut tally = tally.lock();
                     tally.control.saturating_record(us);
-                    if status != StatusCode::BAD_REQUEST {
-                        tally
-                            .failed
-                            .push(format!("control request answered {status}"));
+                    if let Err(why) = refused {
+                        tally.failed.push(format!("control request: {why}"));
                     }
                 }));
                 continue;
@@ -510,7 +575,7 @@ impl Overload {
             tally.lock().ids.push(id);
             tasks.push(tokio::spawn(async move {
                 let sent = Instant::now();
-                let (answered, outcome) = infer(&client, &base, id).await;
+                let (answered, outcome) = wire.infer(id).await;
                 tally
                     .lock()
                     .record(start, sent.elapsed(), answered, outcome);
@@ -555,9 +620,8 @@ impl Overload {
         let start = Instant::now();
         let clients: Vec<_> = (0..CLIENTS)
             .map(|_| {
-                let (client, base, tally, ids) = (
-                    self.client.clone(),
-                    self.server.base.clone(),
+                let (wire, tally, ids) = (
+                    self.wire.clone(),
                     Arc::clone(&tally),
                     Arc::clone(&self.next_id),
                 );
@@ -566,7 +630,7 @@ impl Overload {
                         let id = ids.fetch_add(1, Ordering::Relaxed);
                         tally.lock().ids.push(id);
                         let sent = Instant::now();
-                        let (answered, outcome) = infer(&client, &base, id).await;
+                        let (answered, outcome) = wire.infer(id).await;
                         tally
                             .lock()
                             .record(start, sent.elapsed(), answered, outcome);
@@ -666,7 +730,7 @@ impl Overload {
             self.capacity
         );
         // The server agrees: every request it admitted ran once and was
-        // answered 200; every one it refused was answered 503.
+        // answered; every one it refused was answered as refused.
         let client = Counts {
             admitted: tally.ok.len(),
             rejected: tally.refused.len(),
@@ -707,12 +771,47 @@ impl Probe {
     }
 }
 
-/// Sends request `id` (its id also the data it carries) and checks the answer.
-async fn infer(
-    client: &Client<HttpConnector, Full<Bytes>>,
-    base: &str,
-    id: u64,
-) -> (Option<u64>, Outcome) {
+type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+/// Which of the server's transports a run loads.
+#[derive(Debug, Clone, Copy)]
+enum Transport {
+    /// v1 REST, `POST /v1/models/overload/infer`.
+    Rest,
+    /// KServe v2 gRPC, `ModelInfer` on one HTTP/2 connection.
+    Grpc,
+}
+
+/// A client of one transport: sends a request and classifies its answer.
+#[derive(Clone)]
+enum Wire {
+    Rest { client: HttpClient, base: String },
+    Grpc(GrpcInferenceServiceClient<Channel>),
+}
+
+impl Wire {
+    /// Sends request `id` (its id also the data it carries) and checks
+    /// the answer: the id the answer carried, and how it was answered.
+    async fn infer(&self, id: u64) -> (Option<u64>, Outcome) {
+        match self {
+            Wire::Rest { client, base } => rest_infer(client, base, id).await,
+            Wire::Grpc(client) => grpc_infer(client.clone(), id).await,
+        }
+    }
+
+    /// Sends the control request: the request of [`Wire::infer`] pinned to
+    /// a version the deployment does not have, refused before the queue
+    /// (400, `NOT_FOUND`). `Err` says how it was answered otherwise.
+    async fn control(&self) -> Result<(), String> {
+        match self {
+            Wire::Rest { client, base } => rest_control(client, base).await,
+            Wire::Grpc(client) => grpc_control(client.clone()).await,
+        }
+    }
+}
+
+/// [`Wire::infer`] over REST: the id in `x-request-id`.
+async fn rest_infer(client: &HttpClient, base: &str, id: u64) -> (Option<u64>, Outcome) {
     let req = Request::post(format!("{base}{ROUTE}"))
         .header("content-type", "application/json")
         .header("x-request-id", id.to_string())
@@ -774,25 +873,87 @@ async fn infer(
     (answered, outcome)
 }
 
-/// The control request: `ROUTE` with a valid body, pinned to a version
-/// the deployment does not have (refused 400 before the split).
-async fn control(client: &Client<HttpConnector, Full<Bytes>>, base: &str) -> StatusCode {
+/// [`Wire::control`] over REST: `x-convoy-version` names no version.
+async fn rest_control(client: &HttpClient, base: &str) -> Result<(), String> {
     let req = Request::post(format!("{base}{ROUTE}"))
         .header("content-type", "application/json")
-        .header("x-convoy-version", "no-such-version")
+        .header("x-convoy-version", NO_SUCH_VERSION)
         .body(Full::new(Bytes::from(body(0))))
         .expect("request");
     match tokio::time::timeout(DEADLINE, client.request(req)).await {
         Ok(Ok(rsp)) => {
             let status = rsp.status();
             let _ = rsp.into_body().collect().await;
-            status
+            if status == StatusCode::BAD_REQUEST {
+                Ok(())
+            } else {
+                Err(format!("answered {status}"))
+            }
         }
-        _ => StatusCode::REQUEST_TIMEOUT,
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer in {DEADLINE:?}")),
     }
 }
 
-/// An identity request carrying `id` as its data.
+/// [`Wire::infer`] over gRPC: the id in the request's `id`, the deadline
+/// in `grpc-timeout`. A status carries no id: it ends its own call (an
+/// HTTP/2 stream), so it is counted as that call's answer.
+async fn grpc_infer(
+    mut client: GrpcInferenceServiceClient<Channel>,
+    id: u64,
+) -> (Option<u64>, Outcome) {
+    let mut req = tonic::Request::new(grpc_body(id, ""));
+    req.set_timeout(DEADLINE);
+    // A generous bound, as over REST.
+    let status = match tokio::time::timeout(DEADLINE * 3, client.model_infer(req)).await {
+        Ok(Ok(rsp)) => {
+            let rsp = rsp.into_inner();
+            let answered = rsp.id.parse::<u64>().ok();
+            let echoed = rsp
+                .outputs
+                .first()
+                .and_then(|o| o.contents.as_ref())
+                .map(|c| c.int64_contents.clone());
+            let outcome = if answered == Some(id) && echoed.as_deref() == Some(&[id as i64][..]) {
+                Outcome::Ok
+            } else {
+                Outcome::Failed(format!(
+                    "request {id} answered with id {:?} and data {echoed:?}",
+                    rsp.id
+                ))
+            };
+            return (answered, outcome);
+        }
+        Ok(Err(status)) => status,
+        Err(_) => {
+            return (
+                None,
+                Outcome::Failed(format!("request {id}: no answer in {:?}", DEADLINE * 3)),
+            )
+        }
+    };
+    let outcome = match status.code() {
+        Code::ResourceExhausted if !status.message().is_empty() => Outcome::Refused,
+        // tonic's own `grpc-timeout` answers CANCELLED at the deadline.
+        Code::DeadlineExceeded | Code::Cancelled => Outcome::Expired,
+        _ => return (None, Outcome::Failed(format!("request {id}: {status:?}"))),
+    };
+    (Some(id), outcome)
+}
+
+/// [`Wire::control`] over gRPC: `model_version` names no version.
+async fn grpc_control(mut client: GrpcInferenceServiceClient<Channel>) -> Result<(), String> {
+    let mut req = tonic::Request::new(grpc_body(0, NO_SUCH_VERSION));
+    req.set_timeout(DEADLINE);
+    match tokio::time::timeout(DEADLINE, client.model_infer(req)).await {
+        Ok(Err(status)) if status.code() == Code::NotFound => Ok(()),
+        Ok(Err(status)) => Err(format!("answered {status:?}")),
+        Ok(Ok(_)) => Err("answered OK".into()),
+        Err(_) => Err(format!("no answer in {DEADLINE:?}")),
+    }
+}
+
+/// An identity request carrying `id` as its data (REST).
 fn body(id: u64) -> String {
     serde_json::json!({
         "inputs": [{"name": "INPUT0", "datatype": "INT64", "shape": [1, 1], "data": [id]}]
@@ -800,7 +961,28 @@ fn body(id: u64) -> String {
     .to_string()
 }
 
-async fn get(client: &Client<HttpConnector, Full<Bytes>>, uri: &str) -> String {
+/// An identity `ModelInfer` request with id `id` carrying `id` as its
+/// data, for `version` (empty: the deployment's split decides).
+fn grpc_body(id: u64, version: &str) -> ModelInferRequest {
+    ModelInferRequest {
+        model_name: MODEL.into(),
+        model_version: version.into(),
+        id: id.to_string(),
+        inputs: vec![InferInputTensor {
+            name: "INPUT0".into(),
+            datatype: "INT64".into(),
+            shape: vec![1, 1],
+            parameters: HashMap::new(),
+            contents: Some(InferTensorContents {
+                int64_contents: vec![id as i64],
+                ..Default::default()
+            }),
+        }],
+        ..Default::default()
+    }
+}
+
+async fn get(client: &HttpClient, uri: &str) -> String {
     let rsp = client
         .request(
             Request::get(uri)
