@@ -10,6 +10,14 @@
 //! [`openapi_routes`] is the REST routes with their OpenAPI 3.1 document
 //! (also alone: [`openapi`]), to merge into an app's own document.
 //!
+//! A model's metadata lists every version served. A repository can say
+//! more about a model through [`Repository::model_parameters`] (none by
+//! default): the REST metadata answer carries it as its `parameters`
+//! object, the protocol's one place for extra members, e.g. the state of
+//! a rollout between two versions (`{"parameters": {"rollout": {...}}}`).
+//! gRPC's `ModelMetadataResponse` has no such field: there a rollout shows
+//! only as the versions it serves.
+//!
 //! ```
 //! use std::sync::Arc;
 //! use example_kserve::{

@@ -39,6 +39,17 @@ pub trait Repository: Send + Sync + 'static {
     /// An unknown model or version is [`Error::not_found`].
     fn model_metadata(&self, name: &str, version: Option<&str>) -> Result<ModelMetadata, Error>;
 
+    /// Facts about a model beyond its [`ModelMetadata`], such as the state
+    /// of a rollout between its versions: the `parameters` object of the
+    /// REST metadata answer (`GET /v2/models/{name}`), omitted when empty.
+    /// Read right after [`model_metadata`](Self::model_metadata) for the
+    /// same model and version. gRPC's `ModelMetadataResponse` has no field
+    /// for them, so they are REST-only. The default is none.
+    fn model_parameters(&self, name: &str, version: Option<&str>) -> Result<Parameters, Error> {
+        let _ = (name, version);
+        Ok(Parameters::new())
+    }
+
     /// Whether a model (version) is ready; unknown ones are
     /// [`Error::not_found`].
     fn model_ready(&self, name: &str, version: Option<&str>) -> Result<bool, Error>;
@@ -85,7 +96,9 @@ fn serialize_datatype<S: serde::Serializer>(d: &DataType, s: S) -> Result<S::Ok,
     s.serialize_str(d.as_str())
 }
 
-/// `GET /v2/models/{name}`: what a model takes and returns.
+/// `GET /v2/models/{name}`: what a model takes and returns. On REST the
+/// answer also carries the repository's
+/// [`model_parameters`](Repository::model_parameters), when there are any.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct ModelMetadata {
     /// Model name.

@@ -17,7 +17,7 @@ use crate::json::{InferenceRequest, InferenceResponse};
 use crate::openapi::{
     BinaryTensors, ErrorBody, InferErrors, InferHeaders, INFER_ANSWER, INFER_BODY, V2,
 };
-use crate::{infer, json, Error, Limits, ModelMetadata, Repository, ServerMetadata};
+use crate::{infer, json, Error, Limits, ModelMetadata, Parameters, Repository, ServerMetadata};
 
 /// The header that carries the JSON part's length in Triton's binary
 /// tensor data extension, on requests and responses.
@@ -59,6 +59,21 @@ struct ServerReady {
     ready: bool,
 }
 
+/// `GET /v2/models/{name}[/versions/{version}]`: the model's metadata and
+/// the repository's parameters for it.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ModelMetadataResponse)]
+struct MetadataResponse {
+    #[serde(flatten)]
+    metadata: ModelMetadata,
+    /// Facts about the model beyond the protocol's fields, e.g. the state
+    /// of a rollout between its versions (`rollout`); absent when there
+    /// are none. REST only: gRPC's answer has no such field.
+    #[serde(skip_serializing_if = "Parameters::is_empty")]
+    #[schema(value_type = Object)]
+    parameters: Parameters,
+}
+
 /// `GET /v2/models/{name}/ready`.
 #[derive(Serialize, ToSchema)]
 struct ModelReady {
@@ -72,7 +87,7 @@ struct ModelReady {
 /// |---|---|
 /// | `GET /v2` | server metadata |
 /// | `GET /v2/health/live`, `/v2/health/ready` | 200 `{"live": true}` / `{"ready": true}`, else 503 |
-/// | `GET /v2/models/{name}[/versions/{version}]` | model metadata, 404 if unknown |
+/// | `GET /v2/models/{name}[/versions/{version}]` | model metadata (with [`Repository::model_parameters`] as `parameters`), 404 if unknown |
 /// | `GET /v2/models/{name}[/versions/{version}]/ready` | 200 `{"name", "ready": true}`, 503 not ready, 404 unknown |
 /// | `POST /v2/models/{name}[/versions/{version}]/infer` | v2 JSON or Triton's binary tensor data extension |
 ///
@@ -179,25 +194,34 @@ fn up(ok: bool) -> StatusCode {
 
 /// What a model takes and returns (the server picks the version).
 #[utoipa::path(get, path = "/v2/models/{name}", tag = V2, params(ModelName), responses(
-    (status = 200, description = "Model metadata", body = ModelMetadata),
+    (status = 200, description = "Model metadata", body = MetadataResponse),
     (status = 404, description = "No such model", body = ErrorBody)))]
 async fn model_metadata(
     State(s): State<Rest>,
     Path(p): Path<ModelName>,
-) -> Result<Json<ModelMetadata>, Error> {
-    Ok(Json(s.repo.model_metadata(&p.name, None)?))
+) -> Result<Json<MetadataResponse>, Error> {
+    metadata(&s, &p.name, None)
 }
 
 /// What one version of a model takes and returns.
 #[utoipa::path(get, path = "/v2/models/{name}/versions/{version}", tag = V2,
     params(ModelVersion), responses(
-    (status = 200, description = "Model metadata", body = ModelMetadata),
+    (status = 200, description = "Model metadata", body = MetadataResponse),
     (status = 404, description = "No such model or version", body = ErrorBody)))]
 async fn version_metadata(
     State(s): State<Rest>,
     Path(p): Path<ModelVersion>,
-) -> Result<Json<ModelMetadata>, Error> {
-    Ok(Json(s.repo.model_metadata(&p.name, Some(&p.version))?))
+) -> Result<Json<MetadataResponse>, Error> {
+    metadata(&s, &p.name, Some(&p.version))
+}
+
+fn metadata(s: &Rest, name: &str, version: Option<&str>) -> Result<Json<MetadataResponse>, Error> {
+    let metadata = s.repo.model_metadata(name, version)?;
+    let parameters = s.repo.model_parameters(name, version)?;
+    Ok(Json(MetadataResponse {
+        metadata,
+        parameters,
+    }))
 }
 
 /// Whether a model can serve inference.

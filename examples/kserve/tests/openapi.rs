@@ -26,23 +26,38 @@ fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
     }
 }
 
+/// The required and documented properties of an object schema, the parts
+/// of an `allOf` together.
+fn members(doc: &Value, schema: &Value) -> (Vec<String>, Vec<String>) {
+    let schema = resolve(doc, schema);
+    let (mut required, mut properties) = (Vec::new(), Vec::new());
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        let (r, p) = members(doc, part);
+        required.extend(r);
+        properties.extend(p);
+    }
+    for key in schema["required"].as_array().into_iter().flatten() {
+        required.push(key.as_str().unwrap().to_owned());
+    }
+    for key in schema["properties"].as_object().into_iter().flatten() {
+        properties.push(key.0.clone());
+    }
+    (required, properties)
+}
+
 /// Checks `value` against an object schema: its required properties are
 /// there and it has none the schema does not name.
 fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str) {
-    let schema = resolve(doc, schema);
     let object = value
         .as_object()
         .unwrap_or_else(|| panic!("{at}: {value} is not an object"));
-    for key in schema["required"].as_array().into_iter().flatten() {
-        let key = key.as_str().unwrap();
+    let (required, properties) = members(doc, schema);
+    assert!(!properties.is_empty(), "{at}: the schema has no properties");
+    for key in &required {
         assert!(object.contains_key(key), "{at}: {value} lacks {key:?}");
     }
-    let properties = schema["properties"].as_object().expect("properties");
     for key in object.keys() {
-        assert!(
-            properties.contains_key(key),
-            "{at}: {key:?} is not documented"
-        );
+        assert!(properties.contains(key), "{at}: {key:?} is not documented");
     }
 }
 
@@ -99,6 +114,18 @@ fn the_document_is_openapi_3_1_with_every_v2_route() {
             .map(|p| p["name"].as_str().unwrap())
             .collect();
         assert_eq!(headers, ["Inference-Header-Content-Length", "grpc-timeout"]);
+    }
+    // Model metadata: the protocol's members, and the repository's
+    // optional `parameters`.
+    for path in ["/v2/models/{name}", "/v2/models/{name}/versions/{version}"] {
+        let schema =
+            &doc["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"];
+        let (required, properties) = members(&doc, schema);
+        for member in ["name", "versions", "platform", "inputs", "outputs"] {
+            assert!(required.iter().any(|r| r == member), "{path}: {member}");
+        }
+        assert!(properties.iter().any(|p| p == "parameters"), "{path}");
+        assert!(!required.iter().any(|r| r == "parameters"), "{path}");
     }
     let datatypes = &doc["components"]["schemas"]["RequestInput"]["properties"]["datatype"];
     assert_eq!(datatypes["enum"].as_array().unwrap().len(), 13);

@@ -270,7 +270,13 @@ async fn health_and_metadata() {
         assert_eq!(meta["versions"], json!(["1"]));
         assert_eq!(meta["inputs"][0]["datatype"], "FP32");
         assert_eq!(meta["inputs"][0]["shape"], json!([-1, -1]));
+        assert_eq!(meta["parameters"]["rollout"]["state"], "progressing");
+        assert_eq!(meta["parameters"]["rollout"]["canary_percent"], 25.0);
     }
+    // A model without parameters has no `parameters` member.
+    let meta = get(&app, "/v2/models/slow").await.json();
+    assert_eq!(meta["name"], "slow");
+    assert!(meta.get("parameters").is_none(), "{meta}");
     let ready = get(&app, "/v2/models/identity/versions/1/ready").await;
     assert_eq!(ready.status, StatusCode::OK);
     assert_eq!(ready.json()["ready"], true);

@@ -1,5 +1,6 @@
 //! The test repository: `identity` (version 1) echoes every input as an
-//! output of the same name; `slow` answers after an hour; `busy` is always
+//! output of the same name, and has a rollout among its metadata's
+//! parameters; `slow` answers after an hour; `busy` is always
 //! overloaded; `cold` is never ready; `deadline` answers the
 //! milliseconds left to the request's deadline (-1 without one).
 
@@ -9,8 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use example_kserve::{
-    BoxFuture, Error, InferRequest, InferResponse, ModelMetadata, Repository, ServerMetadata,
-    TensorMetadata,
+    BoxFuture, Error, InferRequest, InferResponse, ModelMetadata, Parameters, Repository,
+    ServerMetadata, TensorMetadata,
 };
 use example_tensor::{DataType, NamedTensor, Tensor, TensorData};
 
@@ -64,6 +65,18 @@ impl Repository for TestRepo {
             inputs: vec![t("INPUT0")],
             outputs: vec![t("INPUT0")],
         })
+    }
+
+    fn model_parameters(&self, name: &str, version: Option<&str>) -> Result<Parameters, Error> {
+        check(name, version)?;
+        let mut parameters = Parameters::new();
+        if name == "identity" {
+            parameters.insert(
+                "rollout".into(),
+                serde_json::json!({"state": "progressing", "canary_percent": 25.0}),
+            );
+        }
+        Ok(parameters)
     }
 
     fn model_ready(&self, name: &str, version: Option<&str>) -> Result<bool, Error> {
