@@ -6,7 +6,7 @@
 //! front: what a run measures is the server. A tonic `Channel` hands every
 //! call to a `tower::buffer` task, then hyper spawns a task per call to
 //! wait for its response; on a 2-core VM at one client those hops cost
-//! about twice the client CPU of this path per call and ~0.05 ms of the
+//! ~1.6 times the client CPU of this path per call and ~0.08 ms of the
 //! p50 (`benches/results/identity-v2-grpc-2026-11-29.txt`).
 
 use std::collections::HashMap;
