@@ -368,7 +368,8 @@ impl Deployment {
         let (split, handle) = builder.build()?;
         let status = Arc::new(crate::rollout::Status::default());
         if let (Some(plan), None) = (&config.rollout, &config.registry) {
-            status.begin(&config.versions[0].name, &config.versions[1].name);
+            let (stable, canary) = (&config.versions[0].name, &config.versions[1].name);
+            status.begin(stable, canary, plan.steps.len());
             status.attach(start_rollout(&config, plan, handle.clone(), &status)?);
         }
         Ok(Self {

@@ -10,7 +10,8 @@
 //!
 //! [`Status`] keeps what `/v1/models` shows: the rollout's versions, state,
 //! step, canary share and every event with its reason, and the registry's
-//! latest news.
+//! latest news. The KServe v2 model metadata shows the same rollout, less
+//! its events ([`RolloutSummary`], see [`crate::v2`]).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use std::time::Duration;
 use convoy_router::rollout::drift::{DriftConfig, DriftMonitor, Embedding, Logits};
 use convoy_router::rollout::{RolloutEvent, RolloutState};
 use convoy_router::shadow::{Compare, Shadow, ShadowConfig, ShadowError, ShadowLayer};
-use convoy_router::{Rollout, RolloutHandle};
+use convoy_router::{Rollout, RolloutHandle, SplitHandle};
 use example_tensor::{NamedTensor, TensorData};
 use futures::future::BoxFuture;
 use parking_lot::{Mutex, RwLock};
@@ -29,7 +30,7 @@ use tokio::time::Instant;
 use tower::{BoxError, Layer, Service, ServiceExt};
 
 use crate::config::{DriftPlan, RolloutPlan};
-use crate::deploy::{rollout_config, Answer, Backend, Deployment, Item, VersionService};
+use crate::deploy::{rollout_config, Answer, Backend, Deployment, Item, Version, VersionService};
 use crate::model::{Forward, Kind};
 
 /// Events kept per rollout (the latest).
@@ -54,15 +55,30 @@ struct Inner {
 struct Run {
     stable: String,
     canary: String,
+    steps: usize,
     started: Instant,
     started_unix_ms: u64,
     handle: Option<RolloutHandle>,
+    /// The canary never got traffic: it did not start.
+    failed: bool,
     events: Vec<RolloutEventInfo>,
 }
 
-/// A rollout as `/v1/models` shows it.
+/// A rollout as `/v1/models` shows it: its [`RolloutSummary`] and events.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RolloutInfo {
+    /// Versions, state, step and canary share.
+    #[serde(flatten)]
+    pub summary: RolloutSummary,
+    /// Every event (the latest 64), oldest first.
+    pub events: Vec<RolloutEventInfo>,
+}
+
+/// Where a rollout stands: what `/v1/models` shows of it beside its
+/// events, and what the KServe v2 model metadata shows as
+/// `parameters.rollout`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutSummary {
     /// The version serving before the rollout.
     pub stable: String,
     /// The version rolled out.
@@ -70,16 +86,19 @@ pub struct RolloutInfo {
     /// When it began, milliseconds since the Unix epoch (the events'
     /// `at_ms` count from here).
     pub started_unix_ms: u64,
-    /// `progressing`, `paused`, `rolling_back`, `promoted`, `rolled_back`.
+    /// `starting` (the canary's replicas start; no traffic yet),
+    /// `progressing`, `paused`, `rolling_back`, `promoted`, `rolled_back`,
+    /// or `failed` (the canary never started; `last_reason` says why).
     pub state: String,
     /// The step (0-based) while progressing or paused.
     pub step: Option<usize>,
+    /// How many steps the plan has.
+    #[serde(default)]
+    pub steps: usize,
     /// The canary's share of the traffic now, percent.
     pub canary_percent: f64,
     /// The latest event's reason.
     pub last_reason: String,
-    /// Every event (the latest 64), oldest first.
-    pub events: Vec<RolloutEventInfo>,
 }
 
 /// One rollout event.
@@ -96,18 +115,34 @@ pub struct RolloutEventInfo {
 }
 
 impl Status {
-    /// A rollout from `stable` to `canary` begins (before its first event).
-    pub(crate) fn begin(&self, stable: &str, canary: &str) {
+    /// A rollout from `stable` to `canary` through `steps` steps begins
+    /// (before the canary starts).
+    pub(crate) fn begin(&self, stable: &str, canary: &str, steps: usize) {
         self.inner.lock().rollout = Some(Run {
             stable: stable.into(),
             canary: canary.into(),
+            steps,
             started: Instant::now(),
             started_unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64),
             handle: None,
+            failed: false,
             events: Vec::new(),
         });
+    }
+
+    /// The canary did not start (no traffic moved): the rollout is over.
+    pub(crate) fn fail(&self, reason: String) {
+        if let Some(run) = &mut self.inner.lock().rollout {
+            run.failed = true;
+            run.push(RolloutEventInfo {
+                at_ms: run.started.elapsed().as_millis() as u64,
+                kind: "StartFailed".into(),
+                canary_percent: 0.0,
+                reason,
+            });
+        }
     }
 
     /// The running rollout's handle.
@@ -126,11 +161,9 @@ impl Status {
         move |e| {
             tracing::info!(deployment = %deployment, kind = ?e.kind, step = e.step, percent = e.canary_percent, reason = %e.reason, "rollout");
             if let Some(run) = &mut status.inner.lock().rollout {
-                if run.events.len() == MAX_EVENTS {
-                    run.events.remove(0);
-                }
-                run.events.push(RolloutEventInfo {
-                    at_ms: e.at.saturating_duration_since(run.started).as_millis() as u64,
+                let at_ms = e.at.saturating_duration_since(run.started).as_millis() as u64;
+                run.push(RolloutEventInfo {
+                    at_ms,
                     kind: format!("{:?}", e.kind),
                     canary_percent: e.canary_percent,
                     reason: e.reason.clone(),
@@ -157,14 +190,39 @@ impl Status {
     pub fn rollout(&self) -> Option<RolloutInfo> {
         let inner = self.inner.lock();
         let run = inner.rollout.as_ref()?;
-        let state =
-            run.handle
-                .as_ref()
-                .map(RolloutHandle::state)
-                .unwrap_or(RolloutState::Progressing {
-                    step: 0,
-                    canary_percent: 0.0,
-                });
+        Some(RolloutInfo {
+            summary: run.summary(),
+            events: run.events.clone(),
+        })
+    }
+
+    /// Where the rollout running now (or the last one) stands, without
+    /// its events.
+    pub fn summary(&self) -> Option<RolloutSummary> {
+        self.inner.lock().rollout.as_ref().map(Run::summary)
+    }
+
+    /// The running rollout's handle (to pause, resume, abort or promote
+    /// it), once its canary has started.
+    pub fn handle(&self) -> Option<RolloutHandle> {
+        self.inner.lock().rollout.as_ref()?.handle.clone()
+    }
+}
+
+impl Run {
+    fn push(&mut self, event: RolloutEventInfo) {
+        if self.events.len() == MAX_EVENTS {
+            self.events.remove(0);
+        }
+        self.events.push(event);
+    }
+
+    fn summary(&self) -> RolloutSummary {
+        let state = match &self.handle {
+            None if self.failed => return self.summarize("failed", None, 0.0),
+            None => return self.summarize("starting", None, 0.0),
+            Some(handle) => handle.state(),
+        };
         let (name, step, canary_percent) = match state {
             RolloutState::Progressing {
                 step,
@@ -179,20 +237,24 @@ impl Status {
             RolloutState::RolledBack => ("rolled_back", None, 0.0),
             _ => ("unknown", None, 0.0),
         };
-        Some(RolloutInfo {
-            stable: run.stable.clone(),
-            canary: run.canary.clone(),
-            started_unix_ms: run.started_unix_ms,
-            state: name.into(),
+        self.summarize(name, step, canary_percent)
+    }
+
+    fn summarize(&self, state: &str, step: Option<usize>, canary_percent: f64) -> RolloutSummary {
+        RolloutSummary {
+            stable: self.stable.clone(),
+            canary: self.canary.clone(),
+            started_unix_ms: self.started_unix_ms,
+            state: state.into(),
             step,
+            steps: self.steps,
             canary_percent,
-            last_reason: run
+            last_reason: self
                 .events
                 .last()
                 .map(|e| e.reason.clone())
                 .unwrap_or_default(),
-            events: run.events.clone(),
-        })
+        }
     }
 }
 
@@ -218,10 +280,51 @@ pub(crate) async fn roll_out(
         .cloned()
         .ok_or_else(|| format!("deployment {}: no serving version", d.config.name))?;
     let label = format!("{}/{name}", d.config.name);
+    d.status.begin(&stable.name, name, plan.steps.len());
+    let prepared = prepare(d, &plan, &stable, name, model, drain).await;
+    let (rollout, drift) = match prepared {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            d.status.fail(format!("{label} did not start: {e}"));
+            return Err(e);
+        }
+    };
+    let handle = rollout.start();
+    d.status.attach(handle.clone());
+    let end = handle.finished().await;
+    if let Some(m) = &drift {
+        // No more mirrors: the stable version may go now.
+        m.on.store(false, Ordering::Relaxed);
+        *m.target.write() = None;
+    }
+    match end {
+        RolloutState::Promoted => d.retire(&stable.name, drain).await?,
+        _ => d.retire(name, drain).await?,
+    }
+    Ok(end)
+}
+
+/// Starts the canary (at weight 0, with its drift mirror if the plan has
+/// one) and waits for its first ready replica: the rollout to start.
+async fn prepare(
+    d: &Deployment,
+    plan: &RolloutPlan,
+    stable: &Version,
+    name: &str,
+    model: Arc<dyn Forward>,
+    drain: Duration,
+) -> Result<(Rollout<SplitHandle<Backend>>, Option<Mirror>), BoxError> {
+    let label = format!("{}/{name}", d.config.name);
+    let config = rollout_config(plan, stable.name.to_string(), name.to_string());
+    let mut rollout =
+        Rollout::new(d.handle.clone(), config)?.on_event(d.status.recorder(&d.config.name));
     let drift = match &plan.drift {
         Some(p) => Some(Mirror::new(p, d.kind, &label, stable.service.clone())?),
         None => None,
     };
+    if let Some(m) = &drift {
+        rollout = rollout.drift(m.monitor.clone());
+    }
     let canary = d.add_version(name, model, |service| match &drift {
         Some(m) => Backend::new(Switch {
             mirrored: m.layer.layer(service.clone()),
@@ -236,30 +339,11 @@ pub(crate) async fn roll_out(
     while convoy_autoscale::Scaler::replicas(&canary.replicas).ready == 0 {
         if started.elapsed() > Duration::from_secs(60) {
             d.retire(name, drain).await?;
-            return Err(format!("{label}: no ready replica within 60 s").into());
+            return Err("no ready replica within 60 s".into());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    d.status.begin(&stable.name, name);
-    let config = rollout_config(&plan, stable.name.to_string(), name.to_string());
-    let mut rollout =
-        Rollout::new(d.handle.clone(), config)?.on_event(d.status.recorder(&d.config.name));
-    if let Some(m) = &drift {
-        rollout = rollout.drift(m.monitor.clone());
-    }
-    let handle = rollout.start();
-    d.status.attach(handle.clone());
-    let end = handle.finished().await;
-    if let Some(m) = &drift {
-        // No more mirrors: the stable version may go now.
-        m.on.store(false, Ordering::Relaxed);
-        *m.target.write() = None;
-    }
-    match end {
-        RolloutState::Promoted => d.retire(&stable.name, drain).await?,
-        _ => d.retire(name, drain).await?,
-    }
-    Ok(end)
+    Ok((rollout, drift))
 }
 
 /// The canary's mirror to the stable version, feeding the drift monitor.
@@ -439,9 +523,113 @@ impl Compare<Result<Answer, BoxError>, Answer> for RowDrift {
 
 #[cfg(test)]
 mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use example_kserve::{rest_routes, Limits};
     use example_tensor::Tensor;
+    use serde_json::{json, Value};
 
     use super::*;
+    use crate::model::Identity;
+    use crate::v2::V2;
+    use crate::{Config, Server};
+
+    /// One identity deployment, one version ("1"), no rollout plan: a
+    /// rollout gets the default plan (steps 10, 50, 100; 50 canary
+    /// samples per verdict), so without traffic it stays at its first step.
+    const ONE_VERSION: &str = "[[deployment]]\nname = \"m\"\nmodel = \"identity\"\n\
+                               [deployment.device]\nkind = \"cpu\"\n";
+
+    async fn metadata(app: &axum::Router, uri: &str) -> Value {
+        let request = Request::get(uri).body(Body::empty()).unwrap();
+        let answer = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "{uri}");
+        let body = axum::body::to_bytes(answer.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    /// Waits (at most 10 s) until `d`'s rollout is in `state`.
+    async fn until_state(d: &Deployment, state: &str) {
+        for _ in 0..2000 {
+            if d.status.summary().is_some_and(|s| s.state == state) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("no rollout {state} within 10 s: {:?}", d.status.summary());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_v2_metadata_shows_both_versions_and_the_rollout_while_it_runs() {
+        let server = Server::start(Config::parse(ONE_VERSION).unwrap())
+            .await
+            .unwrap();
+        let app = rest_routes(Arc::new(V2(Arc::clone(&server))), Limits::default());
+        let before = metadata(&app, "/v2/models/m").await;
+        assert_eq!(before["versions"], json!(["1"]));
+        assert!(before.get("parameters").is_none(), "{before:#}");
+
+        let d = Arc::clone(&server.deployments[0]);
+        let rolling = tokio::spawn(async move {
+            let model = Arc::new(Identity::new(Duration::ZERO));
+            roll_out(&d, "2", model, Duration::from_secs(5)).await
+        });
+        let d = &server.deployments[0];
+        until_state(d, "progressing").await;
+        for uri in ["/v2/models/m", "/v2/models/m/versions/2"] {
+            let during = metadata(&app, uri).await;
+            assert_eq!(during["versions"], json!(["1", "2"]), "{uri}");
+            let rollout = &during["parameters"]["rollout"];
+            assert_eq!(rollout["state"], "progressing", "{during:#}");
+            assert_eq!(rollout["stable"], "1");
+            assert_eq!(rollout["canary"], "2");
+            assert_eq!(rollout["step"], 0);
+            assert_eq!(rollout["steps"], 3);
+            assert_eq!(rollout["canary_percent"], 10.0);
+            assert!(rollout["started_unix_ms"].as_u64().unwrap() > 0);
+            assert!(rollout.get("events").is_none(), "{during:#}");
+            // The same names and figures as /v1/models' view, less its events.
+            let v1 = serde_json::to_value(d.status.rollout().unwrap().summary).unwrap();
+            assert_eq!(rollout["state"], v1["state"]);
+            assert_eq!(rollout["canary_percent"], v1["canary_percent"]);
+        }
+
+        // Promoted: the old version is retired and the metadata says so.
+        d.status.handle().unwrap().promote().await.unwrap();
+        assert_eq!(rolling.await.unwrap().unwrap(), RolloutState::Promoted);
+        let after = metadata(&app, "/v2/models/m").await;
+        assert_eq!(after["versions"], json!(["2"]));
+        let rollout = &after["parameters"]["rollout"];
+        assert_eq!(rollout["state"], "promoted", "{after:#}");
+        assert_eq!(rollout["canary_percent"], 100.0);
+        assert_eq!(rollout["step"], Value::Null);
+        assert!(rollout["last_reason"]
+            .as_str()
+            .unwrap()
+            .contains("operator"));
+
+        // A canary that cannot start: the rollout is over before any traffic.
+        let model = Arc::new(Identity::new(Duration::ZERO));
+        let refused = roll_out(d, "2", model, Duration::from_secs(5))
+            .await
+            .unwrap_err()
+            .to_string();
+        let failed = metadata(&app, "/v2/models/m").await;
+        assert_eq!(failed["versions"], json!(["2"]));
+        let rollout = &failed["parameters"]["rollout"];
+        assert_eq!(rollout["state"], "failed", "{failed:#}");
+        assert_eq!(rollout["canary_percent"], 0.0);
+        let reason = rollout["last_reason"].as_str().unwrap();
+        assert!(
+            reason.contains("did not start") && reason.contains(&refused),
+            "{reason}"
+        );
+        for d in &server.deployments {
+            d.shutdown();
+        }
+    }
 
     fn named(shape: Vec<usize>, data: TensorData) -> NamedTensor {
         NamedTensor::new("out", Tensor::new(shape, data).unwrap())

@@ -2,12 +2,20 @@
 //! [`example_kserve::Repository`] implemented on [`Server`], so the
 //! protocol crate's REST routes and gRPC service (Triton's clients) reach
 //! every deployment through the same crates as the v1 routes.
+//!
+//! A model's metadata lists every version the deployment serves: while a
+//! rollout runs, the stable version first and the canary beside it. Over
+//! REST it also carries the rollout (the one running, or the last one) as
+//! `parameters.rollout`: `/v1/models`' rollout view without its events
+//! ([`RolloutSummary`](crate::rollout::RolloutSummary)). A deployment that
+//! never rolled out has no `parameters`. gRPC's `ModelMetadataResponse` has
+//! no field for it: over gRPC only the versions show a rollout.
 
 use std::sync::Arc;
 
 use example_kserve::{
-    BoxFuture, Error, InferRequest, InferResponse, ModelMetadata, Repository, ServerMetadata,
-    TensorMetadata,
+    BoxFuture, Error, InferRequest, InferResponse, ModelMetadata, Parameters, Repository,
+    ServerMetadata, TensorMetadata,
 };
 use example_tensor::DataType;
 use tower::ServiceExt;
@@ -84,6 +92,17 @@ impl Repository for V2 {
 
     fn model_metadata(&self, name: &str, version: Option<&str>) -> Result<ModelMetadata, Error> {
         Ok(Self::meta(self.deployment(name, version)?))
+    }
+
+    fn model_parameters(&self, name: &str, version: Option<&str>) -> Result<Parameters, Error> {
+        let d = self.deployment(name, version)?;
+        let mut parameters = Parameters::new();
+        if let Some(rollout) = d.status.summary() {
+            let rollout = serde_json::to_value(rollout)
+                .map_err(|e| Error::internal(format!("cannot encode the rollout: {e}")))?;
+            parameters.insert("rollout".into(), rollout);
+        }
+        Ok(parameters)
     }
 
     fn model_ready(&self, name: &str, version: Option<&str>) -> Result<bool, Error> {

@@ -147,10 +147,12 @@ fn tiny(models: &Value) -> Value {
 }
 
 /// Waits (at most 60 s) until the rollout of `canary` has ended, and
-/// returns the deployment as `/v1/models` shows it.
+/// returns the deployment as `/v1/models` shows it. The KServe v2
+/// metadata must have shown the rollout too: both versions and its state
+/// while it ran, one version and the end state after.
 async fn rollout_of(server: &Running, canary: &str) -> Value {
     let started = Instant::now();
-    let mut seen_both = false;
+    let (mut seen_both, mut seen_v2) = (false, false);
     loop {
         let d = tiny(&server.models().await);
         let r = &d["rollout"];
@@ -158,11 +160,24 @@ async fn rollout_of(server: &Running, canary: &str) -> Value {
             let state = r["state"].as_str().unwrap();
             if state == "progressing" && d["versions"].as_array().unwrap().len() == 2 {
                 seen_both = true;
+                // The rollout may move on between the two reads: any state
+                // while both versions serve will do.
+                let meta = server.get("/v2/models/tiny").await.json();
+                let rollout = &meta["parameters"]["rollout"];
+                assert_eq!(rollout["canary"], canary, "{meta:#}");
+                if meta["versions"].as_array().unwrap().len() == 2 {
+                    assert_ne!(rollout["state"], "starting", "{meta:#}");
+                    seen_v2 = true;
+                }
             }
             if (state == "promoted" || state == "rolled_back")
                 && d["versions"].as_array().unwrap().len() == 1
             {
                 assert!(seen_both, "/v1/models never showed both versions: {d:#}");
+                assert!(seen_v2, "the v2 metadata never showed the rollout: {d:#}");
+                let meta = server.get("/v2/models/tiny").await.json();
+                assert_eq!(meta["parameters"]["rollout"]["state"], state, "{meta:#}");
+                assert_eq!(meta["versions"].as_array().unwrap().len(), 1, "{meta:#}");
                 return d;
             }
         }
