@@ -210,3 +210,42 @@ fn status(headers: &HeaderMap) -> Result<(), String> {
         None => Err("grpc no status".to_owned()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_carry_the_uncompressed_length_prefix() {
+        let request = ModelInferRequest {
+            model_name: "identity".into(),
+            raw_input_contents: vec![Bytes::from_static(&[1, 2, 3, 4])],
+            ..Default::default()
+        };
+        let framed = length_prefixed(&request).unwrap();
+        assert_eq!(framed[0], 0, "compressed flag");
+        let len = u32::from_be_bytes(framed[1..5].try_into().unwrap()) as usize;
+        assert_eq!(len, framed.len() - 5);
+        assert_eq!(ModelInferRequest::decode(&framed[5..]).unwrap(), request);
+    }
+
+    #[test]
+    fn grpc_status_names_match_tonic() {
+        let with = |code: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("grpc-status", HeaderValue::from_static(code));
+            status(&h)
+        };
+        assert_eq!(with("0"), Ok(()));
+        assert_eq!(with("5"), Err("grpc NotFound".to_owned()));
+        assert_eq!(with("8"), Err("grpc ResourceExhausted".to_owned()));
+        assert_eq!(with("4"), Err("timeout".to_owned()));
+        assert_eq!(status(&HeaderMap::new()), Err("grpc no status".to_owned()));
+    }
+
+    #[test]
+    fn grpc_timeout_fits_eight_digits() {
+        assert_eq!(grpc_timeout(Duration::from_secs(30)), "30000m");
+        assert_eq!(grpc_timeout(Duration::from_secs(1 << 40)), "99999999m");
+    }
+}
