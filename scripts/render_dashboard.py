@@ -48,7 +48,8 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARD = ROOT / "observability/grafana/dashboard.json"
 
-# Grafana's dark theme and its classic series palette.
+# Grafana's dark theme, and its palette's base colours then their dark shades
+# (twelve series before a colour repeats).
 BACKGROUND = "#111217"
 PANEL = "#181b1f"
 BORDER = "#2c3235"
@@ -56,8 +57,8 @@ TEXT = "#ccccdc"
 MUTED = "#8e8e9e"
 GRID = "#2c3235"
 PALETTE = [
-    "#7EB26D", "#EAB839", "#6ED0E0", "#EF843C", "#E24D42", "#1F78C1",
-    "#BA43A9", "#705DA0", "#508642", "#CCA300", "#447EBC", "#C15C17",
+    "#73BF69", "#FADE2A", "#5794F2", "#FF9830", "#F2495C", "#B877D9",
+    "#37872D", "#E0B400", "#1F60C4", "#FA6400", "#C4162A", "#8F3BB8",
 ]
 
 # Grafana's grid: 24 columns; one row unit is 30 px plus an 8 px gap.
@@ -350,7 +351,7 @@ def render(datas: list[PanelData], title: str, subtitle: str, start: float, end:
 
 
 def render_one(d: PanelData, title: str, subtitle: str, start: float, end: float, out: Path) -> None:
-    panel = dict(d.panel, gridPos={"x": 0, "y": 0, "w": d.panel.get("gridPos", {}).get("w", 12), "h": 8})
+    panel = dict(d.panel, gridPos={"x": 0, "y": 0, "w": COLUMNS, "h": d.panel.get("gridPos", {}).get("h", 8)})
     render([PanelData(panel, d.series, d.empty_targets)], title, subtitle, start, end, out)
 
 
