@@ -14,11 +14,12 @@
 //! - the server's resident memory stays under a ceiling;
 //! - the excess is refused at once: 503 with a JSON error over REST,
 //!   `RESOURCE_EXHAUSTED` with a message over gRPC; refusal p99 under
-//!   10 ms above the p99 of a control request sent meanwhile on the same
-//!   route, which the server refuses before the queue (an unknown version:
-//!   400 over REST, `NOT_FOUND` over gRPC): the time to say no does not
-//!   grow with the backlog. The control keeps a CPU-starved CI machine
-//!   from failing the test; on a quiet one its p99 is a few milliseconds;
+//!   10 ms (or a quarter of the control's p99, if more) above the p99 of
+//!   a control request sent meanwhile on the same route, which the server
+//!   refuses before the queue (an unknown version: 400 over REST,
+//!   `NOT_FOUND` over gRPC): the time to say no does not grow with the
+//!   backlog. The control keeps a CPU-starved CI machine from failing the
+//!   test; on a quiet one its p99 is a few milliseconds;
 //! - every admitted request is answered (200, `OK`) within its deadline
 //!   (10 s; the design bound is 300 ms: 16 queued / 4 per batch + its own
 //!   batch, 60 ms each);
@@ -70,8 +71,13 @@ const DEADLINE: Duration = Duration::from_secs(10);
 const DESIGN_BOUND: Duration = Duration::from_millis(300);
 /// Refusals are answered at once: p99 below this above the control's p99
 /// (a behaviour bound: a server that queued the excess would answer it
-/// after the backlog, hundreds of milliseconds to seconds).
+/// after the backlog, hundreds of milliseconds to seconds)...
 const REFUSAL_P99: Duration = Duration::from_millis(10);
+/// ... or above it by this share of the control's p99 when that is more:
+/// on a machine so starved that it stalls every answer for hundreds of
+/// milliseconds (the control's p99 near a second), a flat 10 ms is
+/// narrower than the noise between two p99s.
+const REFUSAL_P99_SHARE: f64 = 0.25;
 /// Every this many sends of the open loop, one is the control request
 /// (sent in the same bursts as the rest, so it meets the same machine).
 const CONTROL_EVERY: u32 = 5;
@@ -701,9 +707,10 @@ impl Overload {
         );
         let p99 = Duration::from_micros(tally.refused.value_at_quantile(0.99));
         let control = Duration::from_micros(tally.control.value_at_quantile(0.99));
+        let slack = REFUSAL_P99.max(control.mul_f64(REFUSAL_P99_SHARE));
         assert!(
-            p99 < control + REFUSAL_P99,
-            "refusal p99 {p99:?}, not within {REFUSAL_P99:?} of the control's {control:?}: {}",
+            p99 < control + slack,
+            "refusal p99 {p99:?}, not within {slack:?} of the control's {control:?}: {}",
             tally.summary()
         );
         // Admitted requests are answered within their deadline.
