@@ -67,9 +67,12 @@ load_pids=()
 cleanup() {
     local pid
     for pid in "${load_pids[@]}"; do
-        # The load generator running in that subshell, then the subshell.
-        pkill -TERM -P "$pid" 2>/dev/null || true
+        # The subshell first, so that it starts no further load generator,
+        # then the one it runs.
+        local kids
+        kids=$(pgrep -P "$pid" || true)
         kill -TERM "$pid" 2>/dev/null || true
+        [[ -z $kids ]] || kill -TERM $kids 2>/dev/null || true
     done
     for pid in "${load_pids[@]}"; do
         wait "$pid" 2>/dev/null || true
