@@ -35,7 +35,8 @@ pub struct AdaptiveConfig {
     /// Default 20 min. > 0.
     pub burst_memory: Duration,
     /// Time a new replica takes to become ready, until one is observed
-    /// (then the observed time is used). Default 30 s. > 0.
+    /// (then the observed time is used: from the decision that asked for
+    /// replicas to the one that sees them ready). Default 30 s. > 0.
     pub cold_start: Duration,
     /// A backlog that outlives the cold start is planned to drain within
     /// this time once new replicas are ready. Default 2 s. > 0.
@@ -195,7 +196,9 @@ const SLO_SHARE: f64 = 0.8;
 ///    current rate at `target_utilization`.
 /// 4. **Queue-drain model.** A backlog the ready replicas clear before a
 ///    new replica could start adds nothing; one that outlives the cold
-///    start adds the replicas that drain it within `drain_time` after.
+///    start adds the replicas that drain it within `drain_time` after,
+///    each counted at what the ready replicas behind it completed in the
+///    newest second when that is below the modelled capacity.
 /// 5. **Asymmetric control.** Up at once; down only after the
 ///    recommendation stayed lower for `scale_down_hold`, by at most a
 ///    quarter per decision, and never while replicas are starting.
@@ -310,10 +313,12 @@ impl Adaptive {
 
     /// Learns from the samples: cold start, cost curve, batch size,
     /// saturated capacity.
-    fn learn(&mut self, input: &PolicyInput<'_>, fast: &WindowView<'_>) {
+    fn learn(&mut self, input: &PolicyInput<'_>, fast: &WindowView<'_>, asked: Option<Duration>) {
         let now = input.now;
         match (input.starting() > 0, self.starting_since) {
-            (true, None) => self.starting_since = Some(now),
+            // Replicas first seen starting were asked for by the previous
+            // decision: their cold start runs from then, not from now.
+            (true, None) => self.starting_since = Some(asked.unwrap_or(now)),
             (false, Some(since)) => {
                 let seen = now.saturating_sub(since).as_secs_f64();
                 if seen > 0.0 {
@@ -422,6 +427,12 @@ impl Adaptive {
     }
 }
 
+/// Replicas that keep `load` (in replicas' worth of capacity) at the
+/// target utilisation, and at least square-root headroom.
+fn steady_replicas(load: f64, c: &AdaptiveConfig) -> f64 {
+    (load / c.target_utilization).max(load + c.spare * load.sqrt())
+}
+
 /// The smallest value of `signal` in the view (0 when none).
 fn fast_min(view: &WindowView<'_>, signal: Signal) -> f64 {
     view.min(signal).unwrap_or(0.0)
@@ -443,9 +454,9 @@ impl Policy for Adaptive {
         let dt = self
             .last
             .map_or(0.0, |l| now.saturating_sub(l).as_secs_f64());
-        self.last = Some(now);
+        let asked = self.last.replace(now);
         let fast = w.view(now, FAST);
-        self.learn(input, &fast);
+        self.learn(input, &fast, asked);
         let c_slo = c.slo.as_secs_f64();
 
         let (Some(slow_rate), Some(fast_rate)) = (
@@ -527,8 +538,7 @@ impl Policy for Adaptive {
         let capacity = self.capacity().unwrap_or(capacity);
 
         // 2 + 3. Replicas for the rate and for the remembered burst.
-        let load = rate / capacity;
-        let steady = (load / c.target_utilization).max(load + c.spare * load.sqrt());
+        let steady = steady_replicas(rate / capacity, &c);
         let burst = self.peak / (capacity * c.burst_utilization);
         let mut needed = steady.max(burst);
         let for_rate = ceil_count(needed);
@@ -558,7 +568,17 @@ impl Policy for Adaptive {
                 };
                 let growth = (rate - ready_capacity).max(measured).max(0.0);
                 let at_ready = queued + growth * remaining;
-                needed += at_ready / (c.drain_time.as_secs_f64() * capacity);
+                // Behind this backlog the ready replicas complete what they
+                // can: per replica in the newest second (the same replicas
+                // ready throughout), a measured bound on what each new one
+                // drains and carries, below the model's before saturation
+                // was seen.
+                let behind = w
+                    .rate(now, INSTANT, Counter::Completions)
+                    .filter(|d| *d > 0.0 && now.saturating_sub(self.ready_since.1) >= INSTANT)
+                    .map_or(capacity, |d| capacity.min(d / ready));
+                needed = needed.max(steady_replicas(rate / behind, &c));
+                needed += at_ready / (c.drain_time.as_secs_f64() * behind);
             }
         }
         let desired = ceil_count(needed).max(u32::from(rate > 0.0 || queued > 0.0));
@@ -679,6 +699,18 @@ mod tests {
         }
     }
 
+    /// The default policy for a 250 ms SLO, fed `sample(t)` every second
+    /// from 0 to `until` s with `replicas` ready.
+    fn fed(until: u64, replicas: u32, sample: impl Fn(u64) -> LoadSample) -> (Window, Adaptive) {
+        let mut w = Window::new(s(600));
+        let mut p = Adaptive::for_slo(Duration::from_millis(250)).unwrap();
+        for t in 0..=until {
+            w.push(s(t), sample(t));
+            p.decide(&PolicyInput::new(s(t), replicas, replicas, &w));
+        }
+        (w, p)
+    }
+
     #[test]
     fn invalid_configuration_is_a_typed_error() {
         assert!(Adaptive::for_slo(Duration::ZERO).is_err());
@@ -697,12 +729,7 @@ mod tests {
     #[test]
     fn saturated_replicas_teach_their_capacity_and_batch() {
         // 4 replicas complete 520 requests/s in batches of 8 while 400 queue.
-        let mut w = Window::new(s(600));
-        let mut p = Adaptive::for_slo(Duration::from_millis(250)).unwrap();
-        for t in 0..=20 {
-            w.push(s(t), second(700, 520, 400.0, 8));
-            p.decide(&PolicyInput::new(s(t), 4, 4, &w));
-        }
+        let (w, mut p) = fed(20, 4, |_| second(700, 520, 400.0, 8));
         let cap = p.capacity().unwrap();
         assert!((cap - 130.0).abs() < 1.0, "{cap}");
         // 700 requests/s on 130 per replica: R = 5.4, 5.4 + 2·√5.4 = 10.0
@@ -758,12 +785,7 @@ mod tests {
     #[test]
     fn a_backlog_the_ready_replicas_clear_before_a_cold_start_adds_nothing() {
         // Capacity learned at saturation: 130 requests/s per replica.
-        let mut w = Window::new(s(600));
-        let mut p = Adaptive::for_slo(Duration::from_millis(250)).unwrap();
-        for t in 0..=20 {
-            w.push(s(t), second(700, 520, 400.0, 8));
-            p.decide(&PolicyInput::new(s(t), 4, 4, &w));
-        }
+        let (mut w, mut p) = fed(20, 4, |_| second(700, 520, 400.0, 8));
         // Then 12 ready replicas and 300 requests/s: 1 260 spare each second.
         let mut steady = Vec::new();
         for t in 21..=80 {
@@ -780,6 +802,44 @@ mod tests {
         w.push(s(82), second(3_000, 1_500, 20_000.0, 8));
         let rec = p.decide(&PolicyInput::new(s(82), quiet, quiet, &w));
         assert!(rec.desired > quiet + 10, "{rec:?} vs {quiet}");
+    }
+
+    #[test]
+    fn a_cold_start_runs_from_the_decision_that_asked_for_it() {
+        let (mut w, mut p) = fed(10, 4, |_| second(300, 300, 0.0, 3));
+        // Asked for at 10 s, first seen starting at 11 s, ready at 15 s:
+        // a 5 s cold start, not the 4 s since they were first seen.
+        for t in 11..=15 {
+            w.push(s(t), second(300, 300, 0.0, 3));
+            let ready = if t < 15 { 4 } else { 8 };
+            p.decide(&PolicyInput::new(s(t), 8, ready, &w));
+        }
+        assert_eq!(p.cold_start_secs(), 5.0);
+    }
+
+    #[test]
+    fn a_backlog_is_planned_at_what_the_replicas_behind_it_complete() {
+        // A minute of 300 requests/s on 4 replicas in batches of 2–4: the
+        // cost curve (20 ms + 5 ms·n) extrapolated to 4x the largest
+        // batch, 16, promises 16 / 100 ms = 160 requests/s per replica.
+        let run = |completions: u64| {
+            let (mut w, mut p) = fed(60, 4, |t| second(300, 300, 0.0, 2 + t % 3));
+            // Then 1 000 arrive in a second and a queue of 480 forms.
+            w.push(s(61), second(1_000, completions, 480.0, 8));
+            p.decide(&PolicyInput::new(s(61), 4, 4, &w)).desired
+        };
+        // The rate rising within 5 s is projected a cold start (30 s, none
+        // observed yet) ahead: 1 280 requests/s, 640 beyond the ready
+        // replicas' 640, so 480 + 640·30 = 19 680 wait at readiness.
+        // Completing 640 (160 each), the model holds: 19 680 drained in
+        // 2 s at 160 (61.5) on 8 + 2·√8 = 13.7 for the rate: 76.
+        let as_modelled = run(640);
+        assert!((74..=78).contains(&as_modelled), "{as_modelled}");
+        // Completing 520 (130 each: the batch is 8 at most), the same plan
+        // at what they measurably complete: 75.7 on 9.8 + 2·√9.8 = 16.1:
+        // 92, not 76.
+        let as_measured = run(520);
+        assert!((90..=94).contains(&as_measured), "{as_measured}");
     }
 
     #[test]
