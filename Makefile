@@ -10,6 +10,10 @@ EXAMPLES := examples
 ## of PyTorch wheels) goes first, while the disk holds no build output yet.
 test: setup test-root test-examples test-fuzz deny
 
+## `make test FREE_DISK=1` (what .ci/run does): each workspace's build output is
+## removed once its checks pass, so a clean clone never holds all three at once.
+FREE_DISK ?=
+
 test-root:
 	bash scripts/check_unsafe.sh --self-test
 	bash scripts/check_unsafe.sh
@@ -20,6 +24,7 @@ test-root:
 	# standard traces: seconds optimised, minutes in a debug build.
 	$(CARGO) test --release -p convoy-autoscale --test default_policy -- --include-ignored
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --all-features
+	$(if $(FREE_DISK),$(CARGO) clean)
 
 ## The Python side the examples need (a pinned .venv with PyTorch, whose
 ## libtorch the model runtime links, MLflow, tritonclient) and the exported
@@ -32,6 +37,7 @@ test-examples: setup
 	cd $(EXAMPLES) && $(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd $(EXAMPLES) && $(CARGO) test --workspace
 	cd $(EXAMPLES) && RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+	$(if $(FREE_DISK),cd $(EXAMPLES) && $(CARGO) clean)
 
 ## The fuzz targets' checks on stable: every checked-in seed and a fixed set of
 ## pseudo-random inputs replayed as ordinary tests.
@@ -39,6 +45,7 @@ test-fuzz:
 	cd fuzz && $(CARGO) fmt --all --check
 	cd fuzz && $(CARGO) clippy -p convoy-fuzz-harness --all-targets -- -D warnings
 	cd fuzz && $(CARGO) test -p convoy-fuzz-harness
+	$(if $(FREE_DISK),cd fuzz && $(CARGO) clean)
 
 ## Each fuzz target under libFuzzer (nightly + cargo-fuzz, installed when
 ## missing) for FUZZ_SECS seconds (default 60). New inputs land in
