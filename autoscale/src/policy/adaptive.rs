@@ -559,10 +559,8 @@ impl Policy for Adaptive {
                 // The queue grows by what arrives beyond what the ready
                 // replicas complete: modelled, or measured in the newest
                 // second when the model is optimistic.
-                let measured = match (
-                    w.rate(now, INSTANT, Counter::Arrivals),
-                    w.rate(now, INSTANT, Counter::Completions),
-                ) {
+                let completed = w.rate(now, INSTANT, Counter::Completions);
+                let measured = match (w.rate(now, INSTANT, Counter::Arrivals), completed) {
                     (Some(a), Some(d)) => a - d,
                     _ => 0.0,
                 };
@@ -573,8 +571,7 @@ impl Policy for Adaptive {
                 // ready throughout), a measured bound on what each new one
                 // drains and carries, below the model's before saturation
                 // was seen.
-                let behind = w
-                    .rate(now, INSTANT, Counter::Completions)
+                let behind = completed
                     .filter(|d| *d > 0.0 && now.saturating_sub(self.ready_since.1) >= INSTANT)
                     .map_or(capacity, |d| capacity.min(d / ready));
                 needed = needed.max(steady_replicas(rate / behind, &c));
