@@ -31,6 +31,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# shellcheck source=lib/server.sh
+source scripts/lib/server.sh
 
 CARGO=${CARGO:-cargo}
 OUT=${SNAPSHOT_OUT:-docs/images/grafana-dashboard.png}
@@ -178,28 +180,7 @@ else
 fi
 
 echo "==> starting the server"
-"$bin/multi-model" --config "$work/server.toml" --addr 127.0.0.1:0 >"$work/server.out" 2>"$work/server.err" &
-server_pid=$!
-# Ready once it has printed its address and /readyz answers 200.
-base=""
-ready=0
-for _ in $(seq 1 1200); do
-    [[ -n $base ]] || base=$(sed -n 's/^listening on \(http:\/\/[0-9.:]*\)$/\1/p' "$work/server.out")
-    if [[ -n $base ]] && curl -fsS "$base/readyz" >/dev/null 2>&1; then
-        ready=1
-        break
-    fi
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-        echo "dashboard_snapshot: the server exited early:" >&2
-        tail -30 "$work/server.err" >&2
-        exit 1
-    fi
-    sleep 0.1
-done
-[[ $ready == 1 ]] || {
-    echo "dashboard_snapshot: the server was not ready in 120 s (address: ${base:-none})" >&2
-    exit 1
-}
+start_server dashboard_snapshot "$bin" "$work" --config "$work/server.toml" --addr 127.0.0.1:0 || exit 1
 echo "    $base"
 
 echo "==> starting Prometheus (scrapes every 1 s)"

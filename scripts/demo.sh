@@ -67,6 +67,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+# shellcheck source=lib/server.sh
+source scripts/lib/server.sh
 
 serve=0
 registry=""
@@ -351,32 +353,7 @@ else
 fi
 
 echo "==> starting the server ($CONFIG) on free loopback ports"
-"$bin/multi-model" --config "$CONFIG" --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 \
-    >"$work/server.out" 2>"$work/server.err" &
-server_pid=$!
-base=""
-for _ in $(seq 1 1800); do
-    base=$(sed -n 's/^listening on \(http:\/\/[0-9.:]*\)$/\1/p' "$work/server.out")
-    [[ -n "$base" ]] && break
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-        echo "demo: the server exited early:" >&2
-        tail -30 "$work/server.err" >&2
-        exit 1
-    fi
-    sleep 0.1
-done
-[[ -n "$base" ]] || {
-    echo "demo: the server did not report its address in 180 s" >&2
-    exit 1
-}
-for _ in $(seq 1 1800); do
-    curl -fsS "$base/readyz" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-curl -fsS "$base/readyz" >/dev/null || {
-    echo "demo: $base/readyz is not ready after 180 s" >&2
-    exit 1
-}
+start_server demo "$bin" "$work" --config "$CONFIG" --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 || exit 1
 grep -i "device\|loaded" "$work/server.err" | sed 's/^/    /' | tail -8 || true
 echo "    $base  ($(sed -n 's/^grpc listening on /gRPC /p' "$work/server.out"))"
 
