@@ -3,20 +3,24 @@ SHELL := /bin/bash
 CARGO ?= cargo
 EXAMPLES := examples
 
-.PHONY: test test-root test-examples test-fuzz setup deny demo fmt bench fuzz soak
+.PHONY: test test-root test-examples test-fuzz setup test-setup deny demo fmt bench fuzz soak
 
 ## The whole suite: fmt, clippy -D warnings, tests + doc tests, docs with warnings denied,
 ## for the root workspace and the examples workspace. `setup` (the pinned .venv, several GB
-## of PyTorch wheels) goes first, while the disk holds no build output yet.
-test: setup test-root test-examples test-fuzz deny
+## of PyTorch wheels) goes first, while the disk holds no build output yet; then
+## `test-setup`, the one serial step that installs the system packages and cargo
+## tools the tests use (no test installs anything: scripts/check_installs.sh).
+test: setup test-setup test-root test-examples test-fuzz deny
 
 ## `make test FREE_DISK=1` (what .ci/run does): each workspace's build output is
 ## removed once its checks pass, so a clean clone never holds all three at once.
 FREE_DISK ?=
 
-test-root:
+test-root: test-setup
 	bash scripts/check_unsafe.sh --self-test
 	bash scripts/check_unsafe.sh
+	bash scripts/check_installs.sh --self-test
+	bash scripts/check_installs.sh
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 	$(CARGO) test --workspace --all-features
@@ -32,7 +36,13 @@ test-root:
 setup:
 	bash scripts/setup.sh
 
-test-examples: setup
+## Debian packages (chromium, prometheus, ...) and cargo tools (cargo-deny) the
+## tests need, installed once before any test runs: idempotent, under a second
+## when present. `make demo` never runs it.
+test-setup:
+	bash scripts/test_setup.sh
+
+test-examples: setup test-setup
 	cd $(EXAMPLES) && $(CARGO) fmt --all --check
 	cd $(EXAMPLES) && $(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd $(EXAMPLES) && $(CARGO) test --workspace
@@ -47,14 +57,14 @@ test-fuzz:
 	cd fuzz && $(CARGO) test -p convoy-fuzz-harness
 	$(if $(FREE_DISK),cd fuzz && $(CARGO) clean)
 
-## Each fuzz target under libFuzzer (nightly + cargo-fuzz, installed when
-## missing) for FUZZ_SECS seconds (default 60). New inputs land in
+## Each fuzz target under libFuzzer (nightly + cargo-fuzz, installed by
+## scripts/test_setup.sh when missing) for FUZZ_SECS seconds (default 60). New inputs land in
 ## fuzz/corpus/<target>; crashes in fuzz/artifacts/<target>.
 FUZZ_SECS ?= 60
 FUZZ_TARGETS ?= allocator_ops batcher_ops router_ops autoscale_signals pool_ops \
 	kserve_json kserve_binary image_decode text_tokenize server_config
 fuzz:
-	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	bash scripts/test_setup.sh fuzz
 	@for t in $(FUZZ_TARGETS); do \
 		mkdir -p fuzz/corpus/$$t && \
 		(cd fuzz && $(CARGO) +nightly fuzz run $$t corpus/$$t seeds/$$t -- \
@@ -70,7 +80,7 @@ soak:
 
 ## Dependency policy (licenses, bans, sources; RustSec advisories when the
 ## database can be fetched) for the root, examples and fuzz workspaces.
-deny:
+deny: test-setup
 	bash scripts/deny.sh
 
 ## The main job: the example server, driven by the load generator, printing what batching bought.

@@ -7,7 +7,8 @@
 # cannot be fetched (offline, firewalled) that check is skipped with a
 # message, never failed. DENY_ADVISORIES=require makes it mandatory.
 #
-# Installs cargo-deny (`cargo install cargo-deny --locked`) when missing.
+# cargo-deny is installed by scripts/test_setup.sh (make test runs it first);
+# this script installs nothing and stops at once when it is missing.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -15,8 +16,8 @@ CARGO=${CARGO:-cargo}
 WORKSPACES=(Cargo.toml examples/Cargo.toml fuzz/Cargo.toml)
 
 if ! "$CARGO" deny --version >/dev/null 2>&1; then
-    echo "deny: installing cargo-deny"
-    "$CARGO" install cargo-deny --locked
+    echo "deny: cargo-deny is missing: install it with 'bash scripts/test_setup.sh' (make test runs it)" >&2
+    exit 1
 fi
 echo "deny: $("$CARGO" deny --version)"
 

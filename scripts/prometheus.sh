@@ -3,7 +3,7 @@
 # as a plain process on 127.0.0.1 (no systemd), with the configuration and
 # rules in observability/.
 #
-#   scripts/prometheus.sh install            install the package when missing (idempotent)
+#   scripts/prometheus.sh require            exit 1 with a message when Prometheus is not installed
 #   scripts/prometheus.sh start TARGET [INTERVAL]
 #                                            scrape TARGET (host:port) every INTERVAL
 #                                            (default 1s); prints PROMETHEUS_URL=... and
@@ -22,19 +22,14 @@ promtool=/usr/bin/promtool
 
 die() { echo "prometheus.sh: $*" >&2; exit 1; }
 
-install() {
+# Tests run this script in parallel: it never installs anything (a package
+# manager run twice at once loses its lock). scripts/test_setup.sh, run once
+# by `make test` before any test, installs Debian's `prometheus` package.
+require() {
     if [[ -x $prometheus && -x $promtool ]]; then
         return 0
     fi
-    command -v apt-get >/dev/null || die "apt-get not found: install Prometheus 2.x so that $prometheus and $promtool exist"
-    local sudo=()
-    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
-    echo "prometheus.sh: installing Debian's prometheus package" >&2
-    "${sudo[@]}" apt-get update -qq >&2
-    # The package's systemd unit may not start in a container: only the
-    # binaries are used, so a failed service start is not an error here.
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends prometheus >&2 ||
-        [[ -x $prometheus && -x $promtool ]] || die "apt-get install prometheus failed"
+    die "$prometheus or $promtool is missing: Debian's package 'prometheus' provides them; install it with 'bash scripts/test_setup.sh' (make test runs it)"
 }
 
 free_port() {
@@ -46,7 +41,7 @@ start() {
     local host_port='^[A-Za-z0-9._-]+:[0-9]+$' ipv6='^\[[0-9A-Fa-f:]+\]:[0-9]+$'
     [[ $target =~ $host_port || $target =~ $ipv6 ]] || die "bad scrape target (want host:port): $target"
     [[ $interval =~ ^[0-9]+(ms|s|m)$ ]] || die "bad scrape interval: $interval"
-    install
+    require
     local port=${PROMETHEUS_PORT:-$(free_port)}
     local dir
     dir=$(mktemp -d "${TMPDIR:-/tmp}/convoy-prometheus.XXXXXX")
@@ -111,7 +106,7 @@ PY
 }
 
 check() {
-    install
+    require
     local tmp
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' RETURN
@@ -127,10 +122,10 @@ check() {
 cmd=${1:-}
 shift || true
 case $cmd in
-    install) install ;;
+    require) require ;;
     start) start "$@" ;;
     stop) stop "$@" ;;
     check) check ;;
-    promtool) install; exec "$promtool" "$@" ;;
-    *) die "usage: prometheus.sh install|start TARGET [INTERVAL]|stop DIR|check|promtool ARGS..." ;;
+    promtool) require; exec "$promtool" "$@" ;;
+    *) die "usage: prometheus.sh require|start TARGET [INTERVAL]|stop DIR|check|promtool ARGS..." ;;
 esac

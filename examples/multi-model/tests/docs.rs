@@ -162,7 +162,12 @@ async fn chromium(url: &str, extra: &[&str]) -> std::process::Output {
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .expect("chromium is installed (scripts/setup.sh installs it)");
+        .unwrap_or_else(|e| {
+            panic!(
+                "chromium could not be started ({e}): Debian's package 'chromium' is needed; \
+                 install it with `bash scripts/test_setup.sh` (make test runs it)"
+            )
+        });
     let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
         .await
         .expect("chromium finished within 60 s")
