@@ -26,7 +26,7 @@ test-root: test-setup
 	$(CARGO) test --workspace --all-features
 	# The autoscaler's verdict against Ray's default, HPA and KPA on the
 	# standard traces: seconds optimised, minutes in a debug build.
-	$(CARGO) test --release -p convoy-autoscale --test default_policy -- --include-ignored
+	$(CARGO) test --release -p convoy-autoscale-sim --test default_policy -- --include-ignored
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps --all-features
 	$(if $(FREE_DISK),$(CARGO) clean)
 

@@ -1,5 +1,4 @@
-//! convoy-autoscale: a pluggable autoscaling policy engine with a
-//! deterministic simulator.
+//! convoy-autoscale: a pluggable autoscaling policy engine.
 //!
 //! - [`signal`]: [`LoadSample`]s (ongoing = queued + running, arrivals,
 //!   completions, latency quantiles, batch statistics), the look-back
@@ -15,7 +14,10 @@
 //!   [`Scaler`].
 //! - [`replica_set`]: [`ReplicaSet`], an in-process [`Scaler`] of tower
 //!   services exposed as a `tower::discover::Discover` stream for a balancer.
-//! - [`sim`]: the deterministic simulator.
+//!
+//! The deterministic simulator that replays load traces against these
+//! policies is the `convoy-autoscale-sim` crate, so a server links no
+//! simulator.
 //!
 //! Time is a [`Duration`](std::time::Duration) since an arbitrary epoch
 //! everywhere, so the same engine runs live and in simulated time.
@@ -55,7 +57,6 @@ mod error;
 pub mod policy;
 pub mod replica_set;
 pub mod signal;
-pub mod sim;
 
 pub use crate::engine::{
     Autoscaler, AutoscalerHandle, Engine, EngineConfig, ReplicaCounts, ScaleDecision, Scaler,

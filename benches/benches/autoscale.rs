@@ -8,13 +8,13 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use convoy_autoscale::sim::{
-    builtin_contenders, FixedReplicas, Mmpp, Oracle, SimConfig, Simulation, Trace,
-};
 use convoy_autoscale::{
     Adaptive, BatchCost, Engine, EngineConfig, Hpa, HpaConfig, Kpa, KpaConfig, LatencySlo,
     LatencySloConfig, LoadSample, Max, Policy, PolicyInput, QueueModel, QueueModelConfig,
     ReplicaCounts, TargetOngoing, TargetOngoingConfig, Window,
+};
+use convoy_autoscale_sim::{
+    builtin_contenders, FixedReplicas, Mmpp, Oracle, SimConfig, Simulation, Trace,
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
@@ -153,7 +153,7 @@ fn simulator(c: &mut Criterion) {
         builtin_contenders(&config, initial)
             .expect("valid")
             .into_iter()
-            .find(|c| convoy_autoscale::sim::Controller::name(c) == "QueueModel")
+            .find(|c| convoy_autoscale_sim::Controller::name(c) == "QueueModel")
             .expect("QueueModel is a built-in contender")
     };
     let arrivals = sim.run(&bursty, &mut queue_model()).arrivals;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use convoy_autoscale::sim::Controller as _;
-use convoy_autoscale::sim::{
+use convoy_autoscale_sim::Controller as _;
+use convoy_autoscale_sim::{
     dominations, standard_setups, verdict_contenders, Domination, Oracle, Report, Setup,
     Simulation, Trace, TUNED,
 };
@@ -126,7 +126,7 @@ fn describe(setup: &Setup, trace: &str, d: &Domination) -> String {
 #[test]
 #[cfg_attr(
     debug_assertions,
-    ignore = "minutes even optimised: cargo test --release -p convoy-autoscale --test default_policy"
+    ignore = "minutes even optimised: cargo test --release -p convoy-autoscale-sim --test default_policy"
 )]
 fn the_default_dominates_ray_hpa_and_kpa_except_the_known_step_misses() {
     let setups = standard_setups(&[1, 2, 3]);

@@ -23,13 +23,13 @@ pub const MAX_RATE: f64 = 1e7;
 /// `[k·step, (k+1)·step)`.
 ///
 /// Requests arrive as a Poisson process whose rate follows the trace (see
-/// [`Simulation`](super::Simulation)), so the trace is the *known* load an
-/// offline [`Oracle`](super::Oracle) can plan for, while arrivals are still
+/// [`Simulation`](crate::Simulation)), so the trace is the *known* load an
+/// offline [`Oracle`](crate::Oracle) can plan for, while arrivals are still
 /// random.
 ///
 /// ```
 /// use std::time::Duration;
-/// use convoy_autoscale::sim::{Spike, Trace};
+/// use convoy_autoscale_sim::{Spike, Trace};
 ///
 /// let trace = Trace::spike(Spike {
 ///     base_rps: 100.0,

@@ -3,7 +3,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use convoy_autoscale::sim::{
+use convoy_autoscale_sim::{
     builtin_contenders, standard_traces, Mmpp, Oracle, ReplicaModel, Report, SimConfig, Simulation,
     Spike, Trace,
 };
@@ -94,7 +94,7 @@ fn every_arrival_is_accounted_once_with_every_policy() {
                 r.policy
             );
             assert!(r.over_slo <= r.served);
-            assert!(r.peak_replicas <= convoy_autoscale::sim::STANDARD_MAX_REPLICAS);
+            assert!(r.peak_replicas <= convoy_autoscale_sim::STANDARD_MAX_REPLICAS);
             assert!(r.replica_seconds > 0.0);
         }
     }

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use super::config::SimConfig;
-use super::run::Controller;
-use super::trace::{Mmpp, Spike, Trace};
-use crate::{
+use crate::config::SimConfig;
+use crate::run::Controller;
+use crate::trace::{Mmpp, Spike, Trace};
+use convoy_autoscale::{
     Adaptive, BatchCost, ConfigError, Engine, EngineConfig, Hpa, HpaConfig, Kpa, KpaConfig,
     LatencySlo, LatencySloConfig, LoadSample, Max, Policy, QueueModel, QueueModelConfig,
     ReplicaCounts, TargetOngoing, TargetOngoingConfig,
@@ -16,7 +16,7 @@ const fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
 }
 
-/// The standard traces, sized for the default [`ReplicaModel`](super::ReplicaModel)
+/// The standard traces, sized for the default [`ReplicaModel`](crate::ReplicaModel)
 /// (about 133 requests/s per replica at the default SLO):
 ///
 /// | name | shape | length |
@@ -136,7 +136,7 @@ pub const STANDARD_MAX_REPLICAS: u32 = 64;
 /// Every contender is bounded to `[1, STANDARD_MAX_REPLICAS]` and starts
 /// with `initial_replicas` ready (clamped to the bounds); a fair start sizes
 /// it for the trace's initial load, e.g. with
-/// [`Oracle::replicas_at`](super::Oracle::replicas_at) at time zero.
+/// [`Oracle::replicas_at`](crate::Oracle::replicas_at) at time zero.
 pub fn builtin_contenders(
     config: &SimConfig,
     initial_replicas: u32,
@@ -252,17 +252,17 @@ impl Setup {
 /// that half checks that a policy does not overprovision a fast replica.
 pub fn standard_setups(seeds: &[u64]) -> Vec<Setup> {
     let base = SimConfig::default();
-    let gpu = super::ReplicaModel {
+    let gpu = crate::ReplicaModel {
         max_batch_size: 64,
         batch_overhead: Duration::from_millis(8),
         per_item: Duration::from_micros(500),
-        ..super::ReplicaModel::default()
+        ..crate::ReplicaModel::default()
     };
     let mut out = Vec::new();
     for (cost_model, replica) in [("20ms+5ms·n b8", base.replica), ("8ms+0.5ms·n b64", gpu)] {
         for cold in [secs(30), secs(5)] {
             for &seed in seeds {
-                let replica = super::ReplicaModel {
+                let replica = crate::ReplicaModel {
                     cold_start: cold,
                     ..replica
                 };
@@ -316,7 +316,7 @@ impl Domination {
 
 /// The default against each of [`DOMINATED`] in `reports` (one trace, one
 /// setup); empty when the default or a contender is missing.
-pub fn dominations(reports: &[super::Report]) -> Vec<Domination> {
+pub fn dominations(reports: &[crate::Report]) -> Vec<Domination> {
     let Some(ours) = reports.iter().find(|r| r.policy == DEFAULT_POLICY) else {
         return Vec::new();
     };

@@ -75,7 +75,7 @@ impl ReplicaModel {
 ///
 /// ```
 /// use std::time::Duration;
-/// use convoy_autoscale::sim::SimConfig;
+/// use convoy_autoscale_sim::SimConfig;
 ///
 /// let config = SimConfig::builder()
 ///     .seed(7)
@@ -131,7 +131,7 @@ impl SimConfig {
         }
     }
 
-    /// Checks every field; [`Simulation::new`](super::Simulation::new)
+    /// Checks every field; [`Simulation::new`](crate::Simulation::new)
     /// calls it.
     pub fn validate(&self) -> Result<(), SimConfigError> {
         let fail =

@@ -3,7 +3,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use super::*;
-use crate::{LoadSample, ReplicaCounts};
+use convoy_autoscale::{LoadSample, ReplicaCounts};
 
 fn secs(s: u64) -> Duration {
     Duration::from_secs(s)

@@ -1,9 +1,9 @@
-//! Run with `cargo run --release -p convoy-autoscale --example compare`.
+//! Run with `cargo run --release -p convoy-autoscale-sim --example compare`.
 //!
 //! 1. The standard setup (default replica, 30 s cold start, seed 1): every
 //!    built-in and the default policy on every standard trace, as a
 //!    Markdown table, and a plot of load, replicas and p99 over time on
-//!    the spike and MMPP traces (`autoscale/docs/compare.png`).
+//!    the spike and MMPP traces (`autoscale-sim/docs/compare.png`).
 //! 2. The verdict matrix: whether the default policy (`Adaptive` given
 //!    only the SLO) Pareto-dominates Ray's default, HPA and KPA (no more
 //!    SLO-violating requests and no more replica-seconds) on every trace,
@@ -15,7 +15,7 @@
 //!    default hold there; and the default held at a floor of 6, 7 or 8
 //!    replicas on both traces.
 //!
-//! All are printed and written into `autoscale/README.md` between its
+//! All are printed and written into `autoscale-sim/README.md` between its
 //! `compare-table`, `compare-verdict` and `compare-evidence` markers.
 //!
 //! Options: `--seeds 1,2,3` (default), `--models default,gpu`,
@@ -33,7 +33,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use convoy_autoscale::sim::{
+use convoy_autoscale_sim::{
     builtin_contenders, comparison_table, default_contender, dominations, standard_setups,
     standard_traces, verdict_contenders, Contender, Oracle, Report, Setup, SimConfig, Simulation,
     Trace, DEFAULT_POLICY, DOMINATED, TUNED,
@@ -332,7 +332,7 @@ fn short(policy: &str) -> &str {
 }
 
 /// By how much a domination misses: the excess violations and cost.
-fn miss(d: &convoy_autoscale::sim::Domination) -> String {
+fn miss(d: &convoy_autoscale_sim::Domination) -> String {
     let mut parts = Vec::new();
     if d.violating.0 > d.violating.1 {
         parts.push(format!("+{} violating", d.violating.0 - d.violating.1));

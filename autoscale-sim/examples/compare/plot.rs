@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use convoy_autoscale::sim::Report;
+use convoy_autoscale_sim::Report;
 use font8x8::UnicodeFonts;
 use plotters::coord::Shift;
 use plotters::prelude::*;

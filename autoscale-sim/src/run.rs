@@ -20,11 +20,11 @@ use hdrhistogram::Histogram;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::config::{SimConfig, SimConfigError};
-use super::oracle::Oracle;
-use super::report::{Report, TimelinePoint};
-use super::trace::{exp_sample, Trace};
-use crate::{Engine, LoadSample, ReplicaCounts};
+use crate::config::{SimConfig, SimConfigError};
+use crate::oracle::Oracle;
+use crate::report::{Report, TimelinePoint};
+use crate::trace::{exp_sample, Trace};
+use convoy_autoscale::{Engine, LoadSample, ReplicaCounts};
 
 /// Anything the simulator can drive: an [`Engine`] (a policy with its guard
 /// rails), a [`FixedReplicas`] baseline, or your own.
@@ -70,7 +70,7 @@ impl Controller for Engine {
 ///
 /// ```
 /// use std::time::Duration;
-/// use convoy_autoscale::sim::{FixedReplicas, SimConfig, Simulation, Trace};
+/// use convoy_autoscale_sim::{FixedReplicas, SimConfig, Simulation, Trace};
 ///
 /// let sim = Simulation::new(SimConfig::default()).unwrap();
 /// let trace = Trace::constant(200.0, Duration::from_secs(300)).unwrap();

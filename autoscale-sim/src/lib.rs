@@ -1,13 +1,17 @@
-//! Deterministic discrete-event simulator: replay a load trace against a
-//! policy and see its cost and SLO before production.
+//! convoy-autoscale-sim: a deterministic discrete-event simulator for
+//! [`convoy_autoscale`]: replay a load trace against a policy and see its
+//! cost and SLO before production, and measure policies against each other.
+//!
+//! It is a crate of its own so that the runtime crate every server links
+//! carries no simulator and no RNG.
 //!
 //! A [`Trace`] is a known arrival rate over time (step, ramp, spike,
 //! diurnal sine, bursty MMPP-2, or CSV counts); requests arrive as a seeded
 //! Poisson process with that rate. Replicas follow a [`ReplicaModel`]:
 //! concurrency slots, a batched service-time curve `cost(n) = a + b·n`
 //! with batch-when-busy, and a cold start. Each sample interval the
-//! simulator feeds a [`Controller`] (usually an [`Engine`](crate::Engine))
-//! a [`LoadSample`](crate::LoadSample) and, each of its intervals, applies
+//! simulator feeds a [`Controller`] (usually an [`Engine`](convoy_autoscale::Engine))
+//! a [`LoadSample`](convoy_autoscale::LoadSample) and, each of its intervals, applies
 //! the replica count it asks for: new replicas serve
 //! after their cold start, removed ones finish their in-flight batches.
 //!
@@ -18,7 +22,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use convoy_autoscale::sim::{FixedReplicas, SimConfig, Simulation, Trace};
+//! use convoy_autoscale_sim::{FixedReplicas, SimConfig, Simulation, Trace};
 //!
 //! let sim = Simulation::new(SimConfig::default()).unwrap();
 //! let trace = Trace::step(100.0, 400.0, Duration::from_secs(120), Duration::from_secs(600)).unwrap();
@@ -27,6 +31,11 @@
 //! assert!(large.violating() < small.violating());
 //! assert!(large.replica_seconds > small.replica_seconds);
 //! ```
+
+// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 mod config;
 mod oracle;

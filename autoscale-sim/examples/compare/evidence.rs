@@ -6,10 +6,10 @@
 
 use std::time::Duration;
 
-use convoy_autoscale::sim::{
+use convoy_autoscale::{Adaptive, EngineConfig};
+use convoy_autoscale_sim::{
     Contender, Oracle, Report, Setup, Simulation, Trace, DEFAULT_POLICY, STANDARD_MAX_REPLICAS,
 };
-use convoy_autoscale::{Adaptive, EngineConfig};
 
 use crate::{run_all, Error};
 

@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::SimConfig;
-use super::trace::Trace;
+use crate::config::SimConfig;
+use crate::trace::Trace;
 
 /// An offline plan for a trace that knows the future.
 ///
 /// For each minute it takes the peak rate of the trace and the fewest
 /// replicas whose SLO-feasible capacity
-/// ([`ReplicaModel::capacity_rps`](super::ReplicaModel::capacity_rps))
+/// ([`ReplicaModel::capacity_rps`](crate::ReplicaModel::capacity_rps))
 /// covers it (at least one while there is load), and it starts each replica
 /// exactly one cold start before the minute that needs it, paying for the
 /// cold start too. It ignores Poisson bursts inside a minute and runs
@@ -23,7 +23,7 @@ use super::trace::Trace;
 ///
 /// ```
 /// use std::time::Duration;
-/// use convoy_autoscale::sim::{Oracle, SimConfig, Trace};
+/// use convoy_autoscale_sim::{Oracle, SimConfig, Trace};
 ///
 /// let config = SimConfig::default();
 /// let per_replica = config.replica.capacity_rps(config.slo);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// One point of a run's timeline (one per
-/// [`SimConfig::timeline_interval`](super::SimConfig::timeline_interval)).
+/// [`SimConfig::timeline_interval`](crate::SimConfig::timeline_interval)).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TimelinePoint {
     /// End of the period.
@@ -55,7 +55,7 @@ pub struct Report {
     pub windows_over_slo: u64,
     /// Replica-seconds (starting, ready or draining) over the trace.
     pub replica_seconds: f64,
-    /// The [`Oracle`](super::Oracle)'s replica-seconds on the same trace.
+    /// The [`Oracle`](crate::Oracle)'s replica-seconds on the same trace.
     pub oracle_replica_seconds: f64,
     /// Replicas started after time zero.
     pub cold_starts: u64,
