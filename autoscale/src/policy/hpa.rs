@@ -250,12 +250,17 @@ impl HpaConfig {
 ///    the max of the recommendations in its window (300 s by default),
 ///    scale-up the min in its window (0 s by default).
 /// 3. Rate rules (`convertDesiredReplicasWithBehaviorRate`): the replicas at
-///    the start of each rule's period (current minus the changes seen in the
-///    period) bound the change; `select` picks the most or least permissive rule.
+///    the start of each rule's period (current minus the changes made in the
+///    period, each dated at the rescale as `storeScaleEvent` does) bound the
+///    change; `select` picks the most or least permissive rule. Under
+///    sustained load the default 100 % per 15 s rule doubles the replicas
+///    at every 15 s sync.
 ///
 /// No metrics hold. At zero replicas HPA does not act; here any load gives 1.
 /// Run it in an engine with no delays
-/// ([`EngineConfig::no_delays`](crate::EngineConfig::no_delays)) and a 15 s
+/// ([`EngineConfig::no_delays`](crate::EngineConfig::no_delays)), without
+/// [`hold_down_while_starting`](crate::EngineConfig::hold_down_while_starting)
+/// (HPA has no such rule) and a 15 s
 /// interval (kube-controller-manager's `--horizontal-pod-autoscaler-sync-period`):
 /// the stabilization and rate rules above are its hysteresis.
 #[derive(Debug, Clone)]
@@ -264,7 +269,16 @@ pub struct Hpa {
     up_min: VecDeque<(Duration, u32)>,
     down_max: VecDeque<(Duration, u32)>,
     events: VecDeque<(Duration, i64)>,
-    last_current: Option<u32>,
+    /// The previous decision: when, the replicas it saw, what it recommended.
+    last: Option<LastDecision>,
+}
+
+/// What [`Hpa`] remembers of its previous decision to date a rescale.
+#[derive(Debug, Clone, Copy)]
+struct LastDecision {
+    at: Duration,
+    current: u32,
+    recommended: u32,
 }
 
 impl Hpa {
@@ -276,7 +290,7 @@ impl Hpa {
             up_min: VecDeque::new(),
             down_max: VecDeque::new(),
             events: VecDeque::new(),
-            last_current: None,
+            last: None,
         })
     }
 
@@ -367,18 +381,32 @@ impl Hpa {
         }
     }
 
-    /// Records observed changes of the replica count as scale events.
+    /// Records changes of the replica count as scale events, dated when
+    /// the rescale happened.
+    ///
+    /// Upstream `horizontal.go` stores the event (`storeScaleEvent`) at the
+    /// moment it rescales, and a rate rule's period counts the events with
+    /// `timestamp + period > now`; so at the next sync, one period later, the
+    /// event has left the window. A policy only sees the new count at its
+    /// next decision: a change in the direction the previous decision asked
+    /// for is dated at that decision (the engine applied it then); any other
+    /// change is dated when it is first seen.
     fn track_events(&mut self, now: Duration, current: u32) {
-        if let Some(last) = self.last_current {
-            if last != current {
-                self.events
-                    .push_back((now, i64::from(current) - i64::from(last)));
+        if let Some(last) = self.last {
+            if last.current != current {
+                let delta = i64::from(current) - i64::from(last.current);
+                let asked = i64::from(last.recommended) - i64::from(last.current);
+                let at = if asked.signum() == delta.signum() {
+                    last.at
+                } else {
+                    now
+                };
+                self.events.push_back((at, delta));
                 if self.events.len() > HISTORY_CAP {
                     self.events.pop_front();
                 }
             }
         }
-        self.last_current = Some(current);
         let keep = self
             .config
             .scale_up
@@ -498,9 +526,22 @@ impl Policy for Hpa {
     }
 
     fn decide(&mut self, input: &PolicyInput<'_>) -> Recommendation {
+        self.track_events(input.now, input.current);
+        let rec = self.recommend(input);
+        self.last = Some(LastDecision {
+            at: input.now,
+            current: input.current,
+            recommended: rec.desired,
+        });
+        rec
+    }
+}
+
+impl Hpa {
+    /// Steps 1 to 3 for one decision.
+    fn recommend(&mut self, input: &PolicyInput<'_>) -> Recommendation {
         let now = input.now;
         let current = input.current;
-        self.track_events(now, current);
         if current == 0 {
             let load = input
                 .window

@@ -141,7 +141,8 @@ impl KpaConfig {
     }
 }
 
-/// Knative's KPA with stable and panic modes.
+/// Knative's KPA with stable and panic modes, as upstream
+/// `pkg/autoscaler/scaling/autoscaler.go` decides.
 ///
 /// Every decision computes, with `t = target · target_utilization` and
 /// `ready = max(1, ready replicas)`:
@@ -149,19 +150,27 @@ impl KpaConfig {
 /// `panic = ceil(mean over panic window / t)`, each clamped to
 /// `[floor(ready / max_scale_down_rate), ceil(ready · max_scale_up_rate)]`.
 /// Panic mode starts when `panic / ready ≥ panic_threshold`, is extended while
-/// that holds, and ends once a full stable window has passed without it. While
-/// panicking the recommendation is the highest panic count seen in this panic
-/// episode and never below the current count (Knative compares only with its
-/// panic maximum; convoy also counts replicas already started), so it never
-/// scales down; otherwise it is the stable count. The engine should run it
-/// with no delays ([`EngineConfig::no_delays`](crate::EngineConfig::no_delays))
-/// and a 2 s interval (Knative's tick).
+/// that holds, and ends at the first decision, without that condition, more
+/// than a full stable window after the last one with it. While panicking the
+/// recommendation is `max(stable, panic)` ratcheted over the panic episode:
+/// it never goes down within the episode, and the ratchet starts afresh with
+/// the next one. Replicas still starting do not count (Knative sees ready
+/// pods only). Otherwise it is the stable count.
+///
+/// Like a freshly started Knative autoscaler, the first decision starts in
+/// panic mode, holding the ready count, when more than one replica is
+/// ready: with no history yet it keeps the current scale rather than
+/// scaling down on a partial window. The engine should run it with no
+/// delays ([`EngineConfig::no_delays`](crate::EngineConfig::no_delays)),
+/// without [`hold_down_while_starting`](crate::EngineConfig::hold_down_while_starting)
+/// (Knative has no such rule) and at a 2 s interval (Knative's tick).
 /// No data in the stable window holds.
 #[derive(Debug, Clone)]
 pub struct Kpa {
     config: KpaConfig,
     panic_since: Option<Duration>,
     max_panic_pods: u32,
+    started: bool,
 }
 
 impl Kpa {
@@ -172,6 +181,7 @@ impl Kpa {
             config,
             panic_since: None,
             max_panic_pods: 0,
+            started: false,
         })
     }
 
@@ -206,6 +216,15 @@ impl Policy for Kpa {
     fn decide(&mut self, input: &PolicyInput<'_>) -> Recommendation {
         let c = &self.config;
         let now = input.now;
+        if !self.started {
+            // A new Knative autoscaler starts in panic mode holding the ready
+            // count when more than one pod is ready.
+            self.started = true;
+            if input.ready > 1 {
+                self.panic_since = Some(now);
+                self.max_panic_pods = input.ready;
+            }
+        }
         let Some(stable_value) = self.observe(input, c.stable_window) else {
             return input.hold("no_metrics");
         };
@@ -224,16 +243,18 @@ impl Policy for Kpa {
             // Enter panic mode, or extend it.
             self.panic_since = Some(now);
         } else if let Some(since) = self.panic_since {
-            if since + c.stable_window <= now {
+            // Strictly after a full stable window, as upstream's
+            // `panicTime.Add(StableWindow).Before(now)`.
+            if since + c.stable_window < now {
                 self.panic_since = None;
                 self.max_panic_pods = 0;
             }
         }
 
         if self.panic_since.is_some() {
-            // Never scale down while panicking: keep the highest panic count of
-            // this episode (and never below the replicas we already have).
-            self.max_panic_pods = self.max_panic_pods.max(panic_pods).max(input.current);
+            // Provision for the larger of the two windows, and never scale
+            // down within the panic episode.
+            self.max_panic_pods = self.max_panic_pods.max(stable_pods.max(panic_pods));
             Recommendation::new(
                 self.max_panic_pods,
                 Reason::new("panic").with_values(panic_value / ready, target),

@@ -178,9 +178,10 @@ fn hpa_scale_up_rate_rules() {
     assert_eq!((rec.desired, rec.reason.kind()), (6, "step_limit"));
     // 5 s later the replicas went 2 → 6: the period started at 2, so no more room.
     assert_eq!(decide(&mut p, &w, 35, 6, 6).desired, 6);
-    // The change was seen at t = 35; 15 s later, 6 → max(6 + 4, 12) = 12.
-    assert_eq!(decide(&mut p, &w, 49, 6, 6).desired, 6);
-    assert_eq!(decide(&mut p, &w, 51, 6, 6).desired, 12);
+    // The rescale happened at t = 30 (upstream stamps the event then, not
+    // when the new count is first seen); 15 s later, 6 → max(6 + 4, 12) = 12.
+    assert_eq!(decide(&mut p, &w, 44, 6, 6).desired, 6);
+    assert_eq!(decide(&mut p, &w, 45, 6, 6).desired, 12);
     // Pods-only Min rule: 1 pod per 15 s.
     let cfg = HpaConfig::default().scale_up(HpaScalingRules {
         stabilization_window: Duration::ZERO,
@@ -189,6 +190,29 @@ fn hpa_scale_up_rate_rules() {
     });
     let mut p = Hpa::new(cfg).unwrap();
     assert_eq!(decide(&mut p, &w, 30, 2, 2).desired, 3);
+}
+
+/// Upstream `pkg/controller/podautoscaler/horizontal.go`: `storeScaleEvent`
+/// stamps a scale event at the rescale, and `getReplicasChangePerPeriod`
+/// counts the events with `timestamp + period > now`. Under sustained load,
+/// with the default rule of 100 % per 15 s and a 15 s sync period, the event
+/// of one sync has left the window at the next, so HPA doubles every sync.
+#[test]
+fn hpa_doubles_every_15s_under_sustained_load() {
+    let mut p = hpa();
+    let w = steady(10_000.0, 200);
+    let mut replicas = 8;
+    let mut seen = Vec::new();
+    for now in (30..=90).step_by(15) {
+        replicas = decide(&mut p, &w, now, replicas, replicas).desired;
+        seen.push(replicas);
+    }
+    assert_eq!(seen, [16, 32, 64, 128, 256]);
+    // A change against the direction asked for (someone else scaled down)
+    // is dated when it is seen: the period then started at 8, so 16.
+    let mut p = hpa();
+    assert_eq!(decide(&mut p, &w, 30, 8, 8).desired, 16);
+    assert_eq!(decide(&mut p, &w, 45, 4, 4).desired, 16);
 }
 
 #[test]
@@ -220,6 +244,9 @@ fn kpa() -> Kpa {
 #[test]
 fn kpa_stable_mode_uses_the_60s_average() {
     let mut p = kpa();
+    // With one ready replica the autoscaler does not start in panic mode.
+    assert_eq!(decide(&mut p, &steady(5.0, 60), 60, 1, 1).desired, 1);
+    assert!(!p.is_panicking());
     // 35 in flight over 3 ready, target 10: ceil(3.5) = 4 (4 / 3 < 2: no panic).
     let rec = decide(&mut p, &steady(35.0, 60), 60, 3, 3);
     assert_eq!((rec.desired, rec.reason.kind()), (4, "scale"));
@@ -235,8 +262,9 @@ fn kpa_panic_entry_and_exit() {
     for t in 0..=54 {
         w.push(s(t), LoadSample::ongoing(20.0));
     }
+    // Two ready at the first decision: a new autoscaler panics, holding 2.
     assert_eq!(decide(&mut p, &w, 54, 2, 2).desired, 2);
-    assert!(!p.is_panicking());
+    assert!(p.is_panicking());
     // A burst: 60 in flight over the last 6 s → 6 pods, 3x the 2 ready ≥ 2.0: panic.
     for t in 55..=60 {
         w.push(s(t), LoadSample::ongoing(60.0));
@@ -249,13 +277,13 @@ fn kpa_panic_entry_and_exit() {
     for t in 61..=200 {
         w.push(s(t), LoadSample::ongoing(20.0));
     }
-    for t in [61, 70, 100, 119] {
+    for t in [61, 70, 100, 119, 120] {
         let rec = decide(&mut p, &w, t, 6, 6);
         assert!(p.is_panicking(), "t = {t}");
         assert_eq!(rec.desired, 6, "t = {t}");
     }
-    // 60 s after the last panic condition (t = 60): back to the stable count.
-    let rec = decide(&mut p, &w, 120, 6, 6);
+    // More than 60 s after the last panic condition (t = 60): back to the stable count.
+    let rec = decide(&mut p, &w, 121, 6, 6);
     assert!(!p.is_panicking());
     assert_eq!((rec.desired, rec.reason.kind()), (3, "scale"));
 }
@@ -275,6 +303,94 @@ fn kpa_panic_count_only_grows_within_an_episode() {
     let rec = decide(&mut p, &w, 63, 10, 4);
     assert!(p.is_panicking());
     assert_eq!(rec.desired, 10);
+}
+
+/// Upstream `pkg/autoscaler/scaling/autoscaler.go`: in panic mode the
+/// desired count is `max(stable, panic)`, ratcheted by `maxPanicPods` over
+/// the episode; it counts ready pods only, and `maxPanicPods` is reset to 0
+/// when the episode ends, so the next one starts afresh.
+#[test]
+fn kpa_ratchets_max_of_stable_and_panic_within_the_episode_only() {
+    let mut p = kpa();
+    let mut w = Window::new(s(600));
+    // A stable average above the panic one: 60 s at 80, then 6 s at 25.
+    for t in 0..=54 {
+        w.push(s(t), LoadSample::ongoing(80.0));
+    }
+    for t in 55..=60 {
+        w.push(s(t), LoadSample::ongoing(25.0));
+    }
+    // One ready, 20 starting: panic (3 / 1 ≥ 2), and the count is
+    // max(stable 8, panic 3) = 8, not the 21 replicas that exist.
+    let rec = decide(&mut p, &w, 60, 21, 1);
+    assert!(p.is_panicking());
+    assert_eq!((rec.desired, rec.reason.kind()), (8, "panic"));
+    // Calm afterwards: the episode holds 8 until it ends strictly after 60 s.
+    for t in 61..=400 {
+        w.push(s(t), LoadSample::ongoing(10.0));
+    }
+    assert_eq!(decide(&mut p, &w, 120, 8, 8).desired, 8);
+    let rec = decide(&mut p, &w, 122, 8, 8);
+    assert!(!p.is_panicking());
+    assert_eq!((rec.desired, rec.reason.kind()), (4, "scale"));
+    // A new episode ratchets from its own counts, not from the old 8.
+    for t in 401..=406 {
+        w.push(s(t), LoadSample::ongoing(30.0));
+    }
+    let rec = decide(&mut p, &w, 406, 1, 1);
+    assert!(p.is_panicking());
+    assert_eq!(rec.desired, 3);
+}
+
+/// Upstream `pkg/autoscaler/scaling/autoscaler.go`: panic mode ends only
+/// when `panicTime.Add(StableWindow).Before(now)`, strictly after a full
+/// stable window.
+#[test]
+fn kpa_panic_exit_is_strict() {
+    let mut p = kpa();
+    let mut w = Window::new(s(600));
+    for t in 0..=60 {
+        w.push(s(t), LoadSample::ongoing(if t > 54 { 40.0 } else { 10.0 }));
+    }
+    decide(&mut p, &w, 60, 1, 1);
+    assert!(p.is_panicking());
+    for t in 61..=200 {
+        w.push(s(t), LoadSample::ongoing(10.0));
+    }
+    decide(&mut p, &w, 120, 4, 4);
+    assert!(
+        p.is_panicking(),
+        "exactly one stable window later it still panics"
+    );
+    decide(&mut p, &w, 121, 4, 4);
+    assert!(!p.is_panicking());
+}
+
+/// Upstream `pkg/autoscaler/scaling/autoscaler.go` (`newAutoscaler`): a new
+/// autoscaler starts in panic mode with `maxPanicPods` = the ready count
+/// when more than one pod is ready, so it keeps the current scale until it
+/// has the history to decide; with 0 or 1 it starts in stable mode.
+#[test]
+fn kpa_starts_in_panic_holding_the_ready_count_when_more_than_one() {
+    let mut p = kpa();
+    let w = steady(0.0, 200);
+    let rec = decide(&mut p, &w, 10, 6, 5);
+    assert!(p.is_panicking());
+    assert_eq!((rec.desired, rec.reason.kind()), (5, "panic"));
+    // It holds 5 through the stable window, then scales on the load.
+    assert_eq!(decide(&mut p, &w, 70, 5, 5).desired, 5);
+    let rec = decide(&mut p, &w, 72, 5, 5);
+    assert!(!p.is_panicking());
+    assert_eq!(rec.desired, 2); // at most 2x down per decision
+                                // One ready replica: stable mode from the start.
+    let mut p = kpa();
+    decide(&mut p, &w, 0, 1, 1);
+    assert!(!p.is_panicking());
+    // No data yet: still starts panicking, and holds.
+    let mut p = kpa();
+    let rec = decide(&mut p, &Window::new(s(600)), 0, 3, 3);
+    assert!(p.is_panicking());
+    assert_eq!(rec.desired, 3);
 }
 
 // ---- LatencySlo ----
@@ -463,7 +579,8 @@ fn max_and_min_pick_extremes_with_reasons() {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
-    /// KPA never recommends fewer replicas than it has while panicking.
+    /// KPA's recommendation never goes down within a panic episode
+    /// (upstream `autoscaler.go`'s `maxPanicPods` ratchet).
     #[test]
     fn kpa_never_scales_down_while_panicking(
         loads in prop::collection::vec(0.0f64..400.0, 1..120),
@@ -472,14 +589,17 @@ proptest! {
         let mut p = kpa();
         let mut w = Window::new(s(600));
         let mut current = 1u32;
+        let mut previous = 0u32;
         for (t, load) in loads.iter().enumerate() {
             let t = t as u64 * 2;
             w.push(s(t), LoadSample::ongoing(*load));
             let ready = ((f64::from(current) * ready_frac).round() as u32).min(current);
+            let was_panicking = p.is_panicking();
             let rec = p.decide(&PolicyInput::new(s(t), current, ready, &w));
-            if p.is_panicking() {
-                prop_assert!(rec.desired >= current, "t={t} {rec:?} current={current}");
+            if was_panicking && p.is_panicking() {
+                prop_assert!(rec.desired >= previous, "t={t} {rec:?} previous={previous}");
             }
+            previous = rec.desired;
             current = rec.desired.clamp(1, 1000);
         }
     }
