@@ -11,6 +11,12 @@ use crate::error::{ConfigError, ConfigErrorKind};
 /// Largest supported `queue_capacity` (tokio's semaphore limit, rounded down).
 pub(crate) const MAX_QUEUE_CAPACITY: usize = 1 << 40;
 
+/// Default bound on the extra passes that isolate a failure: enough to
+/// single out one item in batches of up to 1024.
+pub(crate) const DEFAULT_ISOLATION_PASSES: u32 = 10;
+/// Most extra passes: a batch of `usize::MAX` items halves to one in 64.
+pub(crate) const MAX_ISOLATION_PASSES: u32 = 64;
+
 /// What a caller sees when the queue is at `queue_capacity`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -44,6 +50,7 @@ pub enum OverflowPolicy {
 /// | `queue_timeout` | none | deadline applied to every item from the moment it is queued |
 /// | `overflow` | `backpressure` | wait for room or reject with `QueueFull` |
 /// | `adaptive_batch_size` | off | keep batches at the size with the best measured throughput |
+/// | `failure_isolation` | on, at most 10 passes | split a failed batch and run the halves again, so only the items that fail alone get the error |
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "ConfigFields", into = "ConfigFields")]
 pub struct BatchConfig {
@@ -57,6 +64,8 @@ pub struct BatchConfig {
     pub(crate) queue_timeout: Option<Duration>,
     pub(crate) overflow: OverflowPolicy,
     pub(crate) adaptive: Option<AdaptiveConfig>,
+    /// Most extra passes per failed batch; `None`: failure isolation off.
+    pub(crate) isolation_passes: Option<u32>,
 }
 
 impl Default for BatchConfig {
@@ -72,6 +81,7 @@ impl Default for BatchConfig {
             queue_timeout: None,
             overflow: OverflowPolicy::Backpressure,
             adaptive: None,
+            isolation_passes: Some(DEFAULT_ISOLATION_PASSES),
         }
     }
 }
@@ -134,6 +144,19 @@ impl BatchConfig {
         self.adaptive
     }
 
+    /// Whether a failed batch is split and run again so that only the
+    /// items that fail alone get the error (see
+    /// [`failure_isolation`](BatchConfigBuilder::failure_isolation)).
+    pub fn failure_isolation(&self) -> bool {
+        self.isolation_passes.is_some()
+    }
+
+    /// Most extra passes spent isolating the failures of one batch, when
+    /// failure isolation is on.
+    pub fn max_isolation_passes(&self) -> Option<u32> {
+        self.isolation_passes
+    }
+
     fn validate(mut self) -> Result<Self, ConfigError> {
         check_batch_size(self.max_batch_size)?;
         check_queue_capacity(self.queue_capacity)?;
@@ -160,6 +183,17 @@ impl BatchConfig {
         }
         if let Some(adaptive) = &self.adaptive {
             adaptive.validate()?;
+        }
+        if let Some(n) = self.isolation_passes {
+            if n == 0 || n > MAX_ISOLATION_PASSES {
+                return Err(ConfigError::new(
+                    ConfigErrorKind::FailureIsolation,
+                    format!(
+                        "max_isolation_passes must be in 1..={MAX_ISOLATION_PASSES}, got {n} \
+                         (turn isolation off with failure_isolation(false))"
+                    ),
+                ));
+            }
         }
         Ok(self)
     }
@@ -290,6 +324,33 @@ impl BatchConfigBuilder {
         self
     }
 
+    /// When the batch service fails a whole batch (returns an error, panics
+    /// or answers with the wrong number of results), split the batch in
+    /// halves and run each again, halving what still fails, so that only
+    /// the items that fail alone get the error and every other caller gets
+    /// its answer (default on, at most 10 passes). Per-item errors in the
+    /// batch service's response are answered as they are, never retried.
+    ///
+    /// Isolation sends requests again, so the batcher needs copies of them:
+    /// it takes effect for layers built with
+    /// [`BatchLayer::isolate_failures`](crate::BatchLayer::isolate_failures)
+    /// (requests that are `Clone`); without it a failed batch fails all of
+    /// its items. See the crate documentation for the cost.
+    pub fn failure_isolation(mut self, enabled: bool) -> Self {
+        self.config.isolation_passes = enabled.then_some(DEFAULT_ISOLATION_PASSES);
+        self
+    }
+
+    /// Turns failure isolation on with at most `n` extra passes per failed
+    /// batch (default 10, must be in `1..=64`). A pass runs again, in
+    /// halves, every part of the batch that still fails; a batch of `n`
+    /// items needs `⌈log2 n⌉` passes to single out an item. When the
+    /// passes run out, the items of a part that still fails get its error.
+    pub fn max_isolation_passes(mut self, n: u32) -> Self {
+        self.config.isolation_passes = Some(n);
+        self
+    }
+
     /// Checks every value and returns the configuration.
     pub fn build(self) -> Result<BatchConfig, ConfigError> {
         self.config.validate()
@@ -315,6 +376,8 @@ struct ConfigFields {
     /// Tuned settings of the adaptive cap (implies `adaptive_batch_size`).
     #[serde(skip_serializing_if = "Option::is_none")]
     adaptive: Option<AdaptiveConfig>,
+    failure_isolation: bool,
+    max_isolation_passes: u32,
 }
 
 impl Default for ConfigFields {
@@ -341,6 +404,8 @@ impl From<BatchConfig> for ConfigFields {
             overflow: c.overflow,
             adaptive_batch_size: c.adaptive.is_some(),
             adaptive: c.adaptive.filter(|a| *a != AdaptiveConfig::default()),
+            failure_isolation: c.isolation_passes.is_some(),
+            max_isolation_passes: c.isolation_passes.unwrap_or(DEFAULT_ISOLATION_PASSES),
         }
     }
 }
@@ -362,6 +427,7 @@ impl TryFrom<ConfigFields> for BatchConfig {
             adaptive: f
                 .adaptive
                 .or(f.adaptive_batch_size.then(AdaptiveConfig::default)),
+            isolation_passes: f.failure_isolation.then_some(f.max_isolation_passes),
         }
         .validate()
     }
@@ -379,6 +445,39 @@ mod tests {
         assert_eq!(c.queue_capacity(), 1024);
         assert_eq!(c.max_concurrent_batches(), 1);
         assert_eq!(c.max_wait(), Duration::ZERO);
+        assert!(c.failure_isolation());
+        assert_eq!(c.max_isolation_passes(), Some(DEFAULT_ISOLATION_PASSES));
+    }
+
+    #[test]
+    fn isolation_passes_are_checked_and_isolation_turns_off() {
+        let kind = |b: BatchConfigBuilder| b.build().unwrap_err().kind();
+        for bad in [0, MAX_ISOLATION_PASSES + 1] {
+            assert_eq!(
+                kind(BatchConfig::builder().max_isolation_passes(bad)),
+                ConfigErrorKind::FailureIsolation
+            );
+        }
+        let c = BatchConfig::builder()
+            .max_isolation_passes(3)
+            .build()
+            .unwrap();
+        assert_eq!(c.max_isolation_passes(), Some(3));
+        let off = BatchConfig::builder()
+            .failure_isolation(false)
+            .build()
+            .unwrap();
+        assert!(!off.failure_isolation());
+        assert_eq!(off.max_isolation_passes(), None);
+
+        let json = serde_json::to_string(&off).unwrap();
+        assert!(json.contains("\"failure_isolation\":false"), "{json}");
+        assert_eq!(serde_json::from_str::<BatchConfig>(&json).unwrap(), off);
+        let three: BatchConfig = serde_json::from_str(r#"{"max_isolation_passes": 3}"#).unwrap();
+        assert_eq!(three.max_isolation_passes(), Some(3));
+        let err =
+            serde_json::from_str::<BatchConfig>(r#"{"max_isolation_passes": 0}"#).unwrap_err();
+        assert!(err.to_string().contains("max_isolation_passes"), "{err}");
     }
 
     #[test]

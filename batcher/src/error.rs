@@ -177,6 +177,8 @@ pub enum ConfigErrorKind {
     QueueTimeout,
     /// An [`AdaptiveConfig`](crate::AdaptiveConfig) value was out of range.
     AdaptiveBatchSize,
+    /// `max_isolation_passes` was zero or above 64.
+    FailureIsolation,
 }
 
 /// An impossible configuration, reported when the configuration is built

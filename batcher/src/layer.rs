@@ -88,6 +88,29 @@ impl<Req, Resp> BatchLayer<Req, Resp> {
         self
     }
 
+    /// Lets the batcher isolate failures: when the batch service fails a
+    /// whole batch (an error, a panic, a wrong number of results), the
+    /// batch is split in halves that run again, halving what still fails,
+    /// so only the requests that fail on their own get the error and every
+    /// other caller gets its answer. Per-item errors are never retried.
+    ///
+    /// Sending a request again needs a copy of it, so the batcher keeps a
+    /// clone of each request of a running batch of two or more (for large
+    /// inputs, share them behind an `Arc` to make that clone cheap). The
+    /// configuration's
+    /// [`failure_isolation`](crate::BatchConfigBuilder::failure_isolation)
+    /// (on by default) and
+    /// [`max_isolation_passes`](crate::BatchConfigBuilder::max_isolation_passes)
+    /// decide whether and how far a failed batch is split; without this
+    /// call a failed batch fails all of its items.
+    pub fn isolate_failures(mut self) -> Self
+    where
+        Req: Clone + 'static,
+    {
+        self.hooks.copy = Some(Arc::new(Req::clone));
+        self
+    }
+
     /// Builds the request service and its worker without spawning the
     /// worker: run the [`Worker`] future on the executor of your choice.
     pub fn pair<S>(&self, service: S) -> (Batch<Req, Resp>, Worker<S, Req, Resp>)
@@ -104,6 +127,9 @@ impl<Req, Resp> BatchLayer<Req, Resp> {
             service,
             self.config.max_concurrent_batches,
             self.config.max_batch_cost,
+            self.config
+                .isolation_passes
+                .filter(|_| self.hooks.copy.is_some()),
         );
         (Batch::new(shared, self.config.overflow), worker)
     }

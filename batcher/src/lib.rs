@@ -202,6 +202,7 @@ mod config;
 mod error;
 mod future;
 mod handle;
+mod isolate;
 mod layer;
 mod queue;
 mod results;
@@ -231,7 +232,8 @@ pub use worker::Worker;
 pub mod metric_names {
     pub use crate::telemetry::{
         BATCHES_TOTAL, BATCH_SERVICE_SECONDS, BATCH_SIZE, BATCH_SIZE_CAP, CANCELLED_TOTAL,
-        IN_FLIGHT_BATCHES, QUEUE_DEPTH, QUEUE_WAIT_SECONDS, REJECTED_TOTAL,
+        IN_FLIGHT_BATCHES, ISOLATED_FAILURES_TOTAL, ISOLATION_PASSES_TOTAL, QUEUE_DEPTH,
+        QUEUE_WAIT_SECONDS, REJECTED_TOTAL,
     };
 }
 

@@ -44,6 +44,8 @@ pub(crate) struct Hooks<Req> {
     pub(crate) cost: Option<RequestFn<Req, u64>>,
     pub(crate) priority: Option<RequestFn<Req, Priority>>,
     pub(crate) deadline: Option<RequestFn<Req, Option<Instant>>>,
+    /// Copies a request so that a failed batch can be run again in parts.
+    pub(crate) copy: Option<RequestFn<Req, Req>>,
 }
 
 impl<Req> Clone for Hooks<Req> {
@@ -53,6 +55,7 @@ impl<Req> Clone for Hooks<Req> {
             cost: self.cost.clone(),
             priority: self.priority.clone(),
             deadline: self.deadline.clone(),
+            copy: self.copy.clone(),
         }
     }
 }
@@ -64,6 +67,7 @@ impl<Req> Default for Hooks<Req> {
             cost: None,
             priority: None,
             deadline: None,
+            copy: None,
         }
     }
 }
@@ -75,6 +79,7 @@ impl<Req> fmt::Debug for Hooks<Req> {
             .field("cost_fn", &self.cost.is_some())
             .field("priority_fn", &self.priority.is_some())
             .field("deadline_fn", &self.deadline.is_some())
+            .field("isolate_failures", &self.copy.is_some())
             .finish()
     }
 }

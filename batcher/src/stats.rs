@@ -41,6 +41,10 @@ pub(crate) struct StatsState {
     pub(crate) batches: AtomicU64,
     pub(crate) cancelled: AtomicU64,
     pub(crate) rejected: [AtomicU64; 3],
+    /// Extra passes run to isolate failures.
+    pub(crate) isolation_passes: AtomicU64,
+    /// Items that failed alone after their batch was split.
+    pub(crate) isolated_failures: AtomicU64,
     /// Items the worker holds (drained from the inbound list, not dispatched).
     pub(crate) queued: AtomicUsize,
     pub(crate) in_flight: AtomicUsize,
@@ -56,6 +60,8 @@ impl StatsState {
             batches: AtomicU64::new(0),
             cancelled: AtomicU64::new(0),
             rejected: Default::default(),
+            isolation_passes: AtomicU64::new(0),
+            isolated_failures: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             in_flight_items: AtomicUsize::new(0),
@@ -268,7 +274,8 @@ pub struct BatchStats {
     pub batch_size_cap: usize,
     /// Batches running in the batch service now.
     pub in_flight_batches: usize,
-    /// Requests in those running batches.
+    /// Requests in those running batches, and requests of failed batches
+    /// waiting to run again (failure isolation).
     pub in_flight_items: usize,
     /// Requests admitted to the queue, ever.
     pub admitted_total: u64,
@@ -280,6 +287,13 @@ pub struct BatchStats {
     pub batches_total: u64,
     /// Requests refused, by reason, ever.
     pub rejected: Rejections,
+    /// Extra passes run to isolate failures, ever: a pass runs again, in
+    /// halves, the parts of one failed batch that still fail (see
+    /// [`failure_isolation`](crate::BatchConfigBuilder::failure_isolation)).
+    pub isolation_passes_total: u64,
+    /// Requests that failed alone after their batch was split, ever: each
+    /// got its own error while the rest of its batch got answers.
+    pub isolated_failures_total: u64,
     /// Items per batch, over the last [`RECENT_SAMPLES`] batches.
     pub batch_size: Distribution,
     /// Seconds from admission to dispatch, over the last [`RECENT_SAMPLES`] items.
@@ -343,6 +357,8 @@ pub(crate) fn snapshot(
             deadline_exceeded: load(&state.rejected[1]),
             closed: load(&state.rejected[2]),
         },
+        isolation_passes_total: load(&state.isolation_passes),
+        isolated_failures_total: load(&state.isolated_failures),
         batch_size,
         queue_wait_seconds,
         service_time,

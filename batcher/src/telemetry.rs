@@ -33,6 +33,12 @@ pub const BATCHES_TOTAL: &str = "convoy_batcher_batches_total";
 /// [`adaptive_batch_size`](crate::BatchConfigBuilder::adaptive_batch_size)).
 pub const BATCH_SIZE_CAP: &str = "convoy_batcher_batch_size_cap";
 
+/// Counter: extra passes run to isolate failures (each runs again, in
+/// halves, the parts of one failed batch that still fail).
+pub const ISOLATION_PASSES_TOTAL: &str = "convoy_batcher_isolation_passes_total";
+/// Counter: requests that failed alone after their batch was split.
+pub const ISOLATED_FAILURES_TOTAL: &str = "convoy_batcher_isolated_failures_total";
+
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
@@ -46,6 +52,8 @@ pub(crate) struct Telemetry {
     cancelled: Key,
     batches: [Key; 3],
     batch_size_cap: Key,
+    isolation_passes: Key,
+    isolated_failures: Key,
 }
 
 impl fmt::Debug for Telemetry {
@@ -85,6 +93,8 @@ impl Telemetry {
                 key(BATCHES_TOTAL, name, Some(("outcome", "panicked"))),
             ],
             batch_size_cap: key(BATCH_SIZE_CAP, name, None),
+            isolation_passes: key(ISOLATION_PASSES_TOTAL, name, None),
+            isolated_failures: key(ISOLATED_FAILURES_TOTAL, name, None),
         }
     }
 
@@ -104,6 +114,8 @@ pub(crate) struct Handles {
     pub(crate) deadline_exceeded: Counter,
     pub(crate) batches: [Counter; 3],
     pub(crate) batch_size_cap: Gauge,
+    pub(crate) isolation_passes: Counter,
+    pub(crate) isolated_failures: Counter,
     refreshed: Option<Instant>,
 }
 
@@ -127,6 +139,8 @@ impl Handles {
             deadline_exceeded: Counter::noop(),
             batches: [Counter::noop(), Counter::noop(), Counter::noop()],
             batch_size_cap: Gauge::noop(),
+            isolation_passes: Counter::noop(),
+            isolated_failures: Counter::noop(),
             refreshed: None,
         }
     }
@@ -149,6 +163,8 @@ impl Handles {
             for (h, k) in self.batches.iter_mut().zip(&t.batches) {
                 *h = r.register_counter(k, &METADATA);
             }
+            self.isolation_passes = r.register_counter(&t.isolation_passes, &METADATA);
+            self.isolated_failures = r.register_counter(&t.isolated_failures, &METADATA);
             if let Some(cap) = cap {
                 self.batch_size_cap = r.register_gauge(&t.batch_size_cap, &METADATA);
                 self.batch_size_cap.set(cap as f64);

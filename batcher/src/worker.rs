@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -19,9 +19,10 @@ use tracing::Instrument;
 
 use crate::adaptive::Adaptive;
 use crate::error::{BatchFailed, BatchPanicked, LengthMismatch};
+use crate::isolate::{Kept, Retries, Retry};
 use crate::queue::{PendingQueue, Pick, Policy, Removed};
 use crate::results::IntoItemResults;
-use crate::shared::{Control, Item, Sender, Shared};
+use crate::shared::{Control, Item, RequestFn, Sender, Shared};
 use crate::stats::{Outcome, Rejection};
 use crate::telemetry::Handles;
 
@@ -49,11 +50,17 @@ where
     /// Swapped with the inbound list so both keep their capacity.
     spare: Vec<Item<Req, Resp>>,
     queue: PendingQueue<Req, Resp>,
+    /// Parts of failed batches waiting to run again; they go before the queue.
+    retries: Retries<Req, Resp>,
+    /// Most extra passes per failed batch, when failures are isolated.
+    isolation: Option<u32>,
     /// One pinned slot per concurrent batch, allocated once.
-    in_flight: Vec<Slot<S::Future, Resp>>,
+    in_flight: Vec<Slot<S::Future, Req, Resp>>,
     running: usize,
     /// Emptied caller lists of finished batches, reused.
     spare_senders: Vec<Vec<Sender<Resp>>>,
+    /// Emptied request copies of finished batches, reused.
+    spare_kept: Vec<Vec<Kept<Req>>>,
     handles: Handles,
     policy: Policy,
     timer: Option<Pin<Box<Sleep>>>,
@@ -84,6 +91,7 @@ where
             .field("name", &self.shared.control.name)
             .field("queued", &self.queue.len())
             .field("in_flight", &self.running)
+            .field("retrying", &self.retries.len())
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
@@ -100,6 +108,7 @@ where
         service: S,
         max_concurrent: usize,
         max_cost: Option<u64>,
+        isolation: Option<u32>,
     ) -> Self {
         debug_assert!(max_concurrent > 0);
         let control = &shared.control;
@@ -119,9 +128,12 @@ where
             service,
             spare: Vec::with_capacity(64),
             queue: PendingQueue::new(),
+            retries: Retries::new(),
+            isolation,
             in_flight: (0..max_concurrent).map(|_| Box::pin(None)).collect(),
             running: 0,
             spare_senders: Vec::new(),
+            spare_kept: Vec::new(),
             handles: Handles::new(),
             policy,
             timer: None,
@@ -138,6 +150,13 @@ where
 
     fn control(&self) -> &Control {
         &self.shared.control
+    }
+
+    fn free_slot(&self) -> usize {
+        self.in_flight
+            .iter()
+            .position(|s| s.is_none())
+            .expect("a slot is free while running < max_concurrent")
     }
 
     /// Moves everything callers queued into the worker's queue. Returns
@@ -194,7 +213,16 @@ where
         }
     }
 
+    /// Counts queued items that left without running; gives back their
+    /// queue slots.
     fn count_removed(&self, removed: &Removed) {
+        let gone = self.count_gone(removed);
+        self.control().release_permits(gone);
+    }
+
+    /// Counts items that left without running (cancelled, or expired and
+    /// answered [`DeadlineExceeded`](crate::DeadlineExceeded)). Returns how many.
+    fn count_gone(&self, removed: &Removed) -> usize {
         let control = self.control();
         if removed.cancelled > 0 {
             control
@@ -208,8 +236,7 @@ where
                 .fetch_add(removed.expired, Ordering::Relaxed);
             self.handles.deadline_exceeded.increment(removed.expired);
         }
-        let gone = removed.cancelled + removed.expired;
-        control.release_permits(gone as usize);
+        (removed.cancelled + removed.expired) as usize
     }
 
     fn sweep(&mut self, now: Instant) {
@@ -217,6 +244,29 @@ where
         let earliest = self.queue.sweep(now, &mut removed);
         self.next_sweep = earliest.map(|e| e.max(now + SWEEP_GRANULARITY));
         self.count_removed(&removed);
+        if !self.retries.is_empty() {
+            let mut removed = Removed::default();
+            let earliest = self.retries.sweep(now, &mut removed);
+            self.count_removed_retries(&removed);
+            self.watch_deadline(earliest.map(|e| e.max(now + SWEEP_GRANULARITY)));
+        }
+    }
+
+    /// Makes the next sweep happen no later than `at`.
+    fn watch_deadline(&mut self, at: Option<Instant>) {
+        if let Some(at) = at {
+            self.next_sweep = Some(self.next_sweep.map_or(at, |e| e.min(at)));
+        }
+    }
+
+    /// Counts items of failed batches that left before running again. Their
+    /// queue slots were given back when their batch went out.
+    fn count_removed_retries(&self, removed: &Removed) {
+        let gone = self.count_gone(removed);
+        self.control()
+            .stats
+            .in_flight_items
+            .fetch_sub(gone, Ordering::Relaxed);
     }
 
     /// Forms one batch from group `gi`, starts it in free slot `slot` and
@@ -236,8 +286,7 @@ where
             size = tracing::field::Empty
         );
         let follow = !span.is_disabled();
-        let mut reqs = Vec::with_capacity(target);
-        let mut senders = self.spare_senders.pop().unwrap_or_default();
+        let mut batch = self.outgoing(target, 0, None);
         let waits = &mut self.waits;
         waits.clear();
         let taken = self.queue.take(gi, target, self.policy.max_cost, |item| {
@@ -248,23 +297,125 @@ where
                 u64::try_from(now.saturating_duration_since(item.enqueued).as_nanos())
                     .unwrap_or(u64::MAX),
             );
-            reqs.push(item.req);
-            senders.push(item.tx);
+            batch.push(item.req, item.deadline, item.tx);
         });
         if taken == 0 {
-            self.spare_senders.push(senders);
+            self.spare_senders.push(batch.senders);
             return 0;
+        }
+        if taken == 1 {
+            // A batch of one has nothing to isolate.
+            batch.kept.clear();
         }
         self.shared.control.release_permits(taken);
         span.record("size", taken);
-        self.record_dispatch(taken);
+        self.record_dispatch(taken, true);
+        self.start(slot, batch, span, now, cx);
+        taken
+    }
 
+    /// Sends the next part of a failed batch again in free slot `slot`, once
+    /// the batch service is ready (pending: not ready, nothing went out).
+    /// Returns whether a part went out.
+    fn dispatch_retry(&mut self, slot: usize, now: Instant, cx: &mut Context<'_>) -> Poll<bool> {
+        let mut removed = Removed::default();
+        let part = self.retries.next(now, &mut removed);
+        self.count_removed_retries(&removed);
+        let Some(part) = part else {
+            return Poll::Ready(false);
+        };
+        match self.service.poll_ready(cx) {
+            Poll::Pending => {
+                self.retries.put_back(part);
+                return Poll::Pending;
+            }
+            Poll::Ready(Err(err)) => {
+                self.retries.put_back(part);
+                self.fail_all(err.into());
+                return Poll::Ready(false);
+            }
+            Poll::Ready(Ok(())) => {}
+        }
+        let cap = self.adaptive.as_ref().map(Adaptive::chosen);
+        self.handles
+            .refresh(&self.shared.control.telemetry, now, cap);
+        if part.starts_pass() {
+            self.control()
+                .stats
+                .isolation_passes
+                .fetch_add(1, Ordering::Relaxed);
+            self.handles.isolation_passes.increment(1);
+        }
+        let (size, pass) = (part.items.len(), part.pass);
+        let mut batch = self.outgoing(size, pass, Some(part.origin()));
+        for item in part.items {
+            batch.push(item.req, item.deadline, item.tx);
+        }
+        let span = tracing::info_span!(
+            "convoy_batch",
+            batcher = %self.shared.control.name,
+            size,
+            isolation_pass = pass
+        );
+        self.waits.clear();
+        self.record_dispatch(size, false);
+        self.start(slot, batch, span, now, cx);
+        Poll::Ready(true)
+    }
+
+    /// Room for a batch of up to `size` requests run in pass `pass`; it
+    /// keeps copies of them when it may be split if it fails.
+    fn outgoing(
+        &mut self,
+        size: usize,
+        pass: u32,
+        origin: Option<Arc<AtomicU32>>,
+    ) -> Outgoing<Req, Resp> {
+        let copy = match (&self.shared.hooks.copy, self.isolation) {
+            (Some(copy), Some(max)) if size > 1 && pass < max => Some(copy.clone()),
+            _ => None,
+        };
+        let kept = match copy {
+            Some(_) => self.spare_kept.pop().unwrap_or_default(),
+            None => Vec::new(),
+        };
+        Outgoing {
+            reqs: Vec::with_capacity(size),
+            senders: self.spare_senders.pop().unwrap_or_default(),
+            kept,
+            copy,
+            pass,
+            origin,
+        }
+    }
+
+    /// Calls the batch service with `batch`, puts the running batch in
+    /// free slot `slot` and polls it once.
+    fn start(
+        &mut self,
+        slot: usize,
+        batch: Outgoing<Req, Resp>,
+        span: tracing::Span,
+        now: Instant,
+        cx: &mut Context<'_>,
+    ) {
+        let Outgoing {
+            reqs,
+            senders,
+            kept,
+            pass,
+            origin,
+            ..
+        } = batch;
         match std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(reqs))) {
             Ok(fut) => {
                 let fut = AssertUnwindSafe(fut.instrument(span)).catch_unwind();
                 self.in_flight[slot].set(Some(InFlight {
                     fut,
                     senders,
+                    kept,
+                    pass,
+                    origin,
                     started: now,
                 }));
                 self.running += 1;
@@ -272,15 +423,15 @@ where
             }
             Err(panic) => {
                 let err = BatchPanicked::from_payload(&*panic);
-                for tx in senders.drain(..) {
-                    let _ = tx.send(Err(err.clone().into()));
-                }
-                self.record_done(Done {
-                    size: taken,
-                    took: Duration::ZERO,
-                    outcome: Outcome::Panicked,
+                let done = finish(
+                    Failure::Panicked(err),
                     senders,
-                });
+                    kept,
+                    pass,
+                    origin,
+                    Duration::ZERO,
+                );
+                self.record_done(done);
             }
         }
         self.shared
@@ -288,7 +439,6 @@ where
             .stats
             .in_flight
             .store(self.running, Ordering::Relaxed);
-        taken
     }
 
     /// Polls the batch in `slot`; frees the slot if it finished.
@@ -307,10 +457,14 @@ where
         }
     }
 
-    fn record_dispatch(&mut self, size: usize) {
+    /// Records a batch that goes out; `fresh` when its items come from the
+    /// queue (not from a failed batch, whose items are still in flight).
+    fn record_dispatch(&mut self, size: usize, fresh: bool) {
         let stats = &self.shared.control.stats;
         stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats.in_flight_items.fetch_add(size, Ordering::Relaxed);
+        if fresh {
+            stats.in_flight_items.fetch_add(size, Ordering::Relaxed);
+        }
         stats.queued.store(self.queue.len(), Ordering::Relaxed);
         {
             let mut recent = stats.recent.lock();
@@ -344,28 +498,56 @@ where
         }
     }
 
-    fn record_done(&mut self, mut done: Done<Resp>) {
+    fn record_done(&mut self, mut done: Done<Req, Resp>) {
         self.last_fanout = done.size;
         let stats = &self.shared.control.stats;
         stats
             .completed
-            .fetch_add(done.size as u64, Ordering::Relaxed);
+            .fetch_add(done.answered as u64, Ordering::Relaxed);
         stats.in_flight.store(self.running, Ordering::Relaxed);
         stats
             .in_flight_items
-            .fetch_sub(done.size, Ordering::Relaxed);
+            .fetch_sub(done.answered, Ordering::Relaxed);
         stats.recent.lock().record_service(done.size, done.took);
         let h = &self.handles;
         h.service.record(done.took.as_secs_f64());
         h.batches[done.outcome as usize].increment(1);
+        if done.pass > 0 && done.size == 1 && !matches!(done.outcome, Outcome::Ok) {
+            stats.isolated_failures.fetch_add(1, Ordering::Relaxed);
+            h.isolated_failures.increment(1);
+        }
         if let (Some(adaptive), Outcome::Ok) = (&mut self.adaptive, done.outcome) {
             adaptive.record(done.size, done.took);
             self.publish_cap();
+        }
+        if let Some(split) = done.split.take() {
+            if self.failed {
+                // Nothing is dispatched any more: the batch's error stands.
+                self.answer_failed(split.items, &split.failure);
+            } else {
+                let earliest = self.retries.split(split.items, done.pass + 1, split.origin);
+                self.watch_deadline(earliest);
+            }
         }
         done.senders.clear();
         if self.spare_senders.len() < self.in_flight.len() {
             self.spare_senders.push(done.senders);
         }
+        if done.kept.capacity() > 0 && self.spare_kept.len() < self.in_flight.len() {
+            done.kept.clear();
+            self.spare_kept.push(done.kept);
+        }
+    }
+
+    /// Answers the items of a failed batch with its error, for good.
+    fn answer_failed(&self, items: Vec<Retry<Req, Resp>>, failure: &Failure) {
+        let n = items.len();
+        for item in items {
+            let _ = item.tx.send(Err(failure.error()));
+        }
+        let stats = &self.control().stats;
+        stats.completed.fetch_add(n as u64, Ordering::Relaxed);
+        stats.in_flight_items.fetch_sub(n, Ordering::Relaxed);
     }
 
     /// The batch service failed for good: fail everything queued with its
@@ -388,6 +570,16 @@ where
             let _ = item.tx.send(Err(BatchFailed::new(source.clone()).into()));
         }
         self.control().release_permits(n);
+        // Parts of failed batches hold no queue slots.
+        let mut retried = 0;
+        for tx in self.retries.drain() {
+            retried += 1;
+            let _ = tx.send(Err(BatchFailed::new(source.clone()).into()));
+        }
+        self.control()
+            .stats
+            .in_flight_items
+            .fetch_sub(retried, Ordering::Relaxed);
     }
 }
 
@@ -441,8 +633,23 @@ where
 
             let mut dispatched = false;
             let mut wait_until = None;
-            while !this.failed && this.running < this.in_flight.len() && !this.queue.is_empty() {
+            while !this.failed
+                && this.running < this.in_flight.len()
+                && !(this.queue.is_empty() && this.retries.is_empty())
+            {
                 let t = *now.get_or_insert_with(Instant::now);
+                if !this.retries.is_empty() {
+                    // Callers of failed batches have waited longest: their
+                    // parts go first.
+                    let slot = this.free_slot();
+                    match this.dispatch_retry(slot, t, cx) {
+                        Poll::Pending => break,
+                        Poll::Ready(sent) => {
+                            dispatched |= sent;
+                            continue;
+                        }
+                    }
+                }
                 let (gi, target) = match this.queue.pick(t, &this.policy) {
                     Pick::Go { group, target } => (group, target),
                     Pick::WaitUntil(at) => {
@@ -469,11 +676,7 @@ where
                 }
                 let cap = this.adaptive.as_ref().map(Adaptive::chosen);
                 this.handles.refresh(&this.shared.control.telemetry, t, cap);
-                let slot = this
-                    .in_flight
-                    .iter()
-                    .position(|s| s.is_none())
-                    .expect("a slot is free while running < max_concurrent");
+                let slot = this.free_slot();
                 if this.dispatch(slot, gi, target, t, cx) > 0 {
                     dispatched = true;
                 }
@@ -489,7 +692,11 @@ where
                 continue;
             }
 
-            if (closing || this.failed) && this.queue.is_empty() && this.running == 0 {
+            if (closing || this.failed)
+                && this.queue.is_empty()
+                && this.retries.is_empty()
+                && this.running == 0
+            {
                 this.finished = true;
                 return Poll::Ready(());
             }
@@ -533,7 +740,7 @@ where
             inbound.closed = true;
             std::mem::take(&mut inbound.items)
         };
-        let n = items.len() + self.queue.len();
+        let n = items.len() + self.queue.len() + self.retries.len();
         if n > 0 && !self.finished {
             control
                 .stats
@@ -541,86 +748,199 @@ where
         }
         drop(items);
         self.queue.drain_all().for_each(drop);
+        self.retries.drain().for_each(drop);
         control.stats.queued.store(0, Ordering::Relaxed);
     }
 }
 
 /// Room for one running batch, pinned once and reused.
-type Slot<F, Resp> = Pin<Box<Option<InFlight<F, Resp>>>>;
+type Slot<F, Req, Resp> = Pin<Box<Option<InFlight<F, Req, Resp>>>>;
+
+/// A batch about to go to the batch service.
+struct Outgoing<Req, Resp> {
+    reqs: Vec<Req>,
+    senders: Vec<Sender<Resp>>,
+    /// Copies of `reqs` when the batch may be split if it fails; empty
+    /// otherwise.
+    kept: Vec<Kept<Req>>,
+    /// Makes those copies.
+    copy: Option<RequestFn<Req, Req>>,
+    /// 0 for a batch from the queue; the isolation pass for a part of a
+    /// failed batch.
+    pass: u32,
+    /// For a part of a failed batch: the deepest pass started for it.
+    origin: Option<Arc<AtomicU32>>,
+}
+
+impl<Req, Resp> Outgoing<Req, Resp> {
+    fn push(&mut self, req: Req, deadline: Option<Instant>, tx: Sender<Resp>) {
+        if let Some(copy) = &self.copy {
+            self.kept.push(Kept {
+                req: copy(&req),
+                deadline,
+            });
+        }
+        self.reqs.push(req);
+        self.senders.push(tx);
+    }
+}
+
+/// Why a whole batch failed.
+#[derive(Debug)]
+enum Failure {
+    Failed(Arc<dyn std::error::Error + Send + Sync>),
+    Panicked(BatchPanicked),
+}
+
+impl Failure {
+    /// The error each caller of the batch gets.
+    fn error(&self) -> BoxError {
+        match self {
+            Failure::Failed(source) => BatchFailed::new(source.clone()).into(),
+            Failure::Panicked(panic) => panic.clone().into(),
+        }
+    }
+
+    fn outcome(&self) -> Outcome {
+        match self {
+            Failure::Failed(_) => Outcome::Failed,
+            Failure::Panicked(_) => Outcome::Panicked,
+        }
+    }
+}
+
+/// The items of a failed batch, to run again in halves.
+struct Split<Req, Resp> {
+    items: Vec<Retry<Req, Resp>>,
+    origin: Option<Arc<AtomicU32>>,
+    failure: Failure,
+}
 
 /// Outcome of one finished batch, for the statistics.
-#[derive(Debug)]
-struct Done<Resp> {
+struct Done<Req, Resp> {
     size: usize,
     took: Duration,
     outcome: Outcome,
+    /// Callers answered: every one, unless the batch is split.
+    answered: usize,
+    pass: u32,
+    split: Option<Split<Req, Resp>>,
     /// The emptied caller list, for reuse.
     senders: Vec<Sender<Resp>>,
+    /// The emptied request copies, for reuse.
+    kept: Vec<Kept<Req>>,
+}
+
+/// A batch failed as a whole: hands its items back to be split when their
+/// copies were kept, or answers every caller with the failure.
+fn finish<Req, Resp>(
+    failure: Failure,
+    mut senders: Vec<Sender<Resp>>,
+    mut kept: Vec<Kept<Req>>,
+    pass: u32,
+    origin: Option<Arc<AtomicU32>>,
+    took: Duration,
+) -> Done<Req, Resp> {
+    let size = senders.len();
+    let outcome = failure.outcome();
+    let split = if size > 1 && kept.len() == size {
+        let items = senders
+            .drain(..)
+            .zip(kept.drain(..))
+            .map(|(tx, k)| Retry {
+                req: k.req,
+                deadline: k.deadline,
+                tx,
+            })
+            .collect();
+        Some(Split {
+            items,
+            origin,
+            failure,
+        })
+    } else {
+        for tx in senders.drain(..) {
+            let _ = tx.send(Err(failure.error()));
+        }
+        kept.clear();
+        None
+    };
+    Done {
+        size,
+        took,
+        outcome,
+        answered: if split.is_some() { 0 } else { size },
+        pass,
+        split,
+        senders,
+        kept,
+    }
 }
 
 pin_project! {
     /// A running batch: the batch service's future and its callers.
-    struct InFlight<F, Resp> {
+    struct InFlight<F, Req, Resp> {
         #[pin]
         fut: CatchUnwind<AssertUnwindSafe<Instrumented<F>>>,
         senders: Vec<Sender<Resp>>,
+        kept: Vec<Kept<Req>>,
+        pass: u32,
+        origin: Option<Arc<AtomicU32>>,
         started: Instant,
     }
 }
 
-impl<F, R, E, Resp> Future for InFlight<F, Resp>
+impl<F, R, E, Req, Resp> Future for InFlight<F, Req, Resp>
 where
     F: Future<Output = Result<R, E>>,
     R: IntoItemResults<Resp>,
     E: Into<BoxError>,
 {
-    type Output = Done<Resp>;
+    type Output = Done<Req, Resp>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Done<Resp>> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Done<Req, Resp>> {
         let this = self.project();
         let result = std::task::ready!(this.fut.poll(cx));
         let took = this.started.elapsed();
-        let mut slots = std::mem::take(this.senders);
-        let size = slots.len();
-        let outcome = match result {
+        let mut senders = std::mem::take(this.senders);
+        let mut kept = std::mem::take(this.kept);
+        let failure = match result {
             Ok(Ok(response)) => {
                 let results = response.into_item_results();
-                if results.len() == size {
-                    for (tx, result) in slots.drain(..).zip(results) {
+                if results.len() == senders.len() {
+                    let size = senders.len();
+                    // Per-item errors are answers: they go to their own
+                    // callers and are never retried.
+                    for (tx, result) in senders.drain(..).zip(results) {
                         let _ = tx.send(result);
                     }
-                    Outcome::Ok
-                } else {
-                    let err = Arc::new(LengthMismatch {
-                        expected: size,
-                        actual: results.len(),
+                    kept.clear();
+                    return Poll::Ready(Done {
+                        size,
+                        took,
+                        outcome: Outcome::Ok,
+                        answered: size,
+                        pass: *this.pass,
+                        split: None,
+                        senders,
+                        kept,
                     });
-                    for tx in slots.drain(..) {
-                        let _ = tx.send(Err(BatchFailed::new(err.clone()).into()));
-                    }
-                    Outcome::Failed
                 }
+                Failure::Failed(Arc::new(LengthMismatch {
+                    expected: senders.len(),
+                    actual: results.len(),
+                }))
             }
-            Ok(Err(err)) => {
-                let source: Arc<dyn std::error::Error + Send + Sync> = Arc::from(err.into());
-                for tx in slots.drain(..) {
-                    let _ = tx.send(Err(BatchFailed::new(source.clone()).into()));
-                }
-                Outcome::Failed
-            }
-            Err(panic) => {
-                let err = BatchPanicked::from_payload(&*panic);
-                for tx in slots.drain(..) {
-                    let _ = tx.send(Err(err.clone().into()));
-                }
-                Outcome::Panicked
-            }
+            Ok(Err(err)) => Failure::Failed(Arc::from(err.into())),
+            Err(panic) => Failure::Panicked(BatchPanicked::from_payload(&*panic)),
         };
-        Poll::Ready(Done {
-            size,
+        Poll::Ready(finish(
+            failure,
+            senders,
+            kept,
+            *this.pass,
+            this.origin.take(),
             took,
-            outcome,
-            senders: slots,
-        })
+        ))
     }
 }

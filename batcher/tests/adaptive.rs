@@ -1,6 +1,8 @@
 //! The adaptive batch-size cap against simulated models whose batch cost is
 //! a function of the batch size (paused time, closed-loop callers).
 
+mod support;
+
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -194,51 +196,34 @@ async fn tuning_knobs_apply_and_the_cap_is_off_by_default() {
 
 #[test]
 fn the_cap_is_a_gauge_when_adaptive() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .start_paused(true)
+    use metrics_util::debugging::DebugValue;
+    let recorded = support::recorded(|| async {
+        // Best at 4: 1 ms + 0.25 ms per item, 4 ms per item beyond 4.
+        let cost: Cost = Arc::new(|n| {
+            let n = n as f64;
+            ms(1.0 + 0.25 * n.min(4.0) + 4.0 * (n - 4.0).max(0.0))
+        });
+        let config = BatchConfig::builder()
+            .name("adaptive")
+            .max_batch_size(16)
+            .adaptive_batch_size(true)
             .build()
             .unwrap();
-        rt.block_on(async {
-            // Best at 4: 1 ms + 0.25 ms per item, 4 ms per item beyond 4.
-            let cost: Cost = Arc::new(|n| {
-                let n = n as f64;
-                ms(1.0 + 0.25 * n.min(4.0) + 4.0 * (n - 4.0).max(0.0))
-            });
-            let config = BatchConfig::builder()
-                .name("adaptive")
-                .max_batch_size(16)
-                .adaptive_batch_size(true)
-                .build()
-                .unwrap();
-            let (svc, _) = model(config, cost.clone());
-            let fixed = BatchConfig::builder().name("fixed").build().unwrap();
-            let (plain, _) = model(fixed, cost);
-            let stop = Arc::new(AtomicBool::new(false));
-            let clients = closed_loop(&svc, 32, &stop);
-            let others = closed_loop(&plain, 4, &stop);
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            assert_eq!(svc.handle().batch_size_cap(), 4);
-            stop_all(&stop, clients).await;
-            stop_all(&stop, others).await;
-        });
+        let (svc, _) = model(config, cost.clone());
+        let fixed = BatchConfig::builder().name("fixed").build().unwrap();
+        let (plain, _) = model(fixed, cost);
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = closed_loop(&svc, 32, &stop);
+        let others = closed_loop(&plain, 4, &stop);
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(svc.handle().batch_size_cap(), 4);
+        stop_all(&stop, clients).await;
+        stop_all(&stop, others).await;
     });
-    let caps: Vec<(String, f64)> = snapshotter
-        .snapshot()
-        .into_vec()
+    let caps: Vec<(String, f64)> = recorded
         .into_iter()
-        .filter(|(key, ..)| key.key().name() == convoy_batcher::metric_names::BATCH_SIZE_CAP)
-        .map(|(key, _, _, value)| {
-            let batcher = key
-                .key()
-                .labels()
-                .find(|l| l.key() == "batcher")
-                .map(|l| l.value().to_owned())
-                .unwrap_or_default();
+        .filter(|(name, ..)| name == convoy_batcher::metric_names::BATCH_SIZE_CAP)
+        .map(|(_, batcher, value)| {
             let value = match value {
                 DebugValue::Gauge(v) => v.into_inner(),
                 other => panic!("not a gauge: {other:?}"),

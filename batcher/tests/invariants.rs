@@ -375,28 +375,12 @@ async fn run_case(s: Setup) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn quiet_scripted_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let scripted = info
-                .payload()
-                .downcast_ref::<String>()
-                .is_some_and(|m| m == PANIC_MESSAGE);
-            if !scripted {
-                default(info);
-            }
-        }));
-    });
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn every_request_gets_exactly_one_fitting_answer(s in setup()) {
-        quiet_scripted_panics();
+        support::quiet_panics(PANIC_MESSAGE);
         run(s)?;
     }
 }

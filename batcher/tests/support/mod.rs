@@ -81,6 +81,55 @@ pub fn answer(f: &mut Spawn<ResponseFuture<u32>>) -> Result<u32, BoxError> {
     }
 }
 
+/// Runs `body` on a paused current-thread runtime with a debugging
+/// `metrics` recorder installed. Returns what was recorded: each metric's
+/// name, its `batcher` label and its value.
+pub fn recorded<F: std::future::Future>(
+    body: impl FnOnce() -> F,
+) -> Vec<(String, String, metrics_util::debugging::DebugValue)> {
+    let recorder = metrics_util::debugging::DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(body());
+    });
+    snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, _, _, value)| {
+            let key = key.key();
+            let batcher = key
+                .labels()
+                .find(|l| l.key() == "batcher")
+                .map(|l| l.value().to_owned())
+                .unwrap_or_default();
+            (key.name().to_owned(), batcher, value)
+        })
+        .collect()
+}
+
+/// Keeps panics with this message (the ones a test scripts) out of the
+/// test output; other panics are reported as usual.
+pub fn quiet_panics(message: &'static str) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let scripted = payload.downcast_ref::<String>().map(String::as_str) == Some(message)
+                || payload.downcast_ref::<&str>() == Some(&message);
+            if !scripted {
+                default(info);
+            }
+        }));
+    });
+}
+
 /// Echo each item back.
 pub fn echo(batch: Vec<u32>, send: tower_test::mock::SendResponse<Vec<u32>>) {
     send.send_response(batch);
