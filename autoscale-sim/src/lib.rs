@@ -54,7 +54,7 @@ pub use run::{Controller, FixedReplicas, Simulation};
 pub use standard::{
     builtin_contenders, default_contender, dominations, standard_setups, standard_traces,
     verdict_contenders, Contender, Domination, Setup, DEFAULT_POLICY, DOMINATED,
-    STANDARD_MAX_REPLICAS, TUNED,
+    KPA_FULL_UTILIZATION, RAY_METRICS_PUSH, STANDARD_MAX_REPLICAS, TUNED,
 };
 pub use trace::{
     CsvResolution, Mmpp, Spike, Trace, TraceError, TraceErrorKind, MAX_RATE, MAX_TRACE_DURATION,

@@ -1,6 +1,7 @@
 //! The standard traces and the built-in policies as the comparison runs
 //! them.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::config::SimConfig;
@@ -54,12 +55,27 @@ pub fn standard_traces() -> Vec<Trace> {
         .collect()
 }
 
-/// An [`Engine`] with the name it carries in reports.
+/// An [`Engine`] with the name it carries in reports, and optionally the
+/// cadence at which its load samples reach it.
 #[derive(Debug)]
 pub struct Contender {
     name: String,
     engine: Engine,
+    push: Option<MetricsPush>,
 }
+
+/// Samples held back until the next push, as replicas that record their
+/// load locally and push it to the controller every `interval`.
+#[derive(Debug)]
+struct MetricsPush {
+    interval: Duration,
+    next: Duration,
+    held: VecDeque<(Duration, LoadSample)>,
+}
+
+/// Bound on samples held between two pushes (memory stays bounded however
+/// often samples come).
+const MAX_HELD: usize = 4096;
 
 impl Contender {
     /// Wraps `engine` under `name`.
@@ -67,6 +83,7 @@ impl Contender {
         Self {
             name: name.into(),
             engine,
+            push: None,
         }
     }
 
@@ -77,6 +94,28 @@ impl Contender {
         policy: impl Policy + 'static,
     ) -> Result<Self, ConfigError> {
         Ok(Self::new(name, Engine::new(config, Box::new(policy))?))
+    }
+
+    /// Hands the engine its samples only every `interval` (at `interval`,
+    /// `2 · interval`, ...), each push carrying every sample recorded since
+    /// the previous one with the time it was taken. Between pushes the
+    /// engine decides on what was last pushed, and a policy's look-back
+    /// averages the pushed samples. Ray Serve's replicas push their
+    /// autoscaling metrics to the controller every 10 s
+    /// (`RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S`). A zero
+    /// interval hands over every sample at once.
+    pub fn with_metrics_push(mut self, interval: Duration) -> Self {
+        self.push = (!interval.is_zero()).then(|| MetricsPush {
+            interval,
+            next: interval,
+            held: VecDeque::new(),
+        });
+        self
+    }
+
+    /// The push interval set by [`with_metrics_push`](Self::with_metrics_push).
+    pub fn metrics_push(&self) -> Option<Duration> {
+        self.push.as_ref().map(|p| p.interval)
     }
 
     /// The engine.
@@ -96,12 +135,34 @@ impl Controller for Contender {
         Controller::initial_replicas(&self.engine)
     }
     fn observe(&mut self, now: Duration, sample: &LoadSample) {
-        Controller::observe(&mut self.engine, now, sample);
+        let Some(push) = &mut self.push else {
+            Controller::observe(&mut self.engine, now, sample);
+            return;
+        };
+        if push.held.len() == MAX_HELD {
+            push.held.pop_front();
+        }
+        push.held.push_back((now, *sample));
+        if now >= push.next {
+            for (at, sample) in push.held.drain(..) {
+                Controller::observe(&mut self.engine, at, &sample);
+            }
+            while push.next <= now {
+                push.next += push.interval;
+            }
+        }
     }
     fn desired(&mut self, now: Duration, counts: ReplicaCounts) -> u32 {
         Controller::desired(&mut self.engine, now, counts)
     }
 }
+
+/// How often Ray Serve's replicas push their load to the controller
+/// (`RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S`, 10 s).
+pub const RAY_METRICS_PUSH: Duration = secs(10);
+
+/// The name of KPA at 100 % target utilisation in the comparison.
+pub const KPA_FULL_UTILIZATION: &str = "Kpa (utilization 1.0)";
 
 /// Upper bound on replicas for every contender.
 pub const STANDARD_MAX_REPLICAS: u32 = 64;
@@ -110,15 +171,19 @@ pub const STANDARD_MAX_REPLICAS: u32 = 64;
 /// come from, sized for `config`'s replica model and SLO:
 ///
 /// - `TargetOngoing (Ray default)`: Ray Serve's defaults: 2 ongoing requests
-///   per replica, 30 s look-back, upscale delay 30 s, downscale delay 600 s.
+///   per replica, 30 s look-back over the samples its replicas pushed (every
+///   10 s, [`Contender::with_metrics_push`]), upscale delay 30 s, downscale
+///   delay 600 s.
 /// - `Hpa`: Kubernetes defaults (15 s sync period, tolerance 0.1, 300 s
 ///   scale-down stabilization, 4 pods / 100 % per 15 s up) on 2 ongoing
 ///   requests per replica, like Ray.
 /// - `Kpa`: Knative defaults (2 s tick, 60 s stable, 6 s panic window,
 ///   panic at 200 %, 70 % target utilisation, scale up ≤ 1000x and down
-///   ≤ 2x per tick) on a concurrency target of 2 per replica, like Ray
-///   (Knative's default of 100 is meant for web servers, not a replica
-///   that batches 8).
+///   ≤ 2x per tick) on a concurrency target of 2 per replica (Knative's
+///   default of 100 is meant for web servers, not a replica that batches
+///   8): at 70 % it aims at 1.4 in flight per replica.
+/// - `Kpa (utilization 1.0)`: the same at 100 % target utilisation, so it
+///   aims at 2 in flight per replica: Ray's and HPA's operating point.
 /// - `LatencySlo`: convoy defaults (p99 averaged over 10 s, up at most 2x
 ///   per decision, down 10 % when under half the target) with the SLO as
 ///   its target; no upscale delay, 60 s downscale delay.
@@ -133,6 +198,9 @@ pub const STANDARD_MAX_REPLICAS: u32 = 64;
 ///   start.
 /// - `Max(LatencySlo, QueueModel)`: both defaults, the larger wins.
 ///
+/// Ray, HPA and KPA run without the engine's
+/// [`hold_down_while_starting`](convoy_autoscale::EngineConfig::hold_down_while_starting):
+/// none of the three upstreams holds a scale-down while replicas start.
 /// Every contender is bounded to `[1, STANDARD_MAX_REPLICAS]` and starts
 /// with `initial_replicas` ready (clamped to the bounds); a fair start sizes
 /// it for the trace's initial load, e.g. with
@@ -144,6 +212,7 @@ pub fn builtin_contenders(
     let base = EngineConfig::default()
         .max_replicas(STANDARD_MAX_REPLICAS)
         .initial_replicas(Some(initial_replicas.clamp(1, STANDARD_MAX_REPLICAS)));
+    let peer = base.clone().hold_down_while_starting(false);
     let convoy = base
         .clone()
         .upscale_delay(Duration::ZERO)
@@ -163,18 +232,24 @@ pub fn builtin_contenders(
     Ok(vec![
         Contender::build(
             "TargetOngoing (Ray default)",
-            base.clone(),
+            peer.clone(),
             TargetOngoing::new(TargetOngoingConfig::default())?,
-        )?,
+        )?
+        .with_metrics_push(RAY_METRICS_PUSH),
         Contender::build(
             "Hpa",
-            base.clone().no_delays().interval(secs(15)),
+            peer.clone().no_delays().interval(secs(15)),
             Hpa::new(HpaConfig::default())?,
         )?,
         Contender::build(
             "Kpa",
-            base.clone().no_delays().interval(secs(2)),
+            peer.clone().no_delays().interval(secs(2)),
             Kpa::new(KpaConfig::default().target(2.0))?,
+        )?,
+        Contender::build(
+            KPA_FULL_UTILIZATION,
+            peer.no_delays().interval(secs(2)),
+            Kpa::new(KpaConfig::default().target(2.0).target_utilization(1.0))?,
         )?,
         Contender::build("LatencySlo", convoy.clone(), latency_slo()?)?,
         Contender::build("QueueModel", convoy.clone(), queue_model()?)?,
@@ -198,8 +273,14 @@ pub fn builtin_contenders(
 /// The name of the default policy in the comparison.
 pub const DEFAULT_POLICY: &str = "Adaptive (default)";
 
-/// The contenders the default policy must Pareto-dominate.
-pub const DOMINATED: [&str; 3] = ["TargetOngoing (Ray default)", "Hpa", "Kpa"];
+/// The contenders the default policy must Pareto-dominate: Ray's default,
+/// HPA, and KPA at Knative's default utilisation and at 1.0.
+pub const DOMINATED: [&str; 4] = [
+    "TargetOngoing (Ray default)",
+    "Hpa",
+    "Kpa",
+    KPA_FULL_UTILIZATION,
+];
 
 /// The tuned reference the default is also reported against.
 pub const TUNED: &str = "LatencySlo (SLO/4, 4x)";

@@ -18,10 +18,11 @@ const HEADER: u32 = 56;
 const PAD: i32 = 44;
 
 /// One colour per policy, in the order of `builtin_contenders`, then the default.
-const COLORS: [RGBColor; 8] = [
+const COLORS: [RGBColor; 9] = [
     RGBColor(230, 25, 75),  // TargetOngoing (Ray default): red
     RGBColor(245, 130, 48), // Hpa: orange
     RGBColor(145, 30, 180), // Kpa: purple
+    RGBColor(170, 110, 40), // Kpa (utilization 1.0): brown
     RGBColor(0, 130, 200),  // LatencySlo: blue
     RGBColor(60, 180, 75),  // QueueModel: green
     RGBColor(0, 190, 190),  // LatencySlo (SLO/4, 4x): cyan
