@@ -55,6 +55,7 @@ mod error;
 mod gate;
 pub mod metrics;
 mod pool;
+mod priority;
 mod share;
 
 pub use alloc::{
@@ -75,9 +76,10 @@ pub use error::{
 };
 pub use gate::{Acquire, SlotPermit, SlotUsage};
 pub use pool::{
-    GpuPool, Lease, LeasePermit, MemoryShare, PoolBuf, PoolConfig, Priority, Share, Tenant,
-    TenantConfig, TenantStats,
+    GpuPool, Lease, LeasePermit, MemoryShare, PoolBuf, PoolConfig, Share, Tenant, TenantConfig,
+    TenantStats,
 };
+pub use priority::Priority;
 pub use share::{GpuShare, GpuShareLayer, LeaseCarrier, Leased, ResponseFuture};
 
 /// The README's examples, compiled as doc tests.

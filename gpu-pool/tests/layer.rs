@@ -102,6 +102,7 @@ async fn inner_errors_pass_through_and_release() {
     assert_eq!(pool.free_compute_slots(), 1);
 }
 
+#[cfg(feature = "http")]
 #[tokio::test(start_paused = true)]
 async fn http_requests_carry_the_lease_as_an_extension() {
     let pool = pool(1);

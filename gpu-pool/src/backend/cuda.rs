@@ -5,7 +5,7 @@
 //! block states why its preconditions hold.
 #![allow(unsafe_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::c_void;
 use std::fmt;
 use std::sync::Arc;
@@ -16,7 +16,6 @@ use tower::BoxError;
 
 use super::{Backend, BackendKind, EventId, MemoryInfo, StreamId, StreamPriorityRange};
 use crate::error::{BackendError, NoGpu};
-use crate::PoolBuf;
 
 /// Spare events kept for reuse (creating one is a driver call).
 const SPARE_EVENTS: usize = 1024;
@@ -57,6 +56,9 @@ pub struct CudaBackend {
     chunk_stream: Arc<CudaStream>,
     streams: RwLock<Streams>,
     events: Mutex<Events>,
+    /// Live chunks, address => bytes: device work on a range is only queued
+    /// when the range lies inside one of them.
+    chunks: Mutex<BTreeMap<u64, u64>>,
     range: StreamPriorityRange,
     name: String,
 }
@@ -144,6 +146,7 @@ impl CudaBackend {
             chunk_stream,
             streams: RwLock::new(Streams::default()),
             events: Mutex::new(Events::default()),
+            chunks: Mutex::new(BTreeMap::new()),
             range: StreamPriorityRange { least, greatest },
             name,
         })
@@ -190,66 +193,83 @@ impl CudaBackend {
         }
     }
 
-    /// Fills the buffer with `value`, queued on the buffer's stream (it runs
-    /// after the work queued there before, and before the buffer's range can
-    /// be reused by another stream).
-    ///
-    /// The buffer must come from a pool on this backend, else the call is an
-    /// error and touches nothing.
-    pub fn memset(&self, buf: &mut PoolBuf, value: u8) -> Result<(), BackendError> {
-        let bytes = usize::try_from(buf.len())
-            .map_err(|_| BackendError::new("buffer exceeds the address space"))?;
-        let s = self.buf_stream(buf, bytes)?;
-        // SAFETY: `buf` was allocated from this backend (checked above), so
-        // its address and length lie inside one of our device chunks; the
-        // set is queued on the buffer's own stream, and the pool keeps the
-        // range (and its chunk) out of other streams' hands until an event
-        // recorded on that stream after this call has completed.
-        unsafe { result::memset_d8_async(buf.device_ptr(), value, bytes, s.cu_stream()) }
-            .map_err(driver_err)
+    /// Sets `bytes` bytes at `addr` to `value`, queued on `stream`. The
+    /// pool's buffers call this ([`PoolBuf::memset`](crate::PoolBuf::memset));
+    /// the range must lie inside one of this backend's live chunks, else
+    /// the call is an error and touches nothing.
+    pub(crate) fn memset_d8(
+        &self,
+        addr: u64,
+        bytes: usize,
+        value: u8,
+        stream: StreamId,
+    ) -> Result<(), BackendError> {
+        let s = self.range_stream(addr, bytes, stream)?;
+        // SAFETY: `addr..addr + bytes` lies inside a live chunk of this
+        // backend (checked above), so the driver writes only device memory
+        // we own; the set is queued on the caller's stream, and the pool
+        // keeps the range (and its chunk) out of other streams' hands until
+        // an event recorded on that stream after this call has completed.
+        unsafe { result::memset_d8_async(addr, value, bytes, s.cu_stream()) }.map_err(driver_err)
     }
 
-    /// Copies `data` into the start of the buffer, on the buffer's stream,
-    /// and waits for the copy. `data` longer than the buffer is an error.
-    pub fn copy_to_device(&self, buf: &mut PoolBuf, data: &[u8]) -> Result<(), BackendError> {
-        let s = self.buf_stream(buf, data.len())?;
-        // SAFETY: the destination lies inside one of our chunks (checked
-        // ownership and length); `data` stays borrowed until the stream is
-        // synchronized below, so the host memory outlives the copy.
-        unsafe { result::memcpy_htod_async(buf.device_ptr(), data, s.cu_stream()) }
-            .map_err(driver_err)?;
+    /// Copies `data` to `addr` on `stream` and waits for the copy; the range
+    /// must lie inside one of this backend's live chunks.
+    pub(crate) fn copy_htod(
+        &self,
+        addr: u64,
+        data: &[u8],
+        stream: StreamId,
+    ) -> Result<(), BackendError> {
+        let s = self.range_stream(addr, data.len(), stream)?;
+        // SAFETY: the destination lies inside a live chunk (checked above);
+        // `data` stays borrowed until the stream is synchronized below, so
+        // the host memory outlives the copy.
+        unsafe { result::memcpy_htod_async(addr, data, s.cu_stream()) }.map_err(driver_err)?;
         s.synchronize().map_err(driver_err)
     }
 
-    /// Copies the start of the buffer into `out`, on the buffer's stream
-    /// (after the work queued there), and waits for the copy. `out` longer
-    /// than the buffer is an error.
-    pub fn copy_to_host(&self, buf: &PoolBuf, out: &mut [u8]) -> Result<(), BackendError> {
-        let s = self.buf_stream(buf, out.len())?;
-        // SAFETY: the source lies inside one of our chunks (checked
-        // ownership and length); `out` is exclusively borrowed until the
-        // stream is synchronized below, so nothing reads it mid-copy.
-        unsafe { result::memcpy_dtoh_async(out, buf.device_ptr(), s.cu_stream()) }
-            .map_err(driver_err)?;
+    /// Copies from `addr` into `out` on `stream` (after the work queued
+    /// there) and waits for the copy; the range must lie inside one of this
+    /// backend's live chunks.
+    pub(crate) fn copy_dtoh(
+        &self,
+        addr: u64,
+        out: &mut [u8],
+        stream: StreamId,
+    ) -> Result<(), BackendError> {
+        let s = self.range_stream(addr, out.len(), stream)?;
+        // SAFETY: the source lies inside a live chunk (checked above); `out`
+        // is exclusively borrowed until the stream is synchronized below, so
+        // nothing reads it mid-copy.
+        unsafe { result::memcpy_dtoh_async(out, addr, s.cu_stream()) }.map_err(driver_err)?;
         s.synchronize().map_err(driver_err)
     }
 
-    /// The stream of a buffer that `bytes` of device work may touch: the
-    /// buffer must come from this backend and be at least `bytes` long.
-    fn buf_stream(&self, buf: &PoolBuf, bytes: usize) -> Result<Arc<CudaStream>, BackendError> {
-        if !buf.is_from((self as *const Self).cast::<()>()) {
+    /// The stream for device work on `addr..addr + bytes`: the range must
+    /// lie inside one live chunk of this backend and the stream be ours.
+    fn range_stream(
+        &self,
+        addr: u64,
+        bytes: usize,
+        stream: StreamId,
+    ) -> Result<Arc<CudaStream>, BackendError> {
+        let end = u64::try_from(bytes)
+            .ok()
+            .and_then(|b| addr.checked_add(b))
+            .ok_or_else(|| BackendError::new("range exceeds the address space"))?;
+        let inside = self
+            .chunks
+            .lock()
+            .range(..=addr)
+            .next_back()
+            .is_some_and(|(&start, &len)| end <= start.saturating_add(len));
+        if !inside {
             return Err(BackendError::new(format!(
-                "buffer of tenant {:?} belongs to another pool's backend",
-                buf.tenant()
+                "{bytes} bytes at {addr:#x} are not inside a chunk of this backend"
             )));
         }
-        if u64::try_from(bytes).map_or(true, |b| b > buf.len()) {
-            return Err(BackendError::new(format!(
-                "{bytes} bytes do not fit in a buffer of {}",
-                buf.len()
-            )));
-        }
-        self.stream(buf.stream())
+        self.stream(stream)
     }
 
     fn stream(&self, s: StreamId) -> Result<Arc<CudaStream>, BackendError> {
@@ -292,10 +312,12 @@ impl Backend for CudaBackend {
         }
         .map_err(driver_err)?;
         self.chunk_stream.synchronize().map_err(driver_err)?;
+        self.chunks.lock().insert(ptr, bytes as u64);
         Ok(ptr)
     }
 
     fn free_chunk(&self, addr: u64, _bytes: u64) {
+        self.chunks.lock().remove(&addr);
         if let Err(e) = self.ctx.bind_to_thread() {
             tracing::error!(error = %e, "cuda backend: free_chunk could not bind the context");
             return;
@@ -384,5 +406,39 @@ impl Backend for CudaBackend {
 
     fn as_cuda(&self) -> Option<&CudaBackend> {
         Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Device work is only queued on ranges inside a live chunk: the check
+    /// the `unsafe` driver calls above rely on.
+    #[test]
+    fn device_work_outside_a_live_chunk_is_refused() {
+        let Ok(cuda) = CudaBackend::new(0) else {
+            eprintln!("skipped: no GPU");
+            return;
+        };
+        let stream = cuda.create_stream(cuda.priority_range().least).unwrap();
+        let chunk = cuda.alloc_chunk(1 << 20).unwrap();
+        let len = 1usize << 20;
+        cuda.memset_d8(chunk, len, 7, stream).unwrap();
+        let mut out = vec![0u8; 16];
+        cuda.copy_dtoh(chunk + (len as u64) - 16, &mut out, stream)
+            .unwrap();
+        assert_eq!(out, [7u8; 16]);
+        assert!(cuda.memset_d8(chunk, len + 1, 0, stream).is_err());
+        assert!(cuda.memset_d8(chunk.wrapping_sub(1), 1, 0, stream).is_err());
+        assert!(cuda.copy_htod(chunk + len as u64, &[0u8], stream).is_err());
+        assert!(cuda.memset_d8(u64::MAX, 2, 0, stream).is_err());
+        cuda.synchronize(stream).unwrap();
+        cuda.free_chunk(chunk, len as u64);
+        assert!(
+            cuda.memset_d8(chunk, 1, 0, stream).is_err(),
+            "a freed chunk"
+        );
+        cuda.release_stream(stream);
     }
 }

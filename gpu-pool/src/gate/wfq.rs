@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use super::permit::{Acquire, SlotPermit};
 use crate::error::{BackendError, WaitQueueFull};
 use crate::metrics::TenantMetrics;
-use crate::pool::Priority;
+use crate::priority::Priority;
 
 /// Initial guess of a slot hold time, in nanoseconds (1 ms).
 const INITIAL_HOLD_NS: f64 = 1e6;

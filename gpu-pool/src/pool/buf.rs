@@ -1,12 +1,14 @@
 use std::fmt;
 use std::sync::Arc;
 
+use super::account::TenantInner;
 use super::device::Deferred;
+use crate::alloc::{Allocation, BlockId, StreamId};
+#[cfg(feature = "cuda")]
+use crate::error::BackendError;
 
 /// Deferred frees kept before a drop polls their events.
 const MAX_DEFERRED: usize = 256;
-use super::tenant::TenantInner;
-use crate::alloc::{Allocation, BlockId, StreamId};
 
 /// A buffer of device memory owned by a tenant; its range goes back to the
 /// pool on drop.
@@ -83,15 +85,54 @@ impl PoolBuf {
         &self.tenant.name
     }
 
-    /// Whether the buffer was allocated from `backend` (the same object, not
-    /// merely the same kind): device operations check this before touching
-    /// the buffer's address.
+    /// Fills the buffer with `value`, queued on the buffer's stream (it runs
+    /// after the work queued there before, and before the buffer's range can
+    /// be reused by another stream). CUDA pools only.
     #[cfg(feature = "cuda")]
-    pub(crate) fn is_from(&self, backend: *const ()) -> bool {
-        std::ptr::eq(
-            Arc::as_ptr(&self.tenant.pool.inner.backend).cast::<()>(),
-            backend,
-        )
+    pub fn memset(&mut self, value: u8) -> Result<(), BackendError> {
+        let bytes = usize::try_from(self.len())
+            .map_err(|_| BackendError::new("buffer exceeds the address space"))?;
+        self.cuda()?.memset_d8(self.addr, bytes, value, self.stream)
+    }
+
+    /// Copies `data` into the start of the buffer, on the buffer's stream,
+    /// and waits for the copy. `data` longer than the buffer is an error.
+    /// CUDA pools only.
+    #[cfg(feature = "cuda")]
+    pub fn copy_from_host(&mut self, data: &[u8]) -> Result<(), BackendError> {
+        self.fits(data.len())?;
+        self.cuda()?.copy_htod(self.addr, data, self.stream)
+    }
+
+    /// Copies the start of the buffer into `out`, on the buffer's stream
+    /// (after the work queued there), and waits for the copy. `out` longer
+    /// than the buffer is an error. CUDA pools only.
+    #[cfg(feature = "cuda")]
+    pub fn copy_to_host(&self, out: &mut [u8]) -> Result<(), BackendError> {
+        self.fits(out.len())?;
+        self.cuda()?.copy_dtoh(self.addr, out, self.stream)
+    }
+
+    /// The CUDA backend of the buffer's own pool.
+    #[cfg(feature = "cuda")]
+    fn cuda(&self) -> Result<&crate::backend::CudaBackend, BackendError> {
+        self.tenant.pool.inner.backend.as_cuda().ok_or_else(|| {
+            BackendError::new(format!(
+                "buffer of tenant {:?} is not on a CUDA pool",
+                self.tenant.name
+            ))
+        })
+    }
+
+    #[cfg(feature = "cuda")]
+    fn fits(&self, bytes: usize) -> Result<(), BackendError> {
+        if u64::try_from(bytes).map_or(true, |b| b > self.len()) {
+            return Err(BackendError::new(format!(
+                "{bytes} bytes do not fit in a buffer of {}",
+                self.len()
+            )));
+        }
+        Ok(())
     }
 }
 

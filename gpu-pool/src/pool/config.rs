@@ -2,6 +2,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::alloc::AllocatorConfig;
 use crate::error::{ConfigError, ConfigErrorKind};
+use crate::priority::Priority;
 
 /// A tenant's memory quota: a fraction of the pool budget or a byte count.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -11,21 +12,6 @@ pub enum MemoryShare {
     Fraction(f64),
     /// An absolute number of bytes (> 0).
     Bytes(u64),
-}
-
-/// Priority of a tenant's streams and of its waiting work.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Priority {
-    /// Lowest stream priority of the device.
-    Low = 0,
-    /// The middle of the device's range.
-    #[default]
-    Normal = 1,
-    /// Highest stream priority of the device.
-    High = 2,
 }
 
 /// What a tenant owns of the device.

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tower::BoxError;
 
-use super::config::{PoolConfig, Share, TenantConfig};
-use super::tenant::{Tenant, TenantInner};
+use super::config::{PoolConfig, TenantConfig};
 use crate::alloc::{Allocator, AllocatorStats, BlockId, StreamId};
 use crate::backend::{Backend, BackendKind, EventId, HostBackend, HostConfig};
 use crate::error::BackendError;
@@ -55,6 +54,14 @@ pub(crate) struct PoolState {
 pub(crate) struct Deferred {
     pub(crate) block: BlockId,
     pub(crate) events: Vec<(StreamId, EventId)>,
+}
+
+/// One tenant admitted by [`GpuPool::admit`]: its id, quota and streams.
+#[derive(Debug)]
+pub(crate) struct Admitted {
+    pub(crate) id: u32,
+    pub(crate) quota: u64,
+    pub(crate) streams: Vec<StreamId>,
 }
 
 #[derive(Debug, Default)]
@@ -160,7 +167,7 @@ impl GpuPool {
     /// The CUDA backend, when the pool runs on one: copies to and from
     /// buffers, memsets, the context for kernel launches.
     #[cfg(feature = "cuda")]
-    pub fn cuda(&self) -> Option<&crate::CudaBackend> {
+    pub fn cuda(&self) -> Option<&crate::backend::CudaBackend> {
         self.inner.backend.as_cuda()
     }
 
@@ -190,30 +197,18 @@ impl GpuPool {
         self.inner.gate.free_slots()
     }
 
-    /// Admits a tenant: validates the share, refuses duplicates and
-    /// over-commit (quotas plus external footprints past the budget, with
-    /// the tenants involved named), creates its streams and registers it
-    /// with the compute gate. The reservation is returned when the last
-    /// handle and buffer of the tenant are dropped.
-    pub fn tenant(&self, name: impl Into<String>, share: Share) -> Result<Tenant, BoxError> {
-        let mut v = self.admit_all([TenantConfig::new(name, share)])?;
-        Ok(v.pop().expect("one tenant admitted"))
-    }
-
-    /// Admits several tenants at once: all or none. If a stream cannot be
-    /// created, the streams made so far are released and nothing is
-    /// admitted.
-    pub fn admit_all(
-        &self,
-        tenants: impl IntoIterator<Item = TenantConfig>,
-    ) -> Result<Vec<Tenant>, BoxError> {
-        let tenants: Vec<TenantConfig> = tenants.into_iter().collect();
+    /// Admission of `tenants`, all or none: validates each share, refuses
+    /// duplicates and over-commit (quotas plus external footprints past the
+    /// budget, with the tenants involved named), creates their streams and
+    /// records their reservations. The tenant level (`GpuPool::admit_all`)
+    /// turns each admission into a tenant.
+    pub(crate) fn admit(&self, tenants: &[TenantConfig]) -> Result<Vec<Admitted>, BoxError> {
         let budget = self.inner.budget;
         // Streams of dropped tenants whose work completed go back first.
         self.poll_events();
         let mut adm = self.inner.admission.lock();
         let mut planned: Vec<(String, u64, u64)> = Vec::new();
-        for t in &tenants {
+        for t in tenants {
             t.share.validate()?;
             if t.name.is_empty() {
                 return Err(
@@ -250,8 +245,11 @@ impl GpuPool {
         // Every stream first: a failure gives back what was created before
         // any tenant exists (a tenant dropped here would re-enter admission).
         let mut created: Vec<Vec<StreamId>> = Vec::with_capacity(tenants.len());
-        for t in &tenants {
-            let prio = stream_priority(range, t.share.priority);
+        for t in tenants {
+            let prio = t
+                .share
+                .priority
+                .stream_priority(range.least, range.greatest);
             let mut streams = Vec::with_capacity(t.share.streams as usize);
             for _ in 0..t.share.streams {
                 match self.inner.backend.create_stream(prio) {
@@ -267,20 +265,18 @@ impl GpuPool {
             created.push(streams);
         }
         let mut out = Vec::with_capacity(tenants.len());
-        let mut ids = Vec::new();
         for ((t, (_, quota, reserved)), streams) in tenants.iter().zip(&planned).zip(created) {
             let id = adm.next_id;
             adm.next_id += 1;
-            ids.push((id, t.name.clone(), *reserved, t.share.external_footprint));
-            out.push(TenantInner::new(self.clone(), id, t, *quota, streams));
+            adm.tenants
+                .push((id, t.name.clone(), *reserved, t.share.external_footprint));
+            out.push(Admitted {
+                id,
+                quota: *quota,
+                streams,
+            });
         }
-        for t in &out {
-            self.inner
-                .gate
-                .add_tenant(t.id, t.weight, t.priority, t.metrics.clone());
-        }
-        adm.tenants.extend(ids);
-        Ok(out.into_iter().map(Tenant::from_inner).collect())
+        Ok(out)
     }
 
     /// The last handle of tenant `id` is gone: its reservation and gate
@@ -345,15 +341,6 @@ impl GpuPool {
             .iter()
             .map(|t| t.3)
             .sum()
-    }
-}
-
-fn stream_priority(range: crate::backend::StreamPriorityRange, p: super::Priority) -> i32 {
-    use super::Priority::*;
-    match p {
-        Low => range.least,
-        High => range.greatest,
-        Normal => range.least + (range.greatest - range.least) / 2,
     }
 }
 

@@ -1,17 +1,18 @@
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tower::BoxError;
 
+use super::account::TenantInner;
 use super::buf::PoolBuf;
-use super::config::{Priority, TenantConfig};
-use super::device::{GpuPool, PoolState};
+use super::config::{Share, TenantConfig};
+use super::device::GpuPool;
 use crate::alloc::{Miss, StreamId};
 use crate::error::{BackendError, DeviceOutOfMemory, FootprintExceeded, QuotaExceeded};
 use crate::gate::{Acquire, SlotPermit, SlotUsage};
-use crate::metrics::TenantMetrics;
+use crate::priority::Priority;
 
 /// The allocator lane of buffers used on several streams: no stream's own
 /// lane, so they only get ranges free for every stream (never a backend
@@ -27,57 +28,40 @@ pub struct Tenant {
     pub(crate) inner: Arc<TenantInner>,
 }
 
-pub(crate) struct TenantInner {
-    pub(crate) pool: GpuPool,
-    pub(crate) id: u32,
-    pub(crate) name: Arc<str>,
-    pub(crate) limit: u64,
-    pub(crate) external: u64,
-    pub(crate) weight: u32,
-    pub(crate) priority: Priority,
-    pub(crate) streams: Vec<StreamId>,
-    next_stream: AtomicUsize,
-    quota_rejections: AtomicU64,
-    ooms: AtomicU64,
-    pub(crate) metrics: TenantMetrics,
-}
-
-impl TenantInner {
-    pub(crate) fn new(
-        pool: GpuPool,
-        id: u32,
-        cfg: &TenantConfig,
-        limit: u64,
-        streams: Vec<StreamId>,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            pool,
-            id,
-            name: Arc::from(cfg.name.as_str()),
-            limit,
-            external: cfg.share.external_footprint,
-            weight: cfg.share.compute_weight,
-            priority: cfg.share.priority,
-            streams,
-            next_stream: AtomicUsize::new(0),
-            quota_rejections: AtomicU64::new(0),
-            ooms: AtomicU64::new(0),
-            metrics: TenantMetrics::new(&cfg.name, limit),
-        })
+impl GpuPool {
+    /// Admits a tenant: validates the share, refuses duplicates and
+    /// over-commit (quotas plus external footprints past the budget, with
+    /// the tenants involved named), creates its streams and registers it
+    /// with the compute gate. The reservation is returned when the last
+    /// handle and buffer of the tenant are dropped.
+    pub fn tenant(&self, name: impl Into<String>, share: Share) -> Result<Tenant, BoxError> {
+        let mut v = self.admit_all([TenantConfig::new(name, share)])?;
+        Ok(v.pop().expect("one tenant admitted"))
     }
 
-    /// Returns `size` bytes to the tenant; called under the pool lock.
-    pub(crate) fn freed(&self, st: &mut PoolState, size: u64) {
-        let u = st.usage_mut(self.id);
-        // Runs in `Drop`: never panic, even on an accounting bug.
-        u.used = u.used.saturating_sub(size);
-        self.metrics.freed(u.used);
-    }
-}
-
-impl Drop for TenantInner {
-    fn drop(&mut self) {
-        self.pool.forget_tenant(self.id, &self.streams);
+    /// Admits several tenants at once: all or none. If a stream cannot be
+    /// created, the streams made so far are released and nothing is
+    /// admitted.
+    pub fn admit_all(
+        &self,
+        tenants: impl IntoIterator<Item = TenantConfig>,
+    ) -> Result<Vec<Tenant>, BoxError> {
+        let tenants: Vec<TenantConfig> = tenants.into_iter().collect();
+        let admitted = self.admit(&tenants)?;
+        Ok(tenants
+            .iter()
+            .zip(admitted)
+            .map(|(cfg, a)| {
+                let inner = TenantInner::new(self.clone(), a.id, cfg, a.quota, a.streams);
+                self.inner.gate.add_tenant(
+                    inner.id,
+                    inner.weight,
+                    inner.priority,
+                    inner.metrics.clone(),
+                );
+                Tenant::from_inner(inner)
+            })
+            .collect())
     }
 }
 

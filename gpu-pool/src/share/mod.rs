@@ -3,7 +3,7 @@
 //!
 //! The slot is acquired in `poll_ready`, so a tenant over its compute share
 //! sees backpressure, not a queue; the [`Lease`](crate::Lease) is attached to
-//! the request (an `http::Request` extension, or [`Leased`]) and the slot is
+//! the request (an `http::Request` extension with the `http` feature, or [`Leased`]) and the slot is
 //! released when the response future completes or is dropped.
 //!
 //! Wrapping a batch-level service (as convoy-batcher's `BatchLayer` calls

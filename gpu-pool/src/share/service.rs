@@ -15,6 +15,8 @@ pub trait LeaseCarrier {
     fn attach_lease(&mut self, lease: Lease);
 }
 
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 impl<B> LeaseCarrier for http::Request<B> {
     fn attach_lease(&mut self, lease: Lease) {
         self.extensions_mut().insert(lease);
