@@ -47,8 +47,10 @@ mod compare;
 mod future;
 mod layer;
 mod service;
+mod shared;
 
 pub use compare::{Compare, CompareFn, Discard, ShadowError};
 pub use future::ResponseFuture;
-pub use layer::{clone_http_request, ShadowConfig, ShadowLayer, ShadowStats, SHADOW_TOTAL};
+pub use layer::{clone_http_request, ShadowLayer};
 pub use service::Shadow;
+pub use shared::{ShadowConfig, ShadowStats, SHADOW_TOTAL};

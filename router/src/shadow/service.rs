@@ -8,8 +8,7 @@ use tower::{Service, ServiceExt};
 
 use super::compare::{Compare, ShadowError};
 use super::future::ResponseFuture;
-use super::layer::ShadowStats;
-use super::layer::Shared;
+use super::shared::{ShadowStats, Shared};
 
 /// Sends every request to the primary service and mirrors a fraction to a
 /// shadow service on a spawned task. Built by [`ShadowLayer`](super::ShadowLayer).
