@@ -31,7 +31,9 @@
 #   DEMO_SWEEP_FRACTIONS   sweep rates as fractions of its served saturation
 #                          throughput (default 0.25,0.5,0.75,1,1.25)
 #   DEMO_SWEEP_SECS        seconds per sweep rate (default 4)
-#   DEMO_PLOT              the sweep plot (default benches/results/demo-sweep.png)
+#   DEMO_PLOT              the sweep plot (default target/demo/demo-sweep.png: run
+#                          outputs stay out of the tracked tree; the published
+#                          picture is benches/results/demo-sweep.png)
 #   DEMO_TEXT_KEY          MiniLM bodies as {"<key>": [text]} instead of [text]
 #   DEMO_SKIP_SETUP=1      do not run scripts/setup.sh
 #   DEMO_ARGS              extra arguments (as `make demo DEMO_ARGS=--serve`)
@@ -95,7 +97,8 @@ THREADS=${DEMO_THREADS:-2}
 SWEEP_MODEL=${DEMO_SWEEP_MODEL:-minilm}
 SWEEP_FRACTIONS=${DEMO_SWEEP_FRACTIONS:-0.25,0.5,0.75,1,1.25}
 SWEEP_SECS=${DEMO_SWEEP_SECS:-4}
-PLOT=${DEMO_PLOT:-benches/results/demo-sweep.png}
+PLOT=${DEMO_PLOT:-target/demo/demo-sweep.png}
+mkdir -p "$(dirname "$PLOT")"
 CONFIG=examples/multi-model/config/demo.toml
 if [[ -n "$registry" ]]; then
     CONFIG=${DEMO_REGISTRY_CONFIG:-examples/multi-model/config/demo-registry.toml}
@@ -221,7 +224,10 @@ registry_prepare() {
     }
     bash scripts/registry.sh promote minilm "$minilm_v1" --alias champion 2>&1 | grep ' version ' | sed 's/^/    /'
     bash scripts/registry.sh promote resnet50 "$resnet_v1" --stage Production 2>&1 | grep ' version ' | sed 's/^/    /'
+    # The copy lives in $work: its models_dir is made absolute, since a
+    # config's relative paths are relative to its own folder.
     sed -e "s|^uri = .*|uri = \"$MLFLOW_TRACKING_URI\"|" -e "s|^cache_dir = .*|cache_dir = \"$work/cache\"|" \
+        -e "s|^models_dir = .*|models_dir = \"$PWD/models\"|" \
         "$CONFIG" >"$work/demo-registry.toml"
     CONFIG=$work/demo-registry.toml
 }

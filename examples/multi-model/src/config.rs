@@ -663,17 +663,44 @@ impl ConfigError {
 }
 
 impl Config {
-    /// Reads and checks a TOML file.
+    /// Reads and checks a TOML file. Relative paths in it (`models_dir`,
+    /// `[server.registry] cache_dir`, a deployment's `source` directory,
+    /// and their defaults) are taken relative to the file's own folder, as
+    /// Prometheus, Envoy and cargo do: the server finds its models whatever
+    /// folder it is started from.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             message: format!("{}: {e}", path.display()),
         })?;
-        Self::parse(&text).map_err(|e| ConfigError {
+        let mut config = Self::parse(&text).map_err(|e| ConfigError {
             message: format!("{}: {e}", path.display()),
-        })
+        })?;
+        let folder = path.parent().unwrap_or(Path::new(""));
+        config.resolve_paths(folder);
+        Ok(config)
     }
 
-    /// Parses and checks TOML text.
+    /// Makes every relative path of the configuration relative to `folder`
+    /// instead (what [`Config::load`] does with the file's folder).
+    pub fn resolve_paths(&mut self, folder: &Path) {
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = folder.join(&*p);
+            }
+        };
+        resolve(&mut self.server.models_dir);
+        if let Some(registry) = &mut self.server.registry {
+            resolve(&mut registry.cache_dir);
+        }
+        for d in &mut self.deployments {
+            if let Some(source) = &mut d.get_mut().source {
+                resolve(source);
+            }
+        }
+    }
+
+    /// Parses and checks TOML text. Relative paths stay as written
+    /// (relative to the working directory); see [`Config::resolve_paths`].
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| match e.span() {
             Some(span) => ConfigError::at(text, span, e.message()),

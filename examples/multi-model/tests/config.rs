@@ -122,3 +122,93 @@ fn defaults_fill_what_is_left_out() {
     assert!(d.batching.adaptive);
     assert_eq!(d.replicas.min, 1);
 }
+
+/// A file's relative paths are relative to its folder (as Prometheus, Envoy
+/// and cargo take them); absolute ones and parsed text stay as written.
+#[test]
+fn a_config_files_relative_paths_are_relative_to_its_folder() {
+    let dir = std::env::temp_dir().join(format!("convoy-config-paths-{}", std::process::id()));
+    let folder = dir.join("etc");
+    std::fs::create_dir_all(&folder).unwrap();
+    let path = folder.join("server.toml");
+    let text = r#"
+[server]
+models_dir = "../models"
+
+[server.registry]
+uri = "http://127.0.0.1:5000"
+cache_dir = "cache"
+
+[[deployment]]
+name = "a"
+model = "identity"
+
+[[deployment]]
+name = "b"
+model = "resnet50"
+source = "pkgs/resnet50"
+
+[[deployment]]
+name = "c"
+model = "minilm"
+source = "/srv/minilm"
+"#;
+    std::fs::write(&path, text).unwrap();
+    let c = Config::load(&path).unwrap();
+    assert_eq!(c.server.models_dir, folder.join("../models"));
+    assert_eq!(
+        c.server.registry.as_ref().unwrap().cache_dir,
+        folder.join("cache")
+    );
+    let d: Vec<_> = c.deployments().collect();
+    assert_eq!(
+        d[1].source.as_deref(),
+        Some(folder.join("pkgs/resnet50").as_path())
+    );
+    assert_eq!(
+        d[2].source.as_deref(),
+        Some(std::path::Path::new("/srv/minilm"))
+    );
+    assert_eq!(
+        d[1].version_dir(&c.server.models_dir, "1"),
+        folder.join("pkgs/resnet50/1")
+    );
+    // The default models_dir is the file's folder's models/.
+    std::fs::write(
+        &path,
+        "[[deployment]]\nname = \"a\"\nmodel = \"identity\"\n",
+    )
+    .unwrap();
+    assert_eq!(
+        Config::load(&path).unwrap().server.models_dir,
+        folder.join("models")
+    );
+    // Text parsed without a file keeps the paths as written.
+    let parsed = Config::parse(text).unwrap();
+    assert_eq!(
+        parsed.server.models_dir,
+        std::path::PathBuf::from("../models")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// demo.toml and demo-registry.toml name the repository's models/ from
+/// their own folder.
+#[test]
+fn the_demo_configs_find_the_repositorys_models() {
+    let config_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models")
+        .canonicalize()
+        .unwrap_or_else(|e| {
+            panic!("models/ is missing ({e}): run scripts/setup.sh (make test does)")
+        });
+    for name in ["demo.toml", "demo-registry.toml"] {
+        let c = Config::load(&config_dir.join(name)).unwrap();
+        assert_eq!(
+            c.server.models_dir.canonicalize().unwrap(),
+            models,
+            "{name}: models_dir"
+        );
+    }
+}
