@@ -67,6 +67,39 @@ pub struct ServerConfig {
     /// `[server.registry]`: the MLflow tracking server that `models:/`
     /// sources are resolved against.
     pub registry: Option<RegistryConfig>,
+    /// `[server.uploads]`: limits on the images and texts of one v1 request.
+    pub uploads: UploadLimits,
+}
+
+/// `[server.uploads]`: what one v1 `classify`, `detect` or `embed` request
+/// may carry, checked as the body is read and before anything is decoded.
+/// The whole body is bounded by `server.body_limit` besides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UploadLimits {
+    /// Parts (multipart parts, or base64 images of a JSON body) in one
+    /// request at most; more is answered 413.
+    #[serde(deserialize_with = "positive_usize")]
+    pub max_parts: usize,
+    /// Bytes of one part at most (an image file, a decoded base64 image, a
+    /// text part); a larger part is answered 413 on its own.
+    #[serde(deserialize_with = "positive_u64")]
+    pub max_part_bytes: u64,
+    /// Pixels (width × height, read from the image's header) of one image
+    /// at most; a larger image is answered 413 on its own.
+    #[serde(deserialize_with = "positive_u64")]
+    pub max_pixels: u64,
+}
+
+impl Default for UploadLimits {
+    /// 64 parts, 8 MiB per part, 40 megapixels per image.
+    fn default() -> Self {
+        Self {
+            max_parts: 64,
+            max_part_bytes: 8 << 20,
+            max_pixels: 40_000_000,
+        }
+    }
 }
 
 /// `[server.registry]`: where `models:/` sources come from and how often
@@ -124,6 +157,7 @@ impl Default for ServerConfig {
             blocking_tasks: 4,
             host_memory: 1 << 30,
             registry: None,
+            uploads: UploadLimits::default(),
         }
     }
 }

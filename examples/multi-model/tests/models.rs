@@ -5,36 +5,16 @@
 
 mod common;
 
-use std::path::PathBuf;
-
-use common::{start, Running};
+use common::{models_config, models_dir, start, Running};
 use futures::future::join_all;
 use hyper::StatusCode;
 
-fn models_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models"));
-    let complete = ["resnet50", "minilm", "yolov8n"]
-        .iter()
-        .all(|m| dir.join(m).join("1").join("model.json").exists());
-    assert!(
-        complete,
-        "{} lacks the exported models: run scripts/setup.sh (make test does)",
-        dir.display()
-    );
-    Some(dir)
-}
-
 async fn server() -> Option<Running> {
-    let dir = models_dir()?;
-    let config = include_str!("../config/models-test.toml").replace(
-        "[server]\n",
-        &format!("[server]\nmodels_dir = {:?}\n", dir.display().to_string()),
-    );
-    Some(start(&config).await)
+    Some(start(&models_config(&["resnet50", "minilm", "yolov8n"], "")).await)
 }
 
 fn reference_png(dir: &str) -> Vec<u8> {
-    std::fs::read(models_dir().unwrap().join(dir).join("1/reference.png")).unwrap()
+    std::fs::read(models_dir().join(dir).join("1/reference.png")).unwrap()
 }
 
 async fn healthy(s: &Running) {
@@ -66,7 +46,7 @@ async fn real_models_answer_and_refuse_bad_input() {
 
     // embed: the Python reference, cosine ≥ 0.999.
     let reference: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(models_dir().unwrap().join("minilm/1/reference.json")).unwrap(),
+        &std::fs::read(models_dir().join("minilm/1/reference.json")).unwrap(),
     )
     .unwrap();
     let body = serde_json::json!({ "texts": reference["sentences"] });
@@ -137,8 +117,7 @@ async fn real_models_answer_and_refuse_bad_input() {
     assert!(mean > 1.0, "mean batch size {mean}");
 
     // Bad input: each a 4xx with a message, the server healthy after it.
-    let mut truncated =
-        std::fs::read(models_dir().unwrap().join("resnet50/1/reference.png")).unwrap();
+    let mut truncated = std::fs::read(models_dir().join("resnet50/1/reference.png")).unwrap();
     truncated.truncate(truncated.len() / 3);
     let mut bomb = Vec::new();
     bomb.extend_from_slice(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR");

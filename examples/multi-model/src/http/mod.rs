@@ -9,6 +9,7 @@ mod limit;
 mod process;
 mod tasks;
 mod tensors;
+mod uploads;
 mod v1;
 
 use std::sync::{Arc, OnceLock};
@@ -27,9 +28,11 @@ use tracing::Instrument;
 
 pub use self::docs::{openapi, DOCS_PATH, OPENAPI_PATH};
 pub use self::error::ApiError;
-pub use self::tasks::{ClassifyResponse, DetectResponse, EmbedResponse, MAX_TEXTS};
+pub use self::tasks::{
+    ClassScore, ClassifyResponse, DetectResponse, Detected, EmbedResponse, MAX_TEXTS,
+};
 pub use self::tensors::{JsonTensor, TensorsRequest, TensorsResponse};
-pub use self::v1::{DeploymentInfo, ModelsResponse, VersionInfo};
+pub use self::v1::{DeploymentInfo, ModelsResponse, PartError, VersionInfo};
 
 use crate::Server;
 

@@ -1,14 +1,16 @@
-//! `classify`, `embed` and `detect`: decoding, tokenizing and the
-//! post-processing run on the blocking threads (bounded), the forward pass
-//! through the deployment. Preprocessing follows the first version's
-//! manifest: the versions of a deployment share their input format.
+//! `classify`, `embed` and `detect` of one image or a list of texts:
+//! decoding, tokenizing and the post-processing run on the blocking
+//! threads (bounded), the forward pass through the deployment. A request of
+//! several parts calls these once per part (see `v1`). Preprocessing
+//! follows the first version's manifest: the versions of a deployment share
+//! their input format.
 
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use example_models::image::{self as img, ImageLimits};
-use example_models::{post, InputError, Postprocess};
+use example_models::{post, InputError, InputErrorKind, Postprocess};
 use example_tensor::{NamedTensor, TensorData};
 use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
@@ -26,8 +28,29 @@ pub struct ClassifyResponse {
     pub model: String,
     /// The version that answered.
     pub version: String,
-    /// The most probable classes, best first: `index`, `label`, `score`.
-    pub classes: Vec<serde_json::Value>,
+    /// The most probable classes, best first.
+    pub classes: Vec<ClassScore>,
+}
+
+/// One class of a [`ClassifyResponse`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ClassScore {
+    /// The class index.
+    pub index: usize,
+    /// Its label.
+    pub label: String,
+    /// Its softmax probability, in (0, 1].
+    pub score: f32,
+}
+
+impl From<post::Class> for ClassScore {
+    fn from(c: post::Class) -> Self {
+        Self {
+            index: c.index,
+            label: c.label,
+            score: c.score,
+        }
+    }
 }
 
 /// `embed` answer.
@@ -50,12 +73,51 @@ pub struct DetectResponse {
     pub width: u32,
     /// Height.
     pub height: u32,
-    /// Boxes (`bbox` = x1, y1, x2, y2 in image pixels), `class`, `label`, `score`.
-    pub detections: Vec<serde_json::Value>,
+    /// The objects found, best first.
+    pub detections: Vec<Detected>,
+}
+
+/// One object of a [`DetectResponse`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Detected {
+    /// `[x1, y1, x2, y2]` in the image's pixels.
+    pub bbox: [f32; 4],
+    /// The class index.
+    pub class: usize,
+    /// Its label.
+    pub label: String,
+    /// The class score.
+    pub score: f32,
+}
+
+impl From<post::Detection> for Detected {
+    fn from(d: post::Detection) -> Self {
+        Self {
+            bbox: d.bbox,
+            class: d.class,
+            label: d.label,
+            score: d.score,
+        }
+    }
 }
 
 fn input(e: InputError) -> ApiError {
-    ApiError::unprocessable(e.to_string())
+    if e.kind() == InputErrorKind::ImageTooLarge {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{e} (server.uploads.max_pixels)"),
+        )
+    } else {
+        ApiError::unprocessable(e.to_string())
+    }
+}
+
+/// The image limits of `state`'s configuration.
+fn image_limits(state: &AppState) -> ImageLimits {
+    ImageLimits {
+        max_pixels: state.server.config.server.uploads.max_pixels,
+        ..ImageLimits::default()
+    }
 }
 
 fn torch(d: &Deployment) -> Result<TorchModel, ApiError> {
@@ -73,17 +135,19 @@ fn first_output(outputs: Vec<NamedTensor>) -> Result<NamedTensor, ApiError> {
         .ok_or_else(|| ApiError::internal("the model returned no output"))
 }
 
+/// Classifies one image (JPEG or PNG).
 pub(crate) async fn classify(
     state: &AppState,
     d: &Deployment,
-    body: Bytes,
+    image: Bytes,
     headers: &HeaderMap,
 ) -> Result<ClassifyResponse, ApiError> {
     let model = torch(d)?;
     let m = model.clone();
+    let limits = image_limits(state);
     let tensor = state
         .blocking(move || {
-            let image = img::decode(&body, &ImageLimits::default()).map_err(input)?;
+            let image = img::decode(&image, &limits).map_err(input)?;
             Ok(img::classify_input(&image, m.manifest()))
         })
         .await?;
@@ -104,7 +168,7 @@ pub(crate) async fn classify(
     Ok(ClassifyResponse {
         model: d.config.name.clone(),
         version: answer.version.to_string(),
-        classes: classes.iter().map(|c| serde_json::json!(c)).collect(),
+        classes: classes.into_iter().map(ClassScore::from).collect(),
     })
 }
 
@@ -119,10 +183,37 @@ pub(crate) enum Texts {
 /// Texts per `embed` request at most.
 pub const MAX_TEXTS: usize = 256;
 
+/// The texts of a JSON `embed` body, 1 to [`MAX_TEXTS`] of them.
+pub(crate) fn json_texts(body: &[u8]) -> Result<Vec<String>, ApiError> {
+    let texts = match serde_json::from_slice::<Texts>(body) {
+        Ok(Texts::Object { texts } | Texts::List(texts)) => texts,
+        Err(e) => {
+            return Err(ApiError::bad_request(format!(
+                "expected {{\"texts\": [\"...\"]}} or a JSON list of strings: {e}"
+            )))
+        }
+    };
+    if texts.is_empty() || texts.len() > MAX_TEXTS {
+        return Err(ApiError::unprocessable(format!(
+            "texts: 1 to {MAX_TEXTS} strings, got {}",
+            texts.len()
+        )));
+    }
+    Ok(texts)
+}
+
+/// The text of a multipart part: UTF-8.
+pub(crate) fn text_part(part: Bytes) -> Result<String, ApiError> {
+    String::from_utf8(part.into())
+        .map_err(|e| ApiError::bad_request(format!("a text part must be UTF-8: {e}")))
+}
+
+/// Embeds `texts`, each its own item for the batcher; fails as a whole if
+/// one text fails.
 pub(crate) async fn embed(
     state: &AppState,
     d: &Deployment,
-    body: Bytes,
+    texts: Vec<String>,
     headers: &HeaderMap,
 ) -> Result<EmbedResponse, ApiError> {
     let model = torch(d)?;
@@ -132,20 +223,6 @@ pub(crate) async fn embed(
         .ok_or_else(|| ApiError::internal("a text model without a tokenizer"))?;
     let items = state
         .blocking(move || {
-            let texts = match serde_json::from_slice::<Texts>(&body) {
-                Ok(Texts::Object { texts } | Texts::List(texts)) => texts,
-                Err(e) => {
-                    return Err(ApiError::bad_request(format!(
-                        "expected {{\"texts\": [\"...\"]}} or a JSON list of strings: {e}"
-                    )))
-                }
-            };
-            if texts.is_empty() || texts.len() > MAX_TEXTS {
-                return Err(ApiError::unprocessable(format!(
-                    "texts: 1 to {MAX_TEXTS} strings, got {}",
-                    texts.len()
-                )));
-            }
             texts
                 .iter()
                 .map(|t| encoder.encode(t).map_err(input))
@@ -181,17 +258,19 @@ pub(crate) async fn embed(
     })
 }
 
+/// Finds the objects in one image (JPEG or PNG).
 pub(crate) async fn detect(
     state: &AppState,
     d: &Deployment,
-    body: Bytes,
+    image: Bytes,
     headers: &HeaderMap,
 ) -> Result<DetectResponse, ApiError> {
     let model = Arc::new(torch(d)?);
     let m = Arc::clone(&model);
+    let limits = image_limits(state);
     let (tensor, letterbox) = state
         .blocking(move || {
-            let image = img::decode(&body, &ImageLimits::default()).map_err(input)?;
+            let image = img::decode(&image, &limits).map_err(input)?;
             Ok(img::letterbox(&image, m.manifest()))
         })
         .await?;
@@ -223,6 +302,6 @@ pub(crate) async fn detect(
         version: answer.version.to_string(),
         width: letterbox.width,
         height: letterbox.height,
-        detections: found.iter().map(|x| serde_json::json!(x)).collect(),
+        detections: found.into_iter().map(Detected::from).collect(),
     })
 }

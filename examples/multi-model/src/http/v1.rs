@@ -1,22 +1,29 @@
 //! `GET /v1/models` and `POST /v1/models/{name}/{task}`: `infer` (JSON
 //! tensors) for the identity model, `classify`, `embed` and `detect` for
-//! the model kinds that answer them.
+//! the model kinds that answer them. `classify` and `detect` take one raw
+//! image, `multipart/form-data` image parts or base64 JSON images; `embed`
+//! takes JSON texts or `multipart/form-data` text parts. A request of
+//! several parts is answered with a list, one entry per part in order: the
+//! part's answer, or its own error.
 
 use std::sync::Arc;
 
+use std::future::Future;
+
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use example_kserve::ErrorBody;
 use example_tensor::NamedTensor;
+use futures::future::join_all;
 use serde::{Deserialize, Serialize};
 use tower::ServiceExt;
 use utoipa::ToSchema;
 
 use super::docs::V1;
-use super::tasks::{ClassifyResponse, DetectResponse, EmbedResponse, Texts};
+use super::tasks::{self, ClassifyResponse, DetectResponse, EmbedResponse, Texts};
+use super::uploads::{self, Images, Upload, UploadForm};
 use super::{ApiError, AppState, TensorsRequest, TensorsResponse, VERSION_HEADER};
 use crate::config::{Batching, Replicas};
 use crate::deploy::{Answer, BatchTotals, Deployment, Item};
@@ -205,16 +212,17 @@ pub(crate) async fn run(
 }
 
 /// The request body of a task in JSON: tensors for `infer`, texts for
-/// `embed` (`classify` and `detect` take an image).
+/// `embed`, base64 images for `classify` and `detect`.
 #[derive(Deserialize, ToSchema)]
 #[serde(untagged)]
 #[allow(dead_code)] // only documents the bodies: each task parses its own
 enum JsonTask {
     Tensors(TensorsRequest),
     Texts(Texts),
+    Images(Images),
 }
 
-/// A task's answer.
+/// A task's answer to one input.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(untagged)]
 pub(crate) enum TaskResponse {
@@ -224,24 +232,98 @@ pub(crate) enum TaskResponse {
     Detect(DetectResponse),
 }
 
+impl From<ClassifyResponse> for TaskResponse {
+    fn from(r: ClassifyResponse) -> Self {
+        Self::Classify(r)
+    }
+}
+
+impl From<EmbedResponse> for TaskResponse {
+    fn from(r: EmbedResponse) -> Self {
+        Self::Embed(r)
+    }
+}
+
+impl From<DetectResponse> for TaskResponse {
+    fn from(r: DetectResponse) -> Self {
+        Self::Detect(r)
+    }
+}
+
+/// The answer to a request: one answer, or one entry per part.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum V1Response {
+    /// One input (a raw body, JSON tensors or texts, one multipart part).
+    One(TaskResponse),
+    /// Several parts (or a `files` field, or JSON images): one entry per
+    /// part, in the order sent.
+    Parts(Vec<PartResponse>),
+}
+
+/// One part's entry in a list answer: what the part alone would have been
+/// answered.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub(crate) enum PartResponse {
+    /// The part's answer.
+    Answer(TaskResponse),
+    /// Why the part was refused or failed; the other parts are answered.
+    Error(PartError),
+}
+
+/// A part that failed, in a list answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct PartError {
+    /// What went wrong with this part.
+    pub error: String,
+    /// The HTTP status the part alone would have been answered with.
+    pub status: u16,
+}
+
+impl From<ApiError> for PartError {
+    fn from(e: ApiError) -> Self {
+        Self {
+            error: e.message,
+            status: e.status.as_u16(),
+        }
+    }
+}
+
 /// Runs a deployment's task.
 ///
-/// `infer` (JSON tensors, identity models), `classify` (an image,
-/// ResNet-50), `embed` (texts, MiniLM) or `detect` (an image, YOLOv8n);
-/// `GET /v1/models` says each deployment's route.
+/// `infer` (JSON tensors, identity models), `classify` (images, ResNet-50),
+/// `embed` (texts, MiniLM) or `detect` (images, YOLOv8n); `GET /v1/models`
+/// says each deployment's route.
+///
+/// Images come as a raw JPEG or PNG body, as `multipart/form-data` parts
+/// (any field name, one image each: `curl -F file=@cat.jpg`), or as JSON
+/// `{"images": ["<base64>", ...]}`; texts as JSON `{"texts": [...]}` or as
+/// `multipart/form-data` parts. Several parts (or a `files` field, or JSON
+/// images) are answered with a list, one entry per part in order: its
+/// answer, or `{"error": ..., "status": ...}` for a part that failed alone.
+/// Each part is its own item for the batcher.
 #[utoipa::path(post, path = "/v1/models/{name}/{task}", tag = V1,
     params(
-        ("name" = String, Path, description = "The deployment"),
-        ("task" = String, Path, description = "Its route: `infer`, `classify`, `embed` or `detect`"),
+        ("name" = String, Path, description = "The deployment", example = "resnet50"),
+        ("task" = String, Path, description = "Its route: `infer`, `classify`, `embed` or `detect`",
+            example = "classify"),
         ("x-convoy-version" = Option<String>, Header, description = "Pins the request to a version"),
     ),
-    request_body(description = "JSON for `infer` and `embed`, an image for `classify` and `detect`",
-        content((JsonTask = "application/json"), ("image/jpeg"), ("image/png"))),
+    request_body(description = "Images for `classify` and `detect` (multipart parts, base64 JSON, \
+        or one raw image), texts for `embed` (JSON or multipart parts), JSON tensors for `infer`",
+        content((UploadForm = "multipart/form-data"), (JsonTask = "application/json"),
+            ("image/jpeg"), ("image/png"))),
     responses(
-        (status = 200, description = "The task's answer", body = TaskResponse),
+        (status = 200, description = "The task's answer, or a list of one entry per part",
+            body = V1Response),
         (status = 400, description = "Malformed request", body = ErrorBody),
         (status = 404, description = "No such model, or not its task", body = ErrorBody),
-        (status = 413, description = "The body is over the server's body_limit", body = ErrorBody),
+        (status = 413, description = "Over a limit: the body over the server's body_limit, \
+            more parts than server.uploads.max_parts, or (one input) a part over \
+            server.uploads.max_part_bytes or an image over server.uploads.max_pixels",
+            body = ErrorBody),
+        (status = 415, description = "A multipart body for `infer`", body = ErrorBody),
         (status = 422, description = "Well formed, but not something the model takes", body = ErrorBody),
         (status = 503, description = "Overloaded or not ready", body = ErrorBody),
         (status = 504, description = "Not answered within the request timeout", body = ErrorBody),
@@ -250,8 +332,8 @@ pub(crate) async fn task(
     State(state): State<Arc<AppState>>,
     Path((name, task)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Json<TaskResponse>, ApiError> {
+    request: Request,
+) -> Result<Json<V1Response>, ApiError> {
     let server = Arc::clone(&state.server);
     let d = server
         .deployment(&name)
@@ -262,20 +344,99 @@ pub(crate) async fn task(
             d.kind.route()
         )));
     }
-    let body = body?;
+    let limits = server.config.server.uploads;
+    let multipart = uploads::is_multipart(&request);
+    let state = &*state;
+    let headers = &headers;
     let answer = match d.kind {
-        Kind::Identity => TaskResponse::Infer(infer(&state, d, body, &headers).await?),
-        Kind::Classify => {
-            TaskResponse::Classify(super::tasks::classify(&state, d, body, &headers).await?)
+        Kind::Identity if multipart => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "infer takes JSON tensors, not multipart/form-data",
+            ))
         }
-        Kind::Embed => TaskResponse::Embed(super::tasks::embed(&state, d, body, &headers).await?),
-        Kind::Detect => {
-            TaskResponse::Detect(super::tasks::detect(&state, d, body, &headers).await?)
+        Kind::Identity => V1Response::One(TaskResponse::Infer(
+            infer(state, d, body(request).await?, headers).await?,
+        )),
+        Kind::Embed if multipart => {
+            let upload = uploads::multipart(request, &limits).await?;
+            each_part(upload, |part| async move {
+                tasks::embed(state, d, vec![tasks::text_part(part)?], headers).await
+            })
+            .await?
+        }
+        Kind::Embed => {
+            let body = body(request).await?;
+            let texts = state.blocking(move || tasks::json_texts(&body)).await?;
+            V1Response::One(tasks::embed(state, d, texts, headers).await?.into())
+        }
+        Kind::Classify | Kind::Detect => {
+            let upload = if multipart {
+                uploads::multipart(request, &limits).await?
+            } else {
+                images(state, body(request).await?).await?
+            };
+            if d.kind == Kind::Classify {
+                each_part(upload, |part| tasks::classify(state, d, part, headers)).await?
+            } else {
+                each_part(upload, |part| tasks::detect(state, d, part, headers)).await?
+            }
         }
     };
     Ok(Json(answer))
 }
 
+/// The whole body of `request`, within the server's body limit.
+async fn body(request: Request) -> Result<Bytes, ApiError> {
+    Ok(Bytes::from_request(request, &()).await?)
+}
+
+/// The images of a non-multipart body: JSON base64 images, or one raw image.
+async fn images(state: &AppState, body: Bytes) -> Result<Upload, ApiError> {
+    if !uploads::is_json_object(&body) {
+        return Ok(Upload::single(body));
+    }
+    let limits = state.server.config.server.uploads;
+    state
+        .blocking(move || uploads::json_images(&body, &limits))
+        .await
+}
+
+/// Answers every part of `upload` with `answer`, all at once: each part is
+/// its own item for the batcher, so the parts batch with each other and
+/// with other requests. A list answer holds one entry per part, a failed
+/// part's error among the others' answers; a single answer is the part's
+/// answer or its error.
+async fn each_part<T, F, Fut>(upload: Upload, answer: F) -> Result<V1Response, ApiError>
+where
+    F: Fn(Bytes) -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+    T: Into<TaskResponse>,
+{
+    let answers = join_all(upload.parts.into_iter().map(|part| async {
+        match part {
+            Ok(bytes) => answer(bytes).await,
+            Err(e) => Err(e),
+        }
+    }))
+    .await;
+    if upload.list {
+        return Ok(V1Response::Parts(
+            answers
+                .into_iter()
+                .map(|a| match a {
+                    Ok(a) => PartResponse::Answer(a.into()),
+                    Err(e) => PartResponse::Error(e.into()),
+                })
+                .collect(),
+        ));
+    }
+    let one = answers
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::bad_request("the request has no image or text"))?;
+    Ok(V1Response::One(one?.into()))
+}
 /// `infer`: JSON tensors in, JSON tensors out.
 async fn infer(
     state: &AppState,

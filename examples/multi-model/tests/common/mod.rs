@@ -183,3 +183,115 @@ impl Grpc {
         self.task.await.unwrap().unwrap();
     }
 }
+
+/// One part of a `multipart/form-data` body: field name, file name, bytes.
+pub type FormPart<'a> = (&'a str, Option<&'a str>, &'a [u8]);
+
+/// A `multipart/form-data` body of `parts`, and its `content-type`.
+pub fn multipart_form(parts: &[FormPart<'_>]) -> (String, Vec<u8>) {
+    let boundary = "convoy-test-boundary-7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for (name, file, data) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match file {
+            Some(file) => body.extend_from_slice(
+                format!(
+                    "content-disposition: form-data; name=\"{name}\"; filename=\"{file}\"\r\n\
+                     content-type: application/octet-stream\r\n\r\n"
+                )
+                .as_bytes(),
+            ),
+            None => body.extend_from_slice(
+                format!("content-disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes(),
+            ),
+        }
+        body.extend_from_slice(data);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+impl Running {
+    /// `POST path` with a `multipart/form-data` body of `parts`.
+    pub async fn post_form(&self, path: &str, parts: &[FormPart<'_>]) -> Reply {
+        let (content_type, body) = multipart_form(parts);
+        self.request(
+            Method::POST,
+            path,
+            body.into(),
+            &[("content-type", &content_type)],
+        )
+        .await
+    }
+}
+
+/// The repository's `models/`, holding the exported ResNet-50, MiniLM and
+/// YOLOv8n (`scripts/setup.sh`).
+pub fn models_dir() -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models"));
+    let complete = ["resnet50", "minilm", "yolov8n"]
+        .iter()
+        .all(|m| dir.join(m).join("1").join("model.json").exists());
+    assert!(
+        complete,
+        "{} lacks the exported models: run scripts/setup.sh (make test does)",
+        dir.display()
+    );
+    dir
+}
+
+/// `config/models-test.toml` with only the deployments `names`, its models
+/// from [`models_dir`], and `server_extra` appended to `[server]` (e.g. a
+/// `[server.uploads]` table).
+pub fn models_config(names: &[&str], server_extra: &str) -> String {
+    let full = include_str!("../../config/models-test.toml");
+    let mut sections = full.split("[[deployment]]");
+    let server = sections.next().expect("a [server] table").replace(
+        "[server]\n",
+        &format!(
+            "[server]\nmodels_dir = {:?}\n",
+            models_dir().display().to_string()
+        ),
+    );
+    let mut config = format!("{server}\n{server_extra}\n");
+    for section in sections {
+        let name = section
+            .lines()
+            .find_map(|l| l.strip_prefix("name = "))
+            .expect("a deployment name")
+            .trim_matches('"');
+        if names.contains(&name) {
+            config.push_str("[[deployment]]");
+            config.push_str(section);
+        }
+    }
+    config
+}
+
+/// Encodes `image` as a JPEG.
+pub fn jpeg(image: &image::DynamicImage) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    image
+        .to_rgb8()
+        .write_to(&mut out, image::ImageFormat::Jpeg)
+        .expect("JPEG encoding");
+    out.into_inner()
+}
+
+/// ResNet-50's reference image (640×480) as a JPEG.
+pub fn reference_jpeg() -> Vec<u8> {
+    let png = std::fs::read(models_dir().join("resnet50/1/reference.png")).unwrap();
+    jpeg(&image::load_from_memory(&png).expect("the reference PNG"))
+}
+
+/// A second, different picture (320×200, the reference's colours
+/// inverted) as a JPEG.
+pub fn other_jpeg() -> Vec<u8> {
+    let png = std::fs::read(models_dir().join("resnet50/1/reference.png")).unwrap();
+    let mut image = image::load_from_memory(&png)
+        .expect("the reference PNG")
+        .resize_exact(320, 200, image::imageops::FilterType::Triangle);
+    image.invert();
+    jpeg(&image)
+}
