@@ -13,7 +13,7 @@ use std::mem;
 use std::sync::Arc;
 use std::time::Duration;
 
-use convoy_batcher::{BatchConfig, BatchLayer, Priority};
+use convoy_batcher::{Batch, BatchConfig, BatchConfigBuilder, BatchLayer, Priority};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use parking_lot::Mutex;
 use tokio::runtime::Runtime;
@@ -79,6 +79,25 @@ impl Floor {
     }
 }
 
+/// A batcher of up to 1024 items in front of an identity batch service,
+/// with the settings of `config` and the request functions `layer` adds.
+fn identity(
+    rt: &Runtime,
+    config: BatchConfigBuilder,
+    layer: impl FnOnce(BatchLayer<u64, u64>) -> BatchLayer<u64, u64>,
+) -> Batch<u64, u64> {
+    let config = config
+        .max_batch_size(1024)
+        .queue_capacity(4096)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        layer(BatchLayer::new(config)).layer(service_fn(|items: Vec<u64>| {
+            ready(Ok::<_, Infallible>(items))
+        }))
+    })
+}
+
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("hot_path");
     group
@@ -88,16 +107,7 @@ fn bench(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(2));
     for callers in [1usize, 64, 1024] {
         let rt = runtime();
-        let svc = rt.block_on(async {
-            let config = BatchConfig::builder()
-                .max_batch_size(1024)
-                .queue_capacity(4096)
-                .build()
-                .unwrap();
-            BatchLayer::<u64, u64>::new(config).layer(service_fn(|items: Vec<u64>| {
-                ready(Ok::<_, Infallible>(items))
-            }))
-        });
+        let svc = identity(&rt, BatchConfig::builder(), |layer| layer);
         group.bench_with_input(BenchmarkId::new("convoy", callers), &callers, |b, &n| {
             b.iter_custom(|iters| rt.block_on(closed_loop(svc.clone(), n, iters)))
         });
@@ -110,14 +120,19 @@ fn bench(c: &mut Criterion) {
         );
         drop(svc);
 
-        let svc = rt.block_on(async {
-            let config = BatchConfig::builder()
-                .max_batch_size(1024)
-                .queue_capacity(4096)
-                .queue_timeout(Duration::from_secs(10))
-                .build()
-                .unwrap();
-            BatchLayer::<u64, u64>::new(config)
+        // Failure isolation armed (a clone of every request kept while its
+        // batch runs), nothing failing: the price of being ready.
+        let svc = identity(&rt, BatchConfig::builder(), BatchLayer::isolate_failures);
+        group.bench_with_input(
+            BenchmarkId::new("convoy_isolating", callers),
+            &callers,
+            |b, &n| b.iter_custom(|iters| rt.block_on(closed_loop(svc.clone(), n, iters))),
+        );
+        drop(svc);
+
+        let config = BatchConfig::builder().queue_timeout(Duration::from_secs(10));
+        let svc = identity(&rt, config, |layer| {
+            layer
                 .priority_fn(|x: &u64| {
                     if x % 2 == 0 {
                         Priority::High
@@ -126,9 +141,6 @@ fn bench(c: &mut Criterion) {
                     }
                 })
                 .deadline_fn(|_: &u64| Some(Instant::now() + Duration::from_secs(10)))
-                .layer(service_fn(|items: Vec<u64>| {
-                    ready(Ok::<_, Infallible>(items))
-                }))
         });
         group.bench_with_input(
             BenchmarkId::new("convoy_full", callers),

@@ -31,7 +31,9 @@ impl fmt::Display for QueueFull {
 impl Error for QueueFull {}
 
 /// The request's deadline (or the batcher's `queue_timeout`) passed while it
-/// was queued; it never reached the batch service.
+/// was queued, so it never reached the batch service; or, with
+/// [failure isolation](crate#failure-isolation), while it waited to run
+/// again after its batch failed.
 #[derive(Debug, Clone, Default)]
 pub struct DeadlineExceeded {
     _p: (),
@@ -74,7 +76,9 @@ impl fmt::Display for Closed {
 impl Error for Closed {}
 
 /// The batch this request was part of failed as a whole: the batch service
-/// returned an error, or answered with the wrong number of results.
+/// returned an error, or answered with the wrong number of results. With
+/// [failure isolation](crate#failure-isolation) the request failed in a
+/// batch of its own (or in a part of its batch when the passes ran out).
 ///
 /// The underlying error is shared by every item of the batch and is
 /// available through [`Error::source`].
@@ -101,9 +105,10 @@ impl Error for BatchFailed {
     }
 }
 
-/// The batch service's future panicked while running the batch this request
-/// was part of. Only that batch's items see this error; the worker keeps
-/// serving.
+/// The batch service panicked (in `call` or in its future) while running
+/// the batch this request was part of. Only that batch's items see this
+/// error (with [failure isolation](crate#failure-isolation), only the items
+/// that panic on their own); the worker keeps serving.
 #[derive(Debug, Clone)]
 pub struct BatchPanicked {
     message: Option<Arc<str>>,

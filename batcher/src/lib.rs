@@ -131,6 +131,74 @@
 //! cap is in [`BatchHandle::batch_size_cap`], [`BatchStats::batch_size_cap`]
 //! and the `convoy_batcher_batch_size_cap` gauge.
 //!
+//! # Failure isolation
+//!
+//! One forward pass serves the whole batch, so when the batch service fails
+//! (an error for the batch, a panic, a wrong number of results) every
+//! request in it fails, whichever one caused it: one client's bad input
+//! becomes the error of everyone it was batched with. Triton, Ray Serve and
+//! TorchServe answer that way. With
+//! [`BatchLayer::isolate_failures`] the batcher instead splits the failed
+//! batch in two halves and runs each again; a half that fails again is
+//! split again, and so on. A request that fails on its own ends up alone,
+//! and only its caller gets the error ([`BatchFailed`] or
+//! [`BatchPanicked`], as before); every other caller gets its own answer.
+//! Per-item errors (a `Vec<Result<Resp, E>>` response) are answers: they
+//! reach their own caller unchanged and are never retried.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), tower::BoxError> {
+//! use convoy_batcher::{BatchConfig, BatchFailed, BatchLayer};
+//! use tower::{service_fn, Layer, ServiceExt};
+//!
+//! // A model whose forward pass fails for the whole batch on a bad input.
+//! let model = service_fn(|xs: Vec<i64>| async move {
+//!     if xs.iter().any(|&x| x < 0) {
+//!         return Err("negative input");
+//!     }
+//!     Ok(xs.iter().map(|x| x * 2).collect::<Vec<i64>>())
+//! });
+//! let config = BatchConfig::builder().max_batch_size(8).build()?; // isolation is on by default
+//! let svc = BatchLayer::<i64, i64>::new(config).isolate_failures().layer(model);
+//! let results = futures::future::join_all([4, -1, 5].map(|x| svc.clone().oneshot(x))).await;
+//! assert_eq!(results[0].as_ref().unwrap(), &8);
+//! assert!(results[1].as_ref().unwrap_err().is::<BatchFailed>());
+//! assert_eq!(results[2].as_ref().unwrap(), &10);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! **Cost.** A batch that does not fail costs nothing more than one clone
+//! of each of its requests, kept while it runs (a batch of one is not
+//! copied; share large inputs behind an `Arc` to make the clone cheap).
+//! A failed batch costs extra *passes*: each pass runs again, in halves,
+//! every part of the batch that still fails. Singling out the poisonous
+//! requests of a batch of `n` takes at most `⌈log2 n⌉` passes, each
+//! re-running at most the batch's `n` items in batches half as large as in
+//! the pass before. For one poisonous request in a batch of 32: 5 passes,
+//! 10 extra batches, 62 items run again (`2n − 2`). In the worst case,
+//! every item failing (a broken model), it is 5 passes of all 32 items in
+//! 62 extra batches. The callers of a failed batch wait for those passes;
+//! parts of failed batches go out before newer requests.
+//! [`max_isolation_passes`](BatchConfigBuilder::max_isolation_passes)
+//! bounds the passes per failed batch (default 10, enough to single out
+//! one request in batches of up to 1024); when they run out, the requests
+//! of a part that still fails get its error.
+//!
+//! **Turning it off.** Leave out `isolate_failures()` (requests that are
+//! not `Clone` cannot be sent again anyway), or keep it and set
+//! [`failure_isolation(false)`](BatchConfigBuilder::failure_isolation) in
+//! the configuration (`"failure_isolation": false` in serde) for the old
+//! behaviour: a failed batch fails all of its callers.
+//!
+//! A caller that goes away while its batch is being split is not run
+//! again, and one whose deadline passes meanwhile is answered
+//! [`DeadlineExceeded`] at its deadline, as if it were still queued. The
+//! counters [`BatchStats::isolation_passes_total`] and
+//! [`BatchStats::isolated_failures_total`] (and their metrics) show what
+//! isolation costs and finds.
+//!
 //! # Backpressure
 //!
 //! The queue is bounded by `queue_capacity`. Like `tower::buffer`, a slot
@@ -146,8 +214,11 @@
 //! (boxed as `tower::BoxError`, matched with `err.is::<T>()`):
 //! [`QueueFull`], [`DeadlineExceeded`], [`BatchFailed`] (the whole batch
 //! failed, or the response had the wrong length; the cause is its
-//! `source()`), [`BatchPanicked`] (the batch service panicked: only that
-//! batch fails, the worker carries on), [`Closed`] (the batcher was closed
+//! `source()`; with [failure isolation](#failure-isolation), the request
+//! failed alone, or in a part of its batch the passes ran out on),
+//! [`BatchPanicked`] (the batch service panicked: only that batch fails,
+//! or with isolation only the requests that panic alone; the worker
+//! carries on), [`Closed`] (the batcher was closed
 //! or its worker ended: nobody hangs). If the batch service's `poll_ready`
 //! fails, queued requests get [`BatchFailed`] with that error as the cause,
 //! running batches still finish and answer their callers, and new requests
@@ -182,6 +253,8 @@
 //! | `convoy_batcher_cancelled_total` | counter | queued items whose caller went away |
 //! | `convoy_batcher_batches_total{outcome}` | counter | `ok`, `failed`, `panicked` |
 //! | `convoy_batcher_batch_size_cap` | gauge | the adaptive cap (only when it is on) |
+//! | `convoy_batcher_isolation_passes_total` | counter | extra passes over failed batches ([failure isolation](#failure-isolation)) |
+//! | `convoy_batcher_isolated_failures_total` | counter | requests that failed alone after their batch was split |
 //!
 //! Metrics are recorded once per batch, not per item; handles are
 //! registered again every second, so a recorder installed after the batcher

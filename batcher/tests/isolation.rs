@@ -166,6 +166,58 @@ async fn one_poisonous_request_fails_alone() {
     assert_eq!(stats.in_flight_items, 0);
 }
 
+/// Batches the model ran after the first, and the items in them.
+fn extra_work(model: &Poisoned) -> (usize, usize) {
+    let runs = model.runs();
+    (runs.len() - 1, runs[1..].iter().map(Vec::len).sum())
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_poisonous_request_costs_log2_n_passes() {
+    for n in [2u32, 8, 32, 64] {
+        let model = Poisoned::new([n / 3], How::Error);
+        let (mut svc, mut worker) = isolating(config(n as usize), &model);
+        let results = run_batch(&mut svc, &mut worker, n);
+        let failed: Vec<u32> = (0..n).filter(|&i| results[i as usize].is_err()).collect();
+        assert_eq!(failed, vec![n / 3]);
+        let log2 = n.ilog2();
+        assert_eq!(svc.handle().stats().isolation_passes_total, u64::from(log2));
+        // Two halves per pass; n, n/2, ... 2 items run again.
+        let n = n as usize;
+        assert_eq!(
+            extra_work(&model),
+            (2 * log2 as usize, 2 * n - 2),
+            "n = {n}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_model_that_fails_everything_costs_log2_n_passes_of_the_whole_batch() {
+    for (passes, expected) in [(10u32, (5u64, 62, 5 * 32)), (2, (2, 6, 2 * 32))] {
+        let model = Poisoned::new(0..32, How::Error);
+        let config = BatchConfig::builder()
+            .max_batch_size(32)
+            .max_isolation_passes(passes)
+            .build()
+            .unwrap();
+        let (mut svc, mut worker) = isolating(config, &model);
+        for r in run_batch(&mut svc, &mut worker, 32) {
+            assert!(r.unwrap_err().is::<BatchFailed>());
+        }
+        let stats = svc.handle().stats();
+        let (extra_batches, items) = extra_work(&model);
+        assert_eq!(
+            (stats.isolation_passes_total, extra_batches, items),
+            expected
+        );
+        assert_eq!(
+            stats.isolated_failures_total,
+            if passes >= 5 { 32 } else { 0 }
+        );
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn panics_are_isolated_the_same_way() {
     quiet_panics(PANIC_MESSAGE);
