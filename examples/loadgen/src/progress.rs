@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::Live;
+use crate::report::Live;
 
 /// A bar over the run's duration, with answers and errors so far.
 pub(crate) struct Progress {
