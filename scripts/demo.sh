@@ -31,7 +31,7 @@
 #   DEMO_SWEEP_FRACTIONS   sweep rates as fractions of its served saturation
 #                          throughput (default 0.25,0.5,0.75,1,1.25)
 #   DEMO_SWEEP_SECS        seconds per sweep rate (default 4)
-#   DEMO_PLOT              the sweep plot (default target/demo/demo-sweep.png: run
+#   DEMO_PLOT              the sweep plot (default target/demo/demo-sweep.svg: run
 #                          outputs stay out of the tracked tree; the published
 #                          picture is benches/results/demo-sweep.png)
 #   DEMO_TEXT_KEY          MiniLM bodies as {"<key>": [text]} instead of [text]
@@ -97,7 +97,7 @@ THREADS=${DEMO_THREADS:-2}
 SWEEP_MODEL=${DEMO_SWEEP_MODEL:-minilm}
 SWEEP_FRACTIONS=${DEMO_SWEEP_FRACTIONS:-0.25,0.5,0.75,1,1.25}
 SWEEP_SECS=${DEMO_SWEEP_SECS:-4}
-PLOT=${DEMO_PLOT:-target/demo/demo-sweep.png}
+PLOT=${DEMO_PLOT:-target/demo/demo-sweep.svg}
 mkdir -p "$(dirname "$PLOT")"
 CONFIG=examples/multi-model/config/demo.toml
 if [[ -n "$registry" ]]; then

@@ -2,7 +2,7 @@
 //! (closed loop), `--rate 200` (open loop, Poisson), `--body-dir images/`
 //! (bodies from files), `--v2 json|binary|grpc --model identity --input
 //! INPUT0:FP32:1,16` (KServe v2); `loadgen sweep --rates 10,20,40 --plot
-//! sweep.png`; `loadgen demo` for the batched-vs-unbatched table.
+//! sweep.svg`; `loadgen demo` for the batched-vs-unbatched table.
 //!
 //! A load generator for loopback servers; see the library docs.
 
@@ -144,7 +144,7 @@ enum Command {
         /// Seconds one request may take before it counts as a timeout.
         #[arg(long, default_value_t = 30.0)]
         timeout_secs: f64,
-        /// Write the plot here (PNG).
+        /// Write the plot here (SVG; the path ends in `.svg`).
         #[arg(long)]
         plot: Option<PathBuf>,
         /// The plot's title.

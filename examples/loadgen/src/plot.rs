@@ -1,14 +1,15 @@
 //! The sweep plot: achieved throughput (left) and p50/p99 latency (right)
-//! against offered load, as a PNG.
+//! against offered load, as SVG.
 //!
-//! Labels are drawn from the `font8x8` bitmap font as filled squares, so
-//! the plot needs no font files or font library on the machine.
+//! SVG keeps the labels as real text, drawn by whatever shows the picture
+//! (a browser, GitHub's README view) in its own fonts: sharp at any size,
+//! and no font file or font library is needed where the plot is made.
 
 use std::path::Path;
 
-use font8x8::UnicodeFonts;
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::sweep::SweepPoint;
 use crate::LoadError;
@@ -19,49 +20,43 @@ const TOP: i32 = 44;
 const LEFT: i32 = 80;
 const BOTTOM: i32 = 44;
 const RIGHT: i32 = 24;
+const FONT: &str = "sans-serif";
 
-const THROUGHPUT: RGBColor = RGBColor(0, 110, 190);
-const P50: RGBColor = RGBColor(60, 160, 70);
-const P99: RGBColor = RGBColor(210, 40, 60);
-const IDEAL: RGBColor = RGBColor(175, 175, 175);
-const GRID: RGBColor = RGBColor(232, 232, 232);
+// plotters' own palette: the throughput line, p50 and p99.
+fn throughput() -> PaletteColor<Palette99> {
+    Palette99::pick(1)
+}
+fn p50() -> PaletteColor<Palette99> {
+    Palette99::pick(3)
+}
+fn p99() -> PaletteColor<Palette99> {
+    Palette99::pick(0)
+}
 
-type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 /// A named line: its legend, points (offered, value) and colour.
-type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
+type Series<'a> = (&'a str, Vec<(f64, f64)>, RGBAColor);
 
 fn plot_err(e: impl std::fmt::Display) -> LoadError {
     LoadError::new(format!("plot: {e}"))
 }
 
-/// Writes `s` with its top-left corner at `(x, y)`, each font pixel a
-/// `scale` × `scale` block of screen pixels.
+/// Writes `s` at `(x, y)`, anchored there by `pos`, `size` pixels high.
 fn label(
     area: &Area<'_>,
     (x, y): (i32, i32),
     s: &str,
-    color: RGBColor,
-    scale: i32,
+    size: u32,
+    pos: Pos,
 ) -> Result<(), LoadError> {
-    let glyphs = s.chars().filter_map(|c| font8x8::BASIC_FONTS.get(c));
-    for (i, glyph) in (0i32..).zip(glyphs) {
-        let left = x + i * 8 * scale;
-        for (row, bits) in (0i32..).zip(glyph) {
-            let lit = (0..8).filter(|c| bits & (1 << c) != 0);
-            for (col, dx, dy) in
-                lit.flat_map(|c| (0..scale * scale).map(move |k| (c, k % scale, k / scale)))
-            {
-                let pixel = (left + col * scale + dx, y + row * scale + dy);
-                area.draw_pixel(pixel, &color).map_err(plot_err)?;
-            }
-        }
-    }
-    Ok(())
+    let style = TextStyle::from((FONT, size).into_font())
+        .color(&BLACK)
+        .pos(pos);
+    area.draw_text(s, &style, (x, y)).map_err(plot_err)
 }
 
-/// Width in pixels of `s` in the bitmap font at scale 1.
-fn text_width(s: &str) -> i32 {
-    8 * s.chars().count() as i32
+fn top_left() -> Pos {
+    Pos::new(HPos::Left, VPos::Top)
 }
 
 /// A short label for an axis value: `12k`, `350`, `42.5`, `0.25`.
@@ -94,6 +89,7 @@ fn panel(
     let plot = area.margin(TOP as u32, BOTTOM as u32, LEFT as u32, RIGHT as u32);
     let (pw, ph) = plot.dim_in_pixel();
     let (pw, ph) = (pw as i32, ph as i32);
+    let grid = BLACK.mix(0.09);
     let mut chart = ChartBuilder::on(&plot)
         .build_cartesian_2d(0.0..x_max, 0.0..y_max)
         .map_err(plot_err)?;
@@ -101,29 +97,17 @@ fn panel(
         let frac = f64::from(k) / 4.0;
         let (x, y) = (x_max * frac, y_max * frac);
         chart
-            .draw_series(LineSeries::new([(0.0, y), (x_max, y)], GRID))
+            .draw_series(LineSeries::new([(0.0, y), (x_max, y)], grid))
             .map_err(plot_err)?;
         chart
-            .draw_series(LineSeries::new([(x, 0.0), (x, y_max)], GRID))
+            .draw_series(LineSeries::new([(x, 0.0), (x, y_max)], grid))
             .map_err(plot_err)?;
         let py = TOP + ph - (f64::from(ph) * frac) as i32;
-        let text = value_label(y);
-        label(
-            area,
-            (LEFT - 6 - text_width(&text), py - 4),
-            &text,
-            BLACK,
-            1,
-        )?;
+        let right_middle = Pos::new(HPos::Right, VPos::Center);
+        label(area, (LEFT - 6, py), &value_label(y), 16, right_middle)?;
         let px = LEFT + (f64::from(pw) * frac) as i32;
-        let text = value_label(x);
-        label(
-            area,
-            (px - text_width(&text) / 2, TOP + ph + 8),
-            &text,
-            BLACK,
-            1,
-        )?;
+        let centre_top = Pos::new(HPos::Center, VPos::Top);
+        label(area, (px, TOP + ph + 6), &value_label(x), 16, centre_top)?;
     }
     for (_, points, color) in series {
         chart
@@ -141,31 +125,31 @@ fn panel(
         BLACK.stroke_width(1),
     ))
     .map_err(plot_err)?;
-    label(area, (LEFT, 10), title, BLACK, 2)?;
-    label(area, (LEFT + 4, TOP + 4), y_name, BLACK, 1)?;
-    let x_name = "offered load (requests/s)";
+    label(area, (LEFT, 10), title, 24, top_left())?;
+    label(area, (LEFT + 6, TOP + 6), y_name, 16, top_left())?;
+    let bottom_right = Pos::new(HPos::Right, VPos::Bottom);
     label(
         area,
-        (w - RIGHT - text_width(x_name), h - 16),
-        x_name,
-        BLACK,
-        1,
+        (w - RIGHT, h - 4),
+        "offered load (requests/s)",
+        16,
+        bottom_right,
     )?;
-    let mut y = TOP + 20;
+    let mut y = TOP + 26;
     for (name, _, color) in series {
         let x = LEFT + 12;
-        area.draw(&Rectangle::new([(x, y), (x + 14, y + 7)], color.filled()))
+        area.draw(&Rectangle::new([(x, y), (x + 14, y + 9)], color.filled()))
             .map_err(plot_err)?;
-        label(area, (x + 20, y), name, BLACK, 1)?;
-        y += 14;
+        label(area, (x + 20, y - 2), name, 16, top_left())?;
+        y += 18;
     }
     Ok(())
 }
 
-/// Draws `points` (a rate sweep) into the RGB buffer `rgb` of
-/// [`WIDTH`] × [`HEIGHT`] pixels.
-fn draw(rgb: &mut [u8], title: &str, points: &[SweepPoint]) -> Result<(), LoadError> {
-    let root = BitMapBackend::with_buffer(rgb, (WIDTH, HEIGHT)).into_drawing_area();
+/// Draws `points` (a rate sweep) as an SVG document of [`WIDTH`] ×
+/// [`HEIGHT`] pixels into `svg`.
+fn draw(svg: &mut String, title: &str, points: &[SweepPoint]) -> Result<(), LoadError> {
+    let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
     let (left, right) = root.split_horizontally(WIDTH / 2);
     let x_max = points.iter().map(|p| p.offered_per_s).fold(1.0, f64::max) * 1.05;
@@ -181,8 +165,12 @@ fn draw(rgb: &mut [u8], title: &str, points: &[SweepPoint]) -> Result<(), LoadEr
         x_max,
         y_max,
         &[
-            ("offered (ideal)", vec![(0.0, 0.0), (x_max, x_max)], IDEAL),
-            ("answered", served, THROUGHPUT),
+            (
+                "offered (ideal)",
+                vec![(0.0, 0.0), (x_max, x_max)],
+                BLACK.mix(0.3),
+            ),
+            ("answered", served, throughput().to_rgba()),
         ],
     )?;
     let p50: Vec<(f64, f64)> = points
@@ -200,30 +188,33 @@ fn draw(rgb: &mut [u8], title: &str, points: &[SweepPoint]) -> Result<(), LoadEr
         "ms",
         x_max,
         lat_max,
-        &[("p50", p50, P50), ("p99", p99, P99)],
+        &[
+            ("p50", p50, self::p50().to_rgba()),
+            ("p99", p99, self::p99().to_rgba()),
+        ],
     )?;
     root.present().map_err(plot_err)
 }
 
-/// Writes the sweep plot of `points` to `path` (PNG, 1200 × 480).
+/// Writes the sweep plot of `points` to `path` (SVG, 1200 × 480; the
+/// path must end in `.svg`).
 pub fn sweep_plot(path: &Path, title: &str, points: &[SweepPoint]) -> Result<(), LoadError> {
     if points.is_empty() {
         return Err(LoadError::new("plot: no sweep points"));
     }
-    let mut rgb = vec![0u8; WIDTH as usize * HEIGHT as usize * 3];
-    draw(&mut rgb, title, points)?;
+    if path.extension().is_none_or(|e| e != "svg") {
+        return Err(LoadError::new(format!(
+            "plot: {} does not end in .svg (plots are SVG)",
+            path.display()
+        )));
+    }
+    let mut svg = String::new();
+    draw(&mut svg, title, points)?;
     let io = |e: std::io::Error| LoadError::new(format!("{}: {e}", path.display()));
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let file = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
-    let mut encoder = png::Encoder::new(file, WIDTH, HEIGHT);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    encoder
-        .write_header()
-        .and_then(|mut w| w.write_image_data(&rgb))
-        .map_err(plot_err)
+    std::fs::write(path, svg).map_err(io)
 }
 
 #[cfg(test)]
@@ -258,24 +249,42 @@ mod tests {
         assert_eq!(labels, ["25k", "350", "42.5", "0.25"]);
     }
 
+    /// `#rrggbb` as plotters writes a colour into SVG.
+    fn hex(c: impl Color) -> String {
+        let (r, g, b) = c.to_backend_color().rgb;
+        format!("#{r:02X}{g:02X}{b:02X}")
+    }
+
     #[test]
-    fn writes_a_png_with_the_curves_and_labels() {
+    fn writes_an_svg_with_the_curves_and_real_text_labels() {
         let points = [
             point(10.0, 10.0, 5.0),
             point(20.0, 19.5, 8.0),
             point(40.0, 25.0, 400.0),
         ];
-        let mut rgb = vec![0u8; WIDTH as usize * HEIGHT as usize * 3];
-        draw(&mut rgb, "identity", &points).unwrap();
-        let has = |c: RGBColor| rgb.chunks(3).any(|px| px == [c.0, c.1, c.2]);
-        assert!(has(THROUGHPUT) && has(P50) && has(P99) && has(BLACK_RGB));
-        let path = std::env::temp_dir().join(format!("loadgen-plot-{}.png", std::process::id()));
+        let mut svg = String::new();
+        draw(&mut svg, "identity", &points).unwrap();
+        for c in [hex(throughput()), hex(p50()), hex(p99())] {
+            assert!(svg.contains(&c), "no {c} curve in {svg}");
+        }
+        for text in [
+            "identity: throughput",
+            "latency from intended send",
+            "offered load (requests/s)",
+            "answered/s",
+            "p99",
+            "42.0",
+        ] {
+            // plotters writes each text element on lines of its own.
+            let flat = svg.replace('\n', "");
+            assert!(flat.contains(&format!(">{text}<")), "no text {text:?}");
+        }
+        let path = std::env::temp_dir().join(format!("loadgen-plot-{}.svg", std::process::id()));
         sweep_plot(&path, "identity", &points).unwrap();
-        let bytes = std::fs::read(&path).unwrap();
-        assert_eq!(&bytes[1..4], b"PNG");
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert!(written.starts_with("<svg"), "{}", &written[..40]);
         std::fs::remove_file(&path).unwrap();
         assert!(sweep_plot(&path, "x", &[]).is_err());
+        assert!(sweep_plot(&path.with_extension("png"), "x", &points).is_err());
     }
-
-    const BLACK_RGB: RGBColor = RGBColor(0, 0, 0);
 }
