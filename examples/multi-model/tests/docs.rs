@@ -363,7 +363,11 @@ impl DevTools {
             .await
             .unwrap_or_else(|_| panic!("{method}: no reply within 30 s"))
             .expect("chromium's replies are readable");
-            assert!(n > 0, "{method}: chromium closed its DevTools pipe");
+            assert!(
+                n > 0,
+                "{method}: chromium closed its DevTools pipe (is Debian's package 'chromium' \
+                 installed? `bash scripts/test_setup.sh` installs it)"
+            );
             reply.pop();
             let reply: Value = serde_json::from_slice(&reply).expect("a JSON message");
             if reply["id"] == id {
