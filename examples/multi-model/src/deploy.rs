@@ -41,10 +41,15 @@ use crate::config::{Batching, DeploymentConfig, DeviceKind, P99Limit, Policy, Ro
 use crate::model::{Forward, Kind};
 
 /// One request on its way through a deployment.
-#[derive(Debug)]
+///
+/// Cloning is cheap (the tensors are shared): the batcher keeps a copy of
+/// every item of a batch so that, when the model fails the batch as a
+/// whole, it can run the halves again and fail only the bad item.
+#[derive(Debug, Clone)]
 pub struct Item {
-    /// The request's input tensors (leading dimension: its rows).
-    pub inputs: Vec<NamedTensor>,
+    /// The request's input tensors (leading dimension: its rows), shared
+    /// with the batcher's copy.
+    pub inputs: Arc<Vec<NamedTensor>>,
     /// Requests with equal keys share a batch (sequence-length bucket).
     pub key: u64,
     /// Its cost in the batch: rows.
@@ -70,7 +75,7 @@ impl Item {
             _ => 0,
         };
         Self {
-            inputs,
+            inputs: Arc::new(inputs),
             key,
             cost: rows as u64,
             deadline: None,
@@ -160,6 +165,12 @@ pub struct BatchTotals {
     pub queue_depth: usize,
     /// The batch size cap in force now (the adaptive cap when on).
     pub current_max_batch_size: usize,
+    /// Extra forward passes run to isolate a failing request (a batch the
+    /// model failed as a whole, run again in halves).
+    pub isolation_passes: u64,
+    /// Requests that failed alone after isolation (their batch-mates were
+    /// answered).
+    pub isolated_failures: u64,
 }
 
 impl BatchTotals {
@@ -173,6 +184,8 @@ impl BatchTotals {
             t.queue_depth += s.queue_depth;
             t.max_recent_batch_size = t.max_recent_batch_size.max(s.batch_size.max);
             t.current_max_batch_size = t.current_max_batch_size.max(s.max_batch_size);
+            t.isolation_passes += s.isolation_passes_total;
+            t.isolated_failures += s.isolated_failures_total;
         }
         if t.batches > 0 {
             t.mean_batch_size = t.completed as f64 / t.batches as f64;
@@ -231,7 +244,10 @@ fn replica(
     let layer = BatchLayer::<Item, Vec<NamedTensor>>::new(batch_config(label, cfg)?)
         .key_fn(|i: &Item| i.key)
         .cost_fn(|i: &Item| i.cost)
-        .deadline_fn(|i: &Item| i.deadline);
+        .deadline_fn(|i: &Item| i.deadline)
+        // One bad request fails alone: a batch the model fails as a whole
+        // is bisected until the failing item is alone.
+        .isolate_failures();
     let label: Arc<str> = label.into();
     Ok(layer.layer(tower::service_fn(move |batch: Vec<Item>| {
         let (model, tenant, label) = (Arc::clone(&model), tenant.clone(), Arc::clone(&label));
@@ -240,7 +256,13 @@ fn replica(
             let _lease = tenant.lease().await?;
             metrics::histogram!("convoy_server_batch_size", "deployment" => label.to_string())
                 .record(batch.len() as f64);
-            let inputs: Vec<Vec<NamedTensor>> = batch.into_iter().map(|i| i.inputs).collect();
+            // The model takes the tensors by value; while the batcher keeps
+            // a copy for a retry this copies them (the model joins them
+            // into one batch tensor anyway).
+            let inputs: Vec<Vec<NamedTensor>> = batch
+                .into_iter()
+                .map(|i| Arc::unwrap_or_clone(i.inputs))
+                .collect();
             model.forward(inputs).await
         }
     })))

@@ -114,6 +114,10 @@ pub struct BatchStatsInfo {
     pub queue_depth: usize,
     /// Batch size cap in force now.
     pub current_max_batch_size: usize,
+    /// Extra forward passes run to isolate failing requests.
+    pub isolation_passes: u64,
+    /// Requests that failed alone after isolation.
+    pub isolated_failures: u64,
 }
 
 impl From<BatchTotals> for BatchStatsInfo {
@@ -125,6 +129,8 @@ impl From<BatchTotals> for BatchStatsInfo {
             mean_batch_size: t.mean_batch_size,
             queue_depth: t.queue_depth,
             current_max_batch_size: t.current_max_batch_size,
+            isolation_passes: t.isolation_passes,
+            isolated_failures: t.isolated_failures,
         }
     }
 }
