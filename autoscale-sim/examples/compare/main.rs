@@ -3,7 +3,7 @@
 //! 1. The standard setup (default replica, 30 s cold start, seed 1): every
 //!    built-in and the default policy on every standard trace, as a
 //!    Markdown table, and a plot of load, replicas and p99 over time on
-//!    the spike and MMPP traces (`autoscale-sim/docs/compare.png`).
+//!    the spike and MMPP traces (`autoscale-sim/docs/compare.svg`).
 //! 2. The verdict matrix: whether the default policy (`Adaptive` given
 //!    only the SLO) Pareto-dominates Ray's default, HPA and KPA at both
 //!    utilizations (no more
@@ -63,7 +63,7 @@ fn options() -> Result<Options, Error> {
         traces: None,
         quick: false,
         write: true,
-        plot: dir.join("docs/compare.png"),
+        plot: dir.join("docs/compare.svg"),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
