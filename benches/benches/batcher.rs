@@ -5,6 +5,9 @@
 //! Group `batcher_noop`: a no-op batch service on a 2-thread tokio runtime,
 //! 1 / 64 / 1024 closed-loop callers, items per second for
 //! - `convoy`: `convoy_batcher::BatchLayer` (defaults: batch-when-busy, no wait),
+//! - `convoy_isolating`: the same with failure isolation armed
+//!   (`BatchLayer::isolate_failures`: a clone of every request kept while its
+//!   batch runs) and nothing failing: the price of being ready,
 //! - `convoy_full`: the same with a per-request deadline, two priority levels
 //!   and a Prometheus `metrics` recorder installed,
 //! - `tower_batch_control`: Zebra's `tower-batch-control` 1.1,
@@ -203,6 +206,24 @@ fn noop(c: &mut Criterion) {
             }))
         });
         measure(&mut group, "convoy", callers, &rt, &svc, id);
+        drop(svc);
+        drop(rt);
+
+        // convoy with failure isolation armed, nothing failing.
+        let rt = runtime();
+        let svc = rt.block_on(async {
+            let config = BatchConfig::builder()
+                .max_batch_size(NOOP_BATCH)
+                .queue_capacity(QUEUE)
+                .build()
+                .expect("valid config");
+            BatchLayer::<u64, u64>::new(config)
+                .isolate_failures()
+                .layer(service_fn(|items: Vec<u64>| {
+                    ready(Ok::<_, Infallible>(items))
+                }))
+        });
+        measure(&mut group, "convoy_isolating", callers, &rt, &svc, id);
         drop(svc);
         drop(rt);
 

@@ -15,9 +15,8 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::Poll;
 use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
@@ -25,23 +24,14 @@ use convoy_batcher::{
     BatchConfig, BatchFailed, BatchLayer, BatchPanicked, Closed, DeadlineExceeded, OverflowPolicy,
     Priority, QueueFull, ResponseFuture,
 };
+use convoy_batcher_scripted::{Ending, ItemError, Log, Scripted};
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_test::task::Spawn;
 use tower::{BoxError, Service};
 
 /// The message of a scripted panic (kept out of the fuzzer's output).
-pub const PANIC_MESSAGE: &str = "convoy-fuzz scripted panic";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Arbitrary)]
-enum Ending {
-    Ok,
-    Fail,
-    Panic,
-    Short,
-    Long,
-}
+pub use convoy_batcher_scripted::PANIC_MESSAGE;
 
 #[derive(Debug, Arbitrary)]
 enum Op {
@@ -79,66 +69,6 @@ struct Attrs {
     priority: Priority,
     cost: u64,
     deadline: Option<Instant>,
-}
-
-#[derive(Debug)]
-struct ItemError;
-
-impl std::fmt::Display for ItemError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("item error")
-    }
-}
-
-impl std::error::Error for ItemError {}
-
-type Log = Arc<Mutex<Vec<(Vec<u32>, Instant, Option<oneshot::Sender<Ending>>)>>>;
-
-/// A batch service whose batches end when and how the input says.
-#[derive(Clone)]
-struct Scripted {
-    log: Log,
-}
-
-impl Service<Vec<u32>> for Scripted {
-    type Response = Vec<Result<u32, ItemError>>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, batch: Vec<u32>) -> Self::Future {
-        let (tx, rx) = oneshot::channel();
-        self.log
-            .lock()
-            .push((batch.clone(), Instant::now(), Some(tx)));
-        Box::pin(async move {
-            let answer = |batch: Vec<u32>| -> Vec<Result<u32, ItemError>> {
-                batch
-                    .into_iter()
-                    .map(|id| if id % 5 == 4 { Err(ItemError) } else { Ok(id) })
-                    .collect()
-            };
-            match rx.await {
-                Ok(Ending::Ok) => Ok(answer(batch)),
-                Ok(Ending::Short) => {
-                    let mut out = answer(batch);
-                    out.pop();
-                    Ok(out)
-                }
-                Ok(Ending::Long) => {
-                    let mut out = answer(batch);
-                    out.push(Ok(u32::MAX));
-                    Ok(out)
-                }
-                Ok(Ending::Fail) => Err("scripted batch failure".into()),
-                Ok(Ending::Panic) => panic!("{PANIC_MESSAGE}"),
-                Err(_) => Err("the batch was dropped".into()),
-            }
-        })
-    }
 }
 
 struct Caller {
@@ -208,7 +138,7 @@ async fn run_case(s: Setup) {
         .cost_fn(move |id| a3(id).cost)
         .deadline_fn(move |id| a4(id).deadline);
     let log: Log = Arc::default();
-    let (mut svc, worker) = layer.pair(Scripted { log: log.clone() });
+    let (mut svc, worker) = layer.pair(Scripted::new(log.clone()));
     let handle = svc.handle();
     let mut worker = Some(tokio_test::task::spawn(worker));
 
