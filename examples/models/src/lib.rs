@@ -5,6 +5,9 @@
 //! - [`Manifest`]: a model's inputs, outputs, labels and processing.
 //! - [`Model`]: a loaded model on its own thread; [`Model::forward`] runs one
 //!   batch of items (each a request's named tensors) in one forward pass.
+//! - [`Contract`]: what one request's inputs must satisfy before they join
+//!   a batch (names, datatypes, fixed dimensions, rows, sequence length,
+//!   token ids, element counts), from the manifest and its tokenizer.
 //! - [`image`], [`text`], [`post`]: pure functions the server runs off the
 //!   async threads: bounded image decoding, the torchvision and letterbox
 //!   transforms, tokenization, top-k, pooling, YOLO decoding with NMS.
@@ -32,6 +35,7 @@
 
 #![warn(missing_docs)]
 
+mod contract;
 mod error;
 pub mod image;
 mod manifest;
@@ -40,6 +44,7 @@ pub mod post;
 mod runtime;
 pub mod text;
 
+pub use contract::{Contract, ContractError, DEFAULT_MAX_ELEMENTS};
 pub use error::{InputError, InputErrorKind, ModelError, ModelErrorKind};
 pub use manifest::{Manifest, ModelKind, Postprocess, Preprocess, TensorSpec, MANIFEST_FILE};
 #[cfg(feature = "torch")]

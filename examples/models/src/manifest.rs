@@ -85,6 +85,14 @@ pub enum Preprocess {
         /// The token id that pads sequences in a batch.
         #[serde(default)]
         pad_id: i64,
+        /// The model's positions: the longest sequence it takes (a
+        /// manifest without it: `max_tokens`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_positions: Option<usize>,
+        /// The vocabulary size: token ids lie in `[0, vocab_size)` (a
+        /// manifest without it: the tokenizer's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vocab_size: Option<usize>,
     },
     /// Inputs are tensors as given.
     None,

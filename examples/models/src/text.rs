@@ -76,6 +76,12 @@ impl TextEncoder {
         })
     }
 
+    /// The tokenizer's vocabulary size (added tokens included): token ids
+    /// lie in `[0, vocab_size)`.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
     /// The most tokens a text becomes.
     pub fn max_tokens(&self) -> usize {
         self.max_tokens

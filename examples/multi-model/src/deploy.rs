@@ -31,6 +31,7 @@ use convoy_router::balance::BalanceConfig;
 use convoy_router::rollout::{LatencyCheck, LatencyLimit};
 use convoy_router::split::Override;
 use convoy_router::{Balancer, Rollout, RolloutConfig, RolloutHandle, Split, SplitHandle};
+use example_models::ContractError;
 use example_tensor::NamedTensor;
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -420,6 +421,19 @@ impl Deployment {
             let idle = weights.iter().any(|(n, w)| *n == *v.name && *w == 0.0);
             idle || v.replicas.replicas().ready > 0
         })
+    }
+
+    /// Checks one request's inputs against the model's contract before
+    /// they join a batch: the pinned version's, or every version's (the
+    /// split may send the request to any of them). A violation is the
+    /// caller's error and never reaches the model.
+    pub fn check(&self, inputs: &[NamedTensor], pinned: Option<&str>) -> Result<(), ContractError> {
+        for v in self.versions.read().iter() {
+            if pinned.is_none_or(|p| p == &*v.name) {
+                v.model.contract().check(inputs)?;
+            }
+        }
+        Ok(())
     }
 
     /// The version named `name`.

@@ -126,18 +126,9 @@ impl Repository for V2 {
         Box::pin(async move {
             let v2 = V2(Arc::clone(&server));
             let d = v2.deployment(&name, version.as_deref())?;
-            if d.kind != Kind::Identity {
-                V2::meta(d).check_inputs(&request.inputs)?;
-            }
-            let Some(first) = request.inputs.first() else {
-                return Err(Error::bad_request("a request needs at least one input"));
-            };
-            let rows = first.tensor.rows();
-            if request.inputs.iter().any(|t| t.tensor.rows() != rows) {
-                return Err(Error::bad_request(
-                    "every input needs the same first dimension (rows)",
-                ));
-            }
+            // The model's contract, before the request joins a batch.
+            d.check(&request.inputs, version.as_deref())
+                .map_err(|e| Error::bad_request(e.to_string()))?;
             let timeout = server.config.server.request_timeout;
             let mut item = Item::new(request.inputs, d.kind);
             let own = tokio::time::Instant::now() + timeout;

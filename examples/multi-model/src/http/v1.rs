@@ -209,6 +209,8 @@ pub(crate) async fn run(
         }
         item.pinned = Some(v.to_string());
     }
+    d.check(&item.inputs, item.pinned.as_deref())
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     match tokio::time::timeout(timeout, d.split.clone().oneshot(item)).await {
         Ok(answer) => answer.map_err(ApiError::from_service),
         Err(_) => Err(ApiError::deadline(format!(
@@ -457,18 +459,8 @@ async fn infer(
             if req.inputs.is_empty() {
                 return Err(ApiError::unprocessable("inputs: at least one tensor"));
             }
-            let inputs: Vec<NamedTensor> = req
-                .inputs
-                .iter()
-                .map(JsonTensor::decode)
-                .collect::<Result<_, _>>()?;
-            let rows = inputs[0].tensor.rows();
-            if inputs.iter().any(|t| t.tensor.rows() != rows) {
-                return Err(ApiError::unprocessable(
-                    "inputs: every tensor needs the same first dimension (rows)",
-                ));
-            }
-            Ok(inputs)
+            // The model's contract (rows, shapes...) is checked in `run`.
+            req.inputs.iter().map(JsonTensor::decode).collect()
         })
         .await?;
     let answer = run(state, d, inputs, headers).await?;

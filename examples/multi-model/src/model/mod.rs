@@ -11,6 +11,7 @@ mod torch;
 
 use std::fmt;
 
+use example_models::Contract;
 use example_tensor::NamedTensor;
 use futures::future::BoxFuture;
 use serde::Serialize;
@@ -74,6 +75,14 @@ pub trait Forward: Send + Sync + fmt::Debug + 'static {
 
     /// Declared inputs.
     fn inputs(&self) -> Vec<TensorMeta>;
+
+    /// What one request's inputs must satisfy before they join a batch
+    /// (by default: at least one input, one row count of at least 1,
+    /// bounded element counts).
+    fn contract(&self) -> &Contract {
+        static ANY: std::sync::LazyLock<Contract> = std::sync::LazyLock::new(Contract::any);
+        &ANY
+    }
 
     /// Declared outputs.
     fn outputs(&self) -> Vec<TensorMeta>;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use example_models::text::TextEncoder;
-use example_models::{Device, LoadOptions, Manifest, Model, ModelKind};
+use example_models::{Contract, Device, LoadOptions, Manifest, Model, ModelKind};
 use example_tensor::NamedTensor;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -18,6 +18,7 @@ use super::{Forward, Kind, TensorMeta};
 pub struct TorchModel {
     model: Model,
     encoder: Option<Arc<TextEncoder>>,
+    contract: Arc<Contract>,
 }
 
 impl TorchModel {
@@ -41,7 +42,13 @@ impl TorchModel {
             ModelKind::Embed => Some(Arc::new(TextEncoder::from_manifest(dir, model.manifest())?)),
             _ => None,
         };
-        Ok(Self { model, encoder })
+        let vocab = encoder.as_deref().map(TextEncoder::vocab_size);
+        let contract = Arc::new(Contract::from_manifest(model.manifest(), vocab));
+        Ok(Self {
+            model,
+            encoder,
+            contract,
+        })
     }
 
     /// The package's manifest.
@@ -93,6 +100,10 @@ impl Forward for TorchModel {
 
     fn outputs(&self) -> Vec<TensorMeta> {
         meta(&self.model.manifest().outputs)
+    }
+
+    fn contract(&self) -> &Contract {
+        &self.contract
     }
 
     fn torch(&self) -> Option<&TorchModel> {
