@@ -16,8 +16,8 @@ use convoy_batcher::{
 use serde::{Deserialize, Serialize};
 use tower::{BoxError, ServiceExt};
 
-use crate::model::{InputWidth, Mlp};
 use crate::unbatched::UnbatchedModel;
+use example_mlp::{InputWidth, Mlp};
 
 /// Route of the batched model.
 pub const BATCHED_ROUTE: &str = "/v1/models/mlp/infer";

@@ -23,12 +23,11 @@
 //! ```
 
 mod api;
-mod model;
 mod unbatched;
 
 pub use api::{
     app, ApiError, AppState, BatchedModel, InferRequest, InferResponse, ServerConfig,
     BATCHED_ROUTE, MODEL_ROUTE, STATS_ROUTE, UNBATCHED_ROUTE,
 };
-pub use model::{InputWidth, InvalidDims, Mlp, HIDDEN_DIM, INPUT_DIM, OUTPUT_DIM};
+pub use example_mlp::{InputWidth, InvalidDims, Mlp, HIDDEN_DIM, INPUT_DIM, OUTPUT_DIM};
 pub use unbatched::UnbatchedModel;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::api::ApiError;
-use crate::model::Mlp;
+use example_mlp::Mlp;
 
 /// One-item-at-a-time access to the model.
 #[derive(Debug, Clone)]

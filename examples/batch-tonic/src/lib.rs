@@ -20,7 +20,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use convoy_batcher::BatchConfig;
-//! use example_batch_axum::Mlp;
+//! use example_mlp::Mlp;
 //! use example_batch_tonic::{proto::InferRequest, MlpService};
 //!
 //! # #[tokio::main] async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -38,7 +38,7 @@ use std::time::Duration;
 use convoy_batcher::{
     Batch, BatchConfig, BatchHandle, BatchLayer, Closed, DeadlineExceeded, QueueFull,
 };
-use example_batch_axum::{InputWidth, Mlp};
+use example_mlp::{InputWidth, Mlp};
 use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use convoy_batcher::BatchConfig;
-use example_batch_axum::Mlp;
 use example_batch_tonic::MlpService;
+use example_mlp::Mlp;
 use tonic::transport::server::TcpIncoming;
 
 #[derive(Debug, Parser)]

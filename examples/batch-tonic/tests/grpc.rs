@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use convoy_batcher::BatchConfig;
-use example_batch_axum::Mlp;
 use example_batch_tonic::{MlpClient, MlpService, INFER_PATH};
+use example_mlp::Mlp;
 use tonic::transport::server::TcpIncoming;
 use tonic::Code;
 

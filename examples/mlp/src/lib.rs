@@ -1,5 +1,5 @@
-//! The example "model": a small multi-layer perceptron with seeded random
-//! weights, computed in f32.
+//! The examples' "model": a small multi-layer perceptron with seeded random
+//! weights, computed in f32, shared by the axum and the tonic example.
 //!
 //! Each dense layer is one matrix-matrix product (`ndarray`'s f32 `dot`, which
 //! runs on `matrixmultiply`'s sgemm), so a batch of N inputs reads every
