@@ -17,7 +17,6 @@
 
 pub mod config;
 pub mod deploy;
-pub mod error;
 pub mod http;
 pub mod model;
 pub mod registry;
