@@ -27,18 +27,36 @@ pub enum ErrorKind {
     /// The request's deadline passed before an answer: HTTP 504, gRPC
     /// `DEADLINE_EXCEEDED`.
     DeadlineExceeded,
+    /// A resource quota of the server is used up (a model version's share
+    /// of device memory): HTTP 503, gRPC `RESOURCE_EXHAUSTED`, so clients
+    /// back off.
+    Quota,
     /// Anything else: HTTP 500, gRPC `INTERNAL`.
     Internal,
 }
 
 impl ErrorKind {
+    /// Every kind, in the order of the table in `examples/README.md`.
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::BadRequest,
+        ErrorKind::NotFound,
+        ErrorKind::PayloadTooLarge,
+        ErrorKind::Overloaded,
+        ErrorKind::Quota,
+        ErrorKind::Unavailable,
+        ErrorKind::DeadlineExceeded,
+        ErrorKind::Internal,
+    ];
+
     /// The HTTP status of this kind.
     pub fn http_status(self) -> StatusCode {
         match self {
             ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorKind::Overloaded | ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::Overloaded | ErrorKind::Unavailable | ErrorKind::Quota => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -49,7 +67,9 @@ impl ErrorKind {
         match self {
             ErrorKind::BadRequest => tonic::Code::InvalidArgument,
             ErrorKind::NotFound => tonic::Code::NotFound,
-            ErrorKind::PayloadTooLarge | ErrorKind::Overloaded => tonic::Code::ResourceExhausted,
+            ErrorKind::PayloadTooLarge | ErrorKind::Overloaded | ErrorKind::Quota => {
+                tonic::Code::ResourceExhausted
+            }
             ErrorKind::Unavailable => tonic::Code::Unavailable,
             ErrorKind::DeadlineExceeded => tonic::Code::DeadlineExceeded,
             ErrorKind::Internal => tonic::Code::Internal,
@@ -109,37 +129,30 @@ impl Error {
         Self::new(ErrorKind::Internal, message)
     }
 
-    /// Maps an error from a convoy service stack: the first error in its
-    /// source chain that convoy knows decides the kind.
+    /// Maps a service's error with `classify`, the server's one
+    /// classification (this crate knows no service stack): the first error
+    /// in the source chain that is an [`Error`] or that `classify` knows
+    /// decides the kind; anything else is [`ErrorKind::Internal`].
     ///
-    /// | error | kind |
-    /// |---|---|
-    /// | an [`Error`] | its own |
-    /// | `convoy_batcher::QueueFull` | [`ErrorKind::Overloaded`] |
-    /// | `convoy_batcher::DeadlineExceeded` | [`ErrorKind::DeadlineExceeded`] |
-    /// | `convoy_batcher::Closed`, `convoy_router::NoReadyReplica` | [`ErrorKind::Unavailable`] |
-    /// | anything else | [`ErrorKind::Internal`] |
-    pub fn from_service(error: BoxError) -> Self {
+    /// The message of an internal error is `internal`'s: a server answers
+    /// a short line with the request id and logs the details, never a
+    /// library's error text.
+    pub fn from_service(
+        error: &BoxError,
+        classify: impl Fn(&(dyn std::error::Error + 'static)) -> Option<ErrorKind>,
+        internal: impl FnOnce(&BoxError) -> String,
+    ) -> Self {
         let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error.as_ref());
         while let Some(e) = current {
             if let Some(own) = e.downcast_ref::<Error>() {
                 return own.clone();
             }
-            let kind = if e.is::<convoy_batcher::QueueFull>() {
-                Some(ErrorKind::Overloaded)
-            } else if e.is::<convoy_batcher::DeadlineExceeded>() {
-                Some(ErrorKind::DeadlineExceeded)
-            } else if e.is::<convoy_batcher::Closed>() || e.is::<convoy_router::NoReadyReplica>() {
-                Some(ErrorKind::Unavailable)
-            } else {
-                None
-            };
-            if let Some(kind) = kind {
+            if let Some(kind) = classify(e).filter(|k| *k != ErrorKind::Internal) {
                 return Self::new(kind, e.to_string());
             }
             current = e.source();
         }
-        Self::internal(error.to_string())
+        Self::internal(internal(error))
     }
 
     /// What kind of error this is.

@@ -6,7 +6,8 @@
 //! contents), checks shapes against data and [`Limits`] before allocating,
 //! echoes request ids, keeps the requested outputs and encodes them. A
 //! repository only computes tensors, so it can sit on any convoy-batched
-//! service; [`Error::from_service`] maps convoy's errors to statuses.
+//! service; [`Error::from_service`] maps a service's errors to statuses with
+//! the classification the server gives it.
 //! [`openapi_routes`] is the REST routes with their OpenAPI 3.1 document
 //! (also alone: [`openapi`]), to merge into an app's own document.
 //!

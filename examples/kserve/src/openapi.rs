@@ -123,28 +123,21 @@ impl IntoResponses for InferErrors {
 }
 
 /// Every kind of error an infer request can meet.
-const ERROR_KINDS: [ErrorKind; 7] = [
-    ErrorKind::BadRequest,
-    ErrorKind::NotFound,
-    ErrorKind::PayloadTooLarge,
-    ErrorKind::Overloaded,
-    ErrorKind::Unavailable,
-    ErrorKind::DeadlineExceeded,
-    ErrorKind::Internal,
-];
+const ERROR_KINDS: [ErrorKind; 8] = ErrorKind::ALL;
 
 /// When the protocol answers with `kind`.
 fn when(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::BadRequest => {
             "Malformed request: bad JSON, unknown datatype, shape and data disagree, \
-             an input the model does not take"
+             an input the model does not take or that breaks its input contract"
         }
         ErrorKind::NotFound => "No such model or version",
         ErrorKind::PayloadTooLarge => "The body or a tensor's shape is over the server's limits",
         ErrorKind::Overloaded => "The model's queue is full",
         ErrorKind::Unavailable => "The model or server is not ready",
         ErrorKind::DeadlineExceeded => "The request's deadline passed before an answer",
+        ErrorKind::Quota => "A resource quota of the server (a version's device memory) is used up",
         ErrorKind::Internal => "The server failed",
     }
 }

@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod deploy;
+pub mod error;
 pub mod http;
 pub mod model;
 pub mod registry;

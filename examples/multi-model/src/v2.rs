@@ -130,6 +130,11 @@ impl Repository for V2 {
             d.check(&request.inputs, version.as_deref())
                 .map_err(|e| Error::bad_request(e.to_string()))?;
             let timeout = server.config.server.request_timeout;
+            let id = request
+                .id
+                .clone()
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(crate::error::new_request_id);
             let mut item = Item::new(request.inputs, d.kind);
             let own = tokio::time::Instant::now() + timeout;
             item.deadline = Some(request.deadline.map_or(own, |d| d.min(own)));
@@ -139,7 +144,7 @@ impl Repository for V2 {
                 .clone()
                 .oneshot(item)
                 .await
-                .map_err(Error::from_service)?;
+                .map_err(|e| crate::error::to_v2(&e, &id))?;
             Ok(InferResponse {
                 model_name: name,
                 model_version: Some(answer.version.to_string()),

@@ -10,7 +10,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{start, Running};
+use common::{export_poison, start, Running};
 use example_kserve::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use example_kserve::proto::model_infer_request::InferInputTensor;
 use example_kserve::proto::{InferTensorContents, ModelInferRequest};
@@ -22,18 +22,6 @@ use tonic::transport::Channel;
 const N: usize = 64;
 /// Values per item: one 8×8 RGB image.
 const LEN: usize = 3 * 8 * 8;
-
-/// Exports the poison model as version 1 of `<dir>/poison`.
-fn export_poison(dir: &Path) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let status = std::process::Command::new(root.join(".venv/bin/python"))
-        .arg(root.join("scripts/python/export_poison.py"))
-        .arg(dir.join("poison/1"))
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect(".venv/bin/python runs (scripts/setup.sh creates it)");
-    assert!(status.success(), "export_poison.py failed");
-}
 
 fn config(models_dir: &Path) -> String {
     format!(

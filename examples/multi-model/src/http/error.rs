@@ -3,9 +3,6 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use convoy_batcher::{Closed, DeadlineExceeded, QueueFull};
-use convoy_gpu_pool::QuotaExceeded;
-use convoy_router::NoReadyReplica;
 use tower::BoxError;
 
 /// An error answer: a status and a message for the client.
@@ -56,29 +53,13 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message)
     }
 
-    /// Maps the crates' typed errors: a full queue or no ready replica is
-    /// 503, an expired deadline 504, anything else 500.
-    pub fn from_service(e: BoxError) -> Self {
-        let status = if caused_by::<QueueFull>(&e)
-            || caused_by::<NoReadyReplica>(&e)
-            || caused_by::<Closed>(&e)
-            || caused_by::<QuotaExceeded>(&e)
-        {
-            StatusCode::SERVICE_UNAVAILABLE
-        } else if caused_by::<DeadlineExceeded>(&e) {
-            StatusCode::GATEWAY_TIMEOUT
-        } else {
-            StatusCode::INTERNAL_SERVER_ERROR
-        };
-        Self::new(status, e.to_string())
+    /// A deployment's error, by the server's one classification
+    /// ([`crate::error::classify`]); an internal error answers a short line
+    /// with `request_id` and is logged under it.
+    pub fn from_service(e: BoxError, request_id: &str) -> Self {
+        let status = crate::error::classify(&e).http_status();
+        Self::new(status, crate::error::public_message(&e, request_id))
     }
-}
-
-fn caused_by<E: std::error::Error + 'static>(e: &BoxError) -> bool {
-    std::iter::successors(Some(&**e as &(dyn std::error::Error + 'static)), |e| {
-        e.source()
-    })
-    .any(|e| e.is::<E>())
 }
 
 impl IntoResponse for ApiError {

@@ -212,7 +212,13 @@ pub(crate) async fn run(
     d.check(&item.inputs, item.pinned.as_deref())
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     match tokio::time::timeout(timeout, d.split.clone().oneshot(item)).await {
-        Ok(answer) => answer.map_err(ApiError::from_service),
+        Ok(answer) => answer.map_err(|e| {
+            let id = headers
+                .get(super::REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(crate::error::new_request_id, str::to_string);
+            ApiError::from_service(e, &id)
+        }),
         Err(_) => Err(ApiError::deadline(format!(
             "not answered within the request timeout ({timeout:?})"
         ))),

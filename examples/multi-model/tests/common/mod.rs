@@ -295,3 +295,17 @@ pub fn other_jpeg() -> Vec<u8> {
     image.invert();
     jpeg(&image)
 }
+
+/// Exports `scripts/python/export_poison.py`'s model (a TorchScript
+/// classifier that fails its whole batch when one item is all ones) as
+/// version 1 of `<dir>/poison`, with the project's Python.
+pub fn export_poison(dir: &std::path::Path) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let status = std::process::Command::new(root.join(".venv/bin/python"))
+        .arg(root.join("scripts/python/export_poison.py"))
+        .arg(dir.join("poison/1"))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect(".venv/bin/python runs (scripts/setup.sh creates it)");
+    assert!(status.success(), "export_poison.py failed");
+}
