@@ -57,6 +57,6 @@ pub use standard::{
     KPA_FULL_UTILIZATION, RAY_METRICS_PUSH, STANDARD_MAX_REPLICAS, TUNED,
 };
 pub use trace::{
-    CsvResolution, Mmpp, Spike, Trace, TraceError, TraceErrorKind, MAX_RATE, MAX_TRACE_DURATION,
-    MAX_TRACE_STEPS,
+    Arrivals, CsvResolution, Mmpp, Spike, Trace, TraceError, TraceErrorKind, MAX_RATE,
+    MAX_TRACE_DURATION, MAX_TRACE_STEPS,
 };

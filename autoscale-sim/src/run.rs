@@ -17,13 +17,11 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use rand_chacha::rand_core::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 
 use crate::config::{SimConfig, SimConfigError};
 use crate::oracle::Oracle;
 use crate::report::{Report, TimelinePoint};
-use crate::trace::{exp_sample, Trace};
+use crate::trace::Trace;
 use convoy_autoscale::{Engine, LoadSample, ReplicaCounts};
 
 /// Anything the simulator can drive: an [`Engine`] (a policy with its guard
@@ -151,35 +149,6 @@ struct Replica {
     busy: u32,
     started: u64,
     stopped: u64,
-}
-
-/// Poisson arrivals with a piecewise-constant rate.
-#[derive(Debug)]
-struct Arrivals<'a> {
-    rates: &'a [f64],
-    step: f64,
-    k: usize,
-    t: f64,
-    rng: ChaCha8Rng,
-}
-
-impl Arrivals<'_> {
-    fn next(&mut self) -> Option<u64> {
-        loop {
-            let rate = *self.rates.get(self.k)?;
-            let end = (self.k + 1) as f64 * self.step;
-            if rate > 0.0 {
-                let t = self.t + exp_sample(&mut self.rng) / rate;
-                if t < end {
-                    self.t = t;
-                    return Some((t * NANOS as f64) as u64);
-                }
-            }
-            // Memoryless: restart the draw at the next step's rate.
-            self.t = end;
-            self.k += 1;
-        }
-    }
 }
 
 #[derive(Debug, Default)]
@@ -459,14 +428,8 @@ impl Simulation {
         }
         w.peak_replicas = w.current();
 
-        let mut arrivals = Arrivals {
-            rates: trace.rates(),
-            step: trace.step_len().as_secs_f64(),
-            k: 0,
-            t: 0.0,
-            rng: ChaCha8Rng::seed_from_u64(c.seed),
-        };
-        let mut next_arrival = arrivals.next().unwrap_or(u64::MAX);
+        let mut arrivals = trace.arrivals(c.seed);
+        let mut next_arrival = arrivals.next_nanos().unwrap_or(u64::MAX);
         let mut next_tick = sample_ns;
         let mut next_eval = eval_ns;
 
@@ -489,7 +452,7 @@ impl Simulation {
                 w.become_ready(t, r);
             } else if next_arrival <= next_tick {
                 w.arrive(next_arrival);
-                next_arrival = arrivals.next().unwrap_or(u64::MAX);
+                next_arrival = arrivals.next_nanos().unwrap_or(u64::MAX);
             } else {
                 let now = next_tick;
                 if now > hard_end {

@@ -247,6 +247,33 @@ impl Trace {
         Self::from_rates(self.name.clone(), self.step, rates)
     }
 
+    /// The arrival times the simulator draws for this trace with `seed`
+    /// (a Poisson process whose rate follows the trace, piecewise constant
+    /// per step), as offsets from the trace's start. A run with
+    /// [`SimConfig::seed`](crate::SimConfig::seed) `seed` sees exactly these
+    /// arrivals, so a load generator that sends them to a real server
+    /// replays the simulated run's requests.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use convoy_autoscale_sim::Trace;
+    ///
+    /// let trace = Trace::constant(100.0, Duration::from_secs(60)).unwrap();
+    /// let times: Vec<Duration> = trace.arrivals(7).collect();
+    /// assert!(times.windows(2).all(|w| w[0] <= w[1]));
+    /// assert!(times.len() > 5_000 && times.len() < 7_000);
+    /// assert_eq!(times, trace.arrivals(7).collect::<Vec<_>>());
+    /// ```
+    pub fn arrivals(&self, seed: u64) -> Arrivals<'_> {
+        Arrivals {
+            rates: &self.rates,
+            step: self.step.as_secs_f64(),
+            k: 0,
+            t: 0.0,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
     /// A constant rate.
     pub fn constant(rps: f64, duration: Duration) -> Result<Self, TraceError> {
         let rps = check_param("rps", rps)?;
@@ -487,6 +514,45 @@ pub(crate) fn unit_open(rng: &mut ChaCha8Rng) -> f64 {
 }
 
 /// Exponential with mean 1.
+/// Arrival times of a [`Trace`] (see [`Trace::arrivals`]): offsets from
+/// the trace's start, in order, ending with the trace.
+#[derive(Debug, Clone)]
+pub struct Arrivals<'a> {
+    rates: &'a [f64],
+    step: f64,
+    k: usize,
+    t: f64,
+    rng: ChaCha8Rng,
+}
+
+impl Arrivals<'_> {
+    /// The next arrival, nanoseconds from the start.
+    pub(crate) fn next_nanos(&mut self) -> Option<u64> {
+        loop {
+            let rate = *self.rates.get(self.k)?;
+            let end = (self.k + 1) as f64 * self.step;
+            if rate > 0.0 {
+                let t = self.t + exp_sample(&mut self.rng) / rate;
+                if t < end {
+                    self.t = t;
+                    return Some((t * 1e9) as u64);
+                }
+            }
+            // Memoryless: restart the draw at the next step's rate.
+            self.t = end;
+            self.k += 1;
+        }
+    }
+}
+
+impl Iterator for Arrivals<'_> {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        self.next_nanos().map(Duration::from_nanos)
+    }
+}
+
 pub(crate) fn exp_sample(rng: &mut ChaCha8Rng) -> f64 {
     -unit_open(rng).ln()
 }

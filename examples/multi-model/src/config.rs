@@ -64,6 +64,10 @@ pub struct ServerConfig {
     /// Host memory of the device pool when there is no GPU, bytes.
     #[serde(deserialize_with = "positive_u64")]
     pub host_memory: u64,
+    /// Batches the device pool runs at once, over every deployment and
+    /// replica (its compute gate). Default 4.
+    #[serde(deserialize_with = "positive_u32")]
+    pub compute_slots: u32,
     /// `[server.registry]`: the MLflow tracking server that `models:/`
     /// sources are resolved against.
     pub registry: Option<RegistryConfig>,
@@ -156,6 +160,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             blocking_tasks: 4,
             host_memory: 1 << 30,
+            compute_slots: 4,
             registry: None,
             uploads: UploadLimits::default(),
         }
@@ -195,6 +200,10 @@ pub struct DeploymentConfig {
     /// 0): a batch of `n` takes `identity_delay + n × identity_item_delay`,
     /// so a deployment has a known capacity (overload and soak tests).
     pub identity_item_delay: Duration,
+    /// Time a new replica of the identity model takes before it serves
+    /// (default 0): a cold start that costs no CPU, so autoscaling can be
+    /// measured against the simulator's replica model.
+    pub identity_start_delay: Duration,
 }
 
 impl DeploymentConfig {
@@ -234,6 +243,8 @@ struct RawDeployment {
     identity_delay: Duration,
     #[serde(default, deserialize_with = "duration")]
     identity_item_delay: Duration,
+    #[serde(default, deserialize_with = "duration")]
+    identity_start_delay: Duration,
 }
 
 impl TryFrom<RawDeployment> for DeploymentConfig {
@@ -317,6 +328,9 @@ impl TryFrom<RawDeployment> for DeploymentConfig {
         if raw.identity_item_delay > Duration::ZERO && model != IDENTITY {
             return Err("identity_item_delay: only for model = \"identity\"".into());
         }
+        if raw.identity_start_delay > Duration::ZERO && model != IDENTITY {
+            return Err("identity_start_delay: only for model = \"identity\"".into());
+        }
         Ok(Self {
             name: raw.name,
             model,
@@ -329,6 +343,7 @@ impl TryFrom<RawDeployment> for DeploymentConfig {
             replicas: raw.replicas,
             identity_delay: raw.identity_delay,
             identity_item_delay: raw.identity_item_delay,
+            identity_start_delay: raw.identity_start_delay,
         })
     }
 }
@@ -642,7 +657,8 @@ pub struct Replicas {
     pub max: u32,
     /// What the autoscaler aims at.
     pub policy: Policy,
-    /// `latency_slo`: the p99 latency kept under.
+    /// `latency_slo`: the p99 latency kept under; `adaptive`: the latency
+    /// every request is judged against.
     #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     pub slo: Duration,
     /// `target_ongoing`: requests in flight per replica.
@@ -670,6 +686,9 @@ pub enum Policy {
     LatencySlo,
     /// Keep `target_ongoing` requests per replica (Ray Serve's rule).
     TargetOngoing,
+    /// convoy-autoscale's default, `Adaptive`, given only `slo`: it learns
+    /// the replicas' batch cost curve and cold start from their batchers.
+    Adaptive,
 }
 
 /// A configuration that cannot be used; its message names the field and

@@ -7,7 +7,8 @@
 //!   ─► per version: Counted (requests, errors, latency per model/version)
 //!   ─► convoy-autoscale LoadObserver (the latency callers feel)
 //!   ─► convoy-router Balancer (p2c over the version's ready replicas)
-//!   ─► convoy-autoscale ReplicaSet (autoscaled by LatencySlo/TargetOngoing)
+//!   ─► convoy-autoscale ReplicaSet (autoscaled by LatencySlo, TargetOngoing
+//!      or Adaptive)
 //!   ─► per replica: convoy-batcher Batch (keyed by sequence-length bucket
 //!      for text, cost = rows, deadline = the request's)
 //!   ─► convoy-gpu-pool: the version's tenant lease for every batch
@@ -22,8 +23,9 @@ use std::time::Duration;
 
 use convoy_autoscale::signal::Observe;
 use convoy_autoscale::{
-    Autoscaler, AutoscalerHandle, Engine, EngineConfig, LatencySlo, LatencySloConfig, LoadObserver,
-    ReplicaSet, ReplicaSetConfig, Scaler, TargetOngoing, TargetOngoingConfig,
+    Adaptive, Autoscaler, AutoscalerHandle, BatcherSet, Engine, EngineConfig, LatencySlo,
+    LatencySloConfig, Layered, LoadObserver, ReplicaSet, ReplicaSetConfig, Scaler, TargetOngoing,
+    TargetOngoingConfig,
 };
 use convoy_batcher::{BatchConfig, BatchHandle, BatchLayer, BatchStats, OverflowPolicy};
 use convoy_gpu_pool::{GpuPool, Share, Tenant};
@@ -269,14 +271,32 @@ fn replica(
     })))
 }
 
-fn policy(cfg: &DeploymentConfig) -> Result<Box<dyn convoy_autoscale::Policy>, BoxError> {
+/// The autoscaling policy each version of `cfg` runs.
+pub fn policy(cfg: &DeploymentConfig) -> Result<Box<dyn convoy_autoscale::Policy>, BoxError> {
     let r = &cfg.replicas;
     Ok(match r.policy {
         Policy::LatencySlo => Box::new(LatencySlo::new(LatencySloConfig::default().target(r.slo))?),
         Policy::TargetOngoing => Box::new(TargetOngoing::new(
             TargetOngoingConfig::default().target_ongoing_requests(r.target_ongoing),
         )?),
+        Policy::Adaptive => Box::new(Adaptive::for_slo(r.slo)?),
     })
+}
+
+/// The engine around a version's policy: the configured bounds, no upscale
+/// delay, and a 60 s downscale delay, except for Adaptive, which holds
+/// scale-downs itself (convoy-autoscale-sim runs it so in its verdict).
+pub fn engine_config(cfg: &DeploymentConfig, label: &str) -> EngineConfig {
+    let downscale_delay = match cfg.replicas.policy {
+        Policy::Adaptive => Duration::ZERO,
+        Policy::LatencySlo | Policy::TargetOngoing => Duration::from_secs(60),
+    };
+    EngineConfig::default()
+        .name(label)
+        .min_replicas(cfg.replicas.min)
+        .max_replicas(cfg.replicas.max)
+        .upscale_delay(Duration::ZERO)
+        .downscale_delay(downscale_delay)
 }
 
 fn share(cfg: &DeploymentConfig, on_gpu: bool) -> Share {
@@ -300,21 +320,31 @@ fn version(
     let on_gpu = model.device().starts_with("cuda");
     let tenant = pool.tenant(label.clone(), share(cfg, on_gpu))?;
     let batchers: Arc<Mutex<Vec<BatchHandle>>> = Arc::default();
-    let (bcfg, rmodel, rtenant, rbatchers, rlabel) = (
+    // What happens behind the front door (queue, batch cost), for Adaptive.
+    let behind = BatcherSet::new();
+    let (bcfg, rmodel, rtenant, rbatchers, rbehind, rlabel) = (
         cfg.batching.clone(),
         Arc::clone(&model),
         tenant.clone(),
         Arc::clone(&batchers),
+        behind.clone(),
         label.clone(),
     );
+    let start_delay = cfg.identity_start_delay;
     let replicas = ReplicaSet::new(
         ReplicaSetConfig::default().max_replicas(cfg.replicas.max),
         move || {
             let made = replica(&rlabel, &bcfg, Arc::clone(&rmodel), rtenant.clone());
             if let Ok(r) = &made {
                 rbatchers.lock().push(r.handle());
+                rbehind.add(r.handle());
             }
-            async move { made }
+            async move {
+                if !start_delay.is_zero() {
+                    tokio::time::sleep(start_delay).await;
+                }
+                made
+            }
         },
     )?;
     let observer = LoadObserver::new();
@@ -324,16 +354,12 @@ fn version(
         name,
         tower::Layer::layer(&observer.layer(), balancer),
     );
-    let engine = Engine::new(
-        EngineConfig::default()
-            .name(label.as_str())
-            .min_replicas(cfg.replicas.min)
-            .max_replicas(cfg.replicas.max)
-            .upscale_delay(Duration::ZERO)
-            .downscale_delay(Duration::from_secs(60)),
-        policy(cfg)?,
-    )?;
-    let autoscaler = Autoscaler::new(engine, replicas.clone()).with_source(observer.clone());
+    let engine = Engine::new(engine_config(cfg, &label), policy(cfg)?)?;
+    let autoscaler = Autoscaler::new(engine, replicas.clone());
+    let autoscaler = match cfg.replicas.policy {
+        Policy::Adaptive => autoscaler.with_source(Layered::new(observer.clone(), behind)),
+        Policy::LatencySlo | Policy::TargetOngoing => autoscaler.with_source(observer.clone()),
+    };
     let handle = autoscaler.handle();
     tokio::spawn(autoscaler.run());
     Ok((

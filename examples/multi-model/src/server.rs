@@ -32,7 +32,11 @@ impl Server {
         // built (the pool's tenants, the splits): the Prometheus recorder
         // must be installed before, or those handles go nowhere.
         crate::http::prometheus();
-        let pool = GpuPool::auto(PoolConfig::default().host_capacity(config.server.host_memory))?;
+        let pool = GpuPool::auto(
+            PoolConfig::default()
+                .host_capacity(config.server.host_memory)
+                .compute_slots(config.server.compute_slots),
+        )?;
         tracing::info!(backend = %pool.backend_kind(), reason = ?pool.fallback_reason(), "device pool");
         let mut deployments = Vec::new();
         for d in config.deployments() {
