@@ -33,7 +33,7 @@
 #   DEMO_SWEEP_SECS        seconds per sweep rate (default 4)
 #   DEMO_PLOT              the sweep plot (default target/demo/demo-sweep.svg: run
 #                          outputs stay out of the tracked tree; the published
-#                          picture is benches/results/demo-sweep.png)
+#                          picture is benches/results/demo-sweep.svg)
 #   DEMO_TEXT_KEY          MiniLM bodies as {"<key>": [text]} instead of [text]
 #   DEMO_SKIP_SETUP=1      do not run scripts/setup.sh
 #   DEMO_ARGS              extra arguments (as `make demo DEMO_ARGS=--serve`)
