@@ -590,6 +590,12 @@ pub struct Batching {
     /// Keep batch sizes where measured throughput (items/s) is best, never
     /// above `max_batch_size` (convoy-batcher's adaptive cap).
     pub adaptive: bool,
+    /// One bad request fails alone (default): a batch the model fails as a
+    /// whole is split and run again in halves until the failing requests
+    /// are alone (convoy-batcher's failure isolation). `false`: the batch's
+    /// error goes to every request in it, as Triton, Ray Serve and
+    /// TorchServe do.
+    pub failure_isolation: bool,
 }
 
 impl Default for Batching {
@@ -601,6 +607,7 @@ impl Default for Batching {
             queue_capacity: 256,
             queue_timeout: Duration::from_secs(10),
             adaptive: true,
+            failure_isolation: true,
         }
     }
 }

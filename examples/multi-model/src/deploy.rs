@@ -235,6 +235,7 @@ pub fn batch_config(name: &str, b: &Batching) -> Result<BatchConfig, BoxError> {
         .queue_timeout(b.queue_timeout)
         .overflow(OverflowPolicy::Reject)
         .adaptive_batch_size(b.adaptive)
+        .failure_isolation(b.failure_isolation)
         .build()?)
 }
 

@@ -212,3 +212,21 @@ fn the_demo_configs_find_the_repositorys_models() {
         );
     }
 }
+
+/// Failure isolation is on unless a deployment turns it off, and the switch
+/// reaches the batcher's configuration.
+#[test]
+fn failure_isolation_is_on_by_default_and_can_be_turned_off() {
+    use example_multi_model::deploy::batch_config;
+    let on = Config::parse(HEAD).unwrap();
+    let d = on.deployments().next().unwrap();
+    assert!(d.batching.failure_isolation);
+    assert!(batch_config("a", &d.batching).unwrap().failure_isolation());
+    let off = Config::parse(&format!(
+        "{HEAD}[deployment.batching]\nfailure_isolation = false\n"
+    ))
+    .unwrap();
+    let d = off.deployments().next().unwrap();
+    assert!(!d.batching.failure_isolation);
+    assert!(!batch_config("a", &d.batching).unwrap().failure_isolation());
+}
