@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 EXAMPLES := examples
 
-.PHONY: test test-root test-examples test-fuzz setup test-setup deny demo fmt bench fuzz soak
+.PHONY: test test-root test-examples test-fuzz setup test-setup deny demo fmt bench fuzz soak sim-check
 
 ## The whole suite: fmt, clippy -D warnings, tests + doc tests, docs with warnings denied,
 ## for the root workspace and the examples workspace. `setup` (the pinned .venv, several GB
@@ -46,6 +46,9 @@ test-examples: setup test-setup
 	cd $(EXAMPLES) && $(CARGO) fmt --all --check
 	cd $(EXAMPLES) && $(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd $(EXAMPLES) && $(CARGO) test --workspace
+	# The simulator against the real server on a 2-minute step (after a
+	# 90 s warm-up): fails when a figure disagrees by more than 30 %.
+	cd $(EXAMPLES) && $(CARGO) test -p example-multi-model --test sim_check -- --ignored --exact short_step_agrees_with_the_simulator
 	cd $(EXAMPLES) && RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 	$(if $(FREE_DISK),cd $(EXAMPLES) && $(CARGO) clean)
 
@@ -77,6 +80,14 @@ fuzz:
 SOAK_SECS ?= 600
 soak:
 	cd $(EXAMPLES) && SOAK_SECS=$(SOAK_SECS) $(CARGO) test -p example-multi-model --test overload -- --ignored --nocapture soak
+
+## The autoscaling simulator against the real server (examples/multi-model/tests/sim_check.rs):
+## step, spike and a 10-minute diurnal sine replayed against the multi-model binary and
+## simulated with the same replica model, policy and arrivals (about 27 minutes); prints
+## the measured-vs-simulated table and draws autoscale-sim/docs/sim_vs_real.svg.
+sim-check:
+	cd $(EXAMPLES) && $(CARGO) test -p example-multi-model --test sim_check -- --ignored --nocapture --exact full_comparison
+	cd $(EXAMPLES) && $(CARGO) test -p example-multi-model --test sim_check -- --ignored --nocapture --exact plot_the_last_comparison
 
 ## Dependency policy (licenses, bans, sources; RustSec advisories when the
 ## database can be fetched) for the root, examples and fuzz workspaces.

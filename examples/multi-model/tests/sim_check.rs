@@ -55,6 +55,9 @@ use parking_lot::Mutex;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+#[path = "sim_check/plot.rs"]
+mod plot;
+
 /// The deployment under test.
 const MODEL: &str = "sim";
 /// Fixed cost of a batch, `a`.
@@ -797,6 +800,39 @@ async fn full_comparison() {
         serde_json::to_vec_pretty(&runs).expect("json"),
     )
     .expect("write runs.json");
+}
+
+/// Where `full_comparison` leaves its timelines.
+fn runs_json() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/sim-check/runs.json")
+}
+
+/// `make sim-check`, after `full_comparison`: draws its timelines,
+/// measured and simulated on the same axes, to
+/// `autoscale-sim/docs/sim_vs_real.svg`.
+#[test]
+#[ignore = "needs the output of full_comparison; make sim-check"]
+fn plot_the_last_comparison() {
+    let text = std::fs::read_to_string(runs_json()).expect("run full_comparison first");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("runs.json is JSON");
+    let timeline = |v: &serde_json::Value| -> Vec<TimelinePoint> {
+        serde_json::from_value(v.clone()).expect("a timeline")
+    };
+    let comparisons: Vec<plot::Comparison> = json["runs"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .map(|run| plot::Comparison {
+            trace: run["trace"].as_str().expect("a trace name").to_owned(),
+            slo: Duration::from_millis(run["slo_ms"].as_u64().expect("the SLO")),
+            real: timeline(&run["real"]),
+            simulated: timeline(&run["simulated"]),
+        })
+        .collect();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../autoscale-sim/docs/sim_vs_real.svg");
+    plot::write(&path, &comparisons).expect("write the plot");
+    println!("wrote {}", path.display());
 }
 
 /// The start-delay knob is the identity model's only.
