@@ -231,7 +231,7 @@ async fn a_sweep_gives_one_point_per_rate_and_a_plot() {
     assert!(points
         .iter()
         .all(|p| p.summary.ok > 0 && p.summary.errors == 0));
-    let path = std::env::temp_dir().join(format!("loadgen-sweep-{}.png", std::process::id()));
+    let path = std::env::temp_dir().join(format!("loadgen-sweep-{}.svg", std::process::id()));
     loadgen::plot::sweep_plot(&path, "ok", &points).unwrap();
     assert!(std::fs::metadata(&path).unwrap().len() > 1000);
     std::fs::remove_file(&path).unwrap();
