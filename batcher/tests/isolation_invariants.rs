@@ -25,6 +25,7 @@ use std::time::Duration;
 use convoy_batcher::{
     BatchConfig, BatchFailed, BatchLayer, BatchPanicked, DeadlineExceeded, ResponseFuture,
 };
+use convoy_batcher_scripted::ItemError;
 use parking_lot::Mutex;
 use proptest::prelude::*;
 use support::drive;
@@ -42,17 +43,6 @@ enum How {
     Panic,
     PanicInCall,
 }
-
-#[derive(Debug)]
-struct ItemError;
-
-impl std::fmt::Display for ItemError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("item error")
-    }
-}
-
-impl std::error::Error for ItemError {}
 
 /// Requests with these ids get a per-item error from a batch that succeeds.
 fn item_error(id: u32) -> bool {
