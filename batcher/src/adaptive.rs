@@ -25,6 +25,13 @@
 //! chosen (the model or the machine changed), its measurements are dropped,
 //! it is measured afresh over `min_samples` batches and probing starts at
 //! once. Only batches that succeeded count.
+//!
+//! A [profile](crate::BatchConfigBuilder::adaptive_profile) measured before
+//! serving (a warm-up at each power-of-two size) lets the cap start where
+//! the model is fastest instead of at `max_batch_size`: each profiled bucket
+//! counts as measured over `min_samples` batches, the cap starts at the best
+//! one by the same rule as a probe (a larger bucket must be `margin_percent`
+//! faster per item), and live batches refine the figures from there.
 
 use std::time::Duration;
 
@@ -159,6 +166,59 @@ impl Adaptive {
             up_next: true,
             reference: None,
         }
+    }
+
+    /// [`Adaptive::new`] started from `profile` (see [`Adaptive::seed`]):
+    /// the one place the worker and the control's first published cap
+    /// build it, so the two agree.
+    pub(crate) fn seeded(
+        config: AdaptiveConfig,
+        max_batch_size: usize,
+        profile: &[(usize, Duration)],
+    ) -> Self {
+        let mut adaptive = Self::new(config, max_batch_size);
+        adaptive.seed(profile);
+        adaptive
+    }
+
+    /// Starts from `profile`, the service time of a batch of each listed
+    /// size measured before serving (sizes above `max_batch_size` are
+    /// ignored): each bucket with a measurement counts as measured over
+    /// `min_samples` batches, and the cap starts at the best bucket, walking
+    /// up from the smallest as probes would (a larger bucket must be
+    /// `margin_percent` faster per item). The first probe comes after
+    /// `explore_every` live batches.
+    pub(crate) fn seed(&mut self, profile: &[(usize, Duration)]) {
+        let mut seeded = false;
+        for &(size, took) in profile {
+            if size == 0 || size > self.max {
+                continue;
+            }
+            let k = bucket(size);
+            let b = &mut self.buckets[k];
+            b.secs_per_item = took.as_secs_f64() / size as f64;
+            b.samples = self.config.min_samples;
+            seeded = true;
+        }
+        if !seeded {
+            return;
+        }
+        let margin = 1.0 + f64::from(self.config.margin_percent) / 100.0;
+        let mut best: Option<usize> = None;
+        for k in 0..=self.top {
+            let here = self.buckets[k];
+            if here.samples == 0 {
+                continue;
+            }
+            best = match best {
+                Some(b) if here.secs_per_item * margin >= self.buckets[b].secs_per_item => Some(b),
+                _ => Some(k),
+            };
+        }
+        if let Some(k) = best {
+            self.current = k;
+        }
+        self.settle();
     }
 
     /// The chosen cap, in `1..=max_batch_size`: what the measurements say
@@ -448,7 +508,103 @@ mod tests {
         AdaptiveConfig::default().validate().unwrap();
     }
 
+    /// A profile of `cost` at the powers of two up to `max`.
+    fn profile(max: usize, cost: impl Fn(usize) -> f64) -> Vec<(usize, Duration)> {
+        std::iter::successors(Some(1usize), |n| Some(n * 2))
+            .take_while(|&n| n <= max)
+            .map(|n| (n, Duration::from_secs_f64(cost(n))))
+            .collect()
+    }
+
+    #[test]
+    fn a_profile_starts_the_cap_at_its_best_size() {
+        // Seconds per batch measured on a 2-core CPU (YOLOv8n, ResNet-50,
+        // MiniLM): fastest per item at 2, 4 and 16.
+        let cases: [(&[f64], usize, usize); 3] = [
+            (&[0.0806, 0.132, 0.300, 0.678], 8, 2),
+            (&[0.059, 0.100, 0.185, 0.374, 1.0], 16, 4),
+            (&[0.0068, 0.0115, 0.0166, 0.0245, 0.0392, 0.0801], 32, 16),
+        ];
+        for (secs, max, best) in cases {
+            let mut a = Adaptive::new(AdaptiveConfig::default(), max);
+            let p: Vec<_> = secs
+                .iter()
+                .enumerate()
+                .map(|(i, &s)| (1usize << i, Duration::from_secs_f64(s)))
+                .collect();
+            a.seed(&p);
+            assert_eq!((a.chosen(), a.cap()), (best, best), "{secs:?}: {a:?}");
+        }
+    }
+
+    #[test]
+    fn a_larger_size_must_be_faster_by_the_margin() {
+        // 8 is 3 % faster per item than 4: under the 5 % margin.
+        let mut a = Adaptive::new(AdaptiveConfig::default(), 8);
+        a.seed(&[
+            (1, Duration::from_millis(10)),
+            (4, Duration::from_millis(20)),
+            (8, Duration::from_micros(38_800)),
+        ]);
+        assert_eq!(a.chosen(), 4);
+    }
+
+    #[test]
+    fn an_empty_or_oversized_profile_leaves_the_max() {
+        let mut a = Adaptive::new(AdaptiveConfig::default(), 8);
+        a.seed(&[]);
+        assert_eq!(a.chosen(), 8);
+        a.seed(&[
+            (64, Duration::from_millis(1)),
+            (0, Duration::from_millis(1)),
+        ]);
+        assert_eq!(a.chosen(), 8);
+        // Sizes above the max are ignored, the others count.
+        a.seed(&[(2, Duration::from_millis(1)), (64, Duration::from_nanos(1))]);
+        assert_eq!(a.chosen(), 2);
+    }
+
+    #[test]
+    fn live_batches_correct_a_wrong_profile() {
+        // The profile says 2; the model really peaks at 8 (the machine was
+        // busy while it was measured).
+        let mut a = Adaptive::new(AdaptiveConfig::default(), 32);
+        a.seed(&profile(32, |n| 0.01 * n as f64 / (n.min(2) as f64)));
+        assert_eq!(a.chosen(), 2);
+        run(&mut a, 2000, peak_at_8);
+        assert_eq!(a.chosen(), 8, "{a:?}");
+    }
+
     proptest! {
+        #[test]
+        fn a_profile_starts_at_a_measured_size_no_slower_than_the_others(
+            costs in proptest::collection::vec(1u64..1_000_000, 1..8),
+            max in 1usize..200,
+        ) {
+            let p: Vec<_> = costs
+                .iter()
+                .enumerate()
+                .map(|(i, &us)| (1usize << i, Duration::from_micros(us)))
+                .collect();
+            let mut a = Adaptive::new(AdaptiveConfig::default(), max);
+            a.seed(&p);
+            let chosen = a.chosen();
+            prop_assert!((1..=max).contains(&chosen));
+            let per_item = |n: usize, d: Duration| d.as_secs_f64() / n as f64;
+            let measured: Vec<_> = p.iter().filter(|(n, _)| *n <= max).collect();
+            if measured.is_empty() {
+                prop_assert_eq!(chosen, max);
+            } else {
+                let (_, took) = measured.iter().find(|(n, _)| *n == chosen).expect("a measured size");
+                let here = per_item(chosen, *took);
+                // No measured size is faster per item by the margin or more.
+                let margin = 1.0 + 5.0 / 100.0;
+                for &&(n, d) in &measured {
+                    prop_assert!(per_item(n, d) * margin >= here, "{} beats {}", n, chosen);
+                }
+            }
+        }
+
         #[test]
         fn the_cap_stays_within_one_and_the_max(
             max in 1usize..300,

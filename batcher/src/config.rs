@@ -50,6 +50,7 @@ pub enum OverflowPolicy {
 /// | `queue_timeout` | none | deadline applied to every item from the moment it is queued |
 /// | `overflow` | `backpressure` | wait for room or reject with `QueueFull` |
 /// | `adaptive_batch_size` | off | keep batches at the size with the best measured throughput |
+/// | `adaptive_profile` | none | service times measured before serving, where the adaptive cap starts |
 /// | `failure_isolation` | on, at most 10 passes | split a failed batch and run the halves again, so only the items that fail alone get the error |
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "ConfigFields", into = "ConfigFields")]
@@ -64,6 +65,8 @@ pub struct BatchConfig {
     pub(crate) queue_timeout: Option<Duration>,
     pub(crate) overflow: OverflowPolicy,
     pub(crate) adaptive: Option<AdaptiveConfig>,
+    /// Service time of a batch of each size, measured before serving.
+    pub(crate) adaptive_profile: Vec<(usize, Duration)>,
     /// Most extra passes per failed batch; `None`: failure isolation off.
     pub(crate) isolation_passes: Option<u32>,
 }
@@ -81,6 +84,7 @@ impl Default for BatchConfig {
             queue_timeout: None,
             overflow: OverflowPolicy::Backpressure,
             adaptive: None,
+            adaptive_profile: Vec::new(),
             isolation_passes: Some(DEFAULT_ISOLATION_PASSES),
         }
     }
@@ -144,6 +148,12 @@ impl BatchConfig {
         self.adaptive
     }
 
+    /// The service times the adaptive cap starts from (see
+    /// [`adaptive_profile`](BatchConfigBuilder::adaptive_profile)), by size.
+    pub fn adaptive_profile(&self) -> &[(usize, Duration)] {
+        &self.adaptive_profile
+    }
+
     /// Whether a failed batch is split and run again so that only the
     /// items that fail alone get the error (see
     /// [`failure_isolation`](BatchConfigBuilder::failure_isolation)).
@@ -184,6 +194,8 @@ impl BatchConfig {
         if let Some(adaptive) = &self.adaptive {
             adaptive.validate()?;
         }
+        check_profile(&self.adaptive_profile, self.adaptive.is_some())?;
+        self.adaptive_profile.sort_unstable();
         if let Some(n) = self.isolation_passes {
             if n == 0 || n > MAX_ISOLATION_PASSES {
                 return Err(ConfigError::new(
@@ -225,6 +237,27 @@ pub(crate) fn check_preferred(sizes: &[usize], max_batch_size: usize) -> Result<
             ConfigErrorKind::PreferredBatchSizes,
             format!("preferred batch size {bad} is outside 1..={max_batch_size}"),
         ));
+    }
+    Ok(())
+}
+
+fn check_profile(profile: &[(usize, Duration)], adaptive: bool) -> Result<(), ConfigError> {
+    if profile.is_empty() {
+        return Ok(());
+    }
+    let error = |message: String| ConfigError::new(ConfigErrorKind::AdaptiveBatchSize, message);
+    if !adaptive {
+        return Err(error(
+            "adaptive_profile needs adaptive_batch_size: the profile is where the adaptive \
+             cap starts"
+                .to_owned(),
+        ));
+    }
+    if let Some(&(size, took)) = profile.iter().find(|(n, d)| *n == 0 || d.is_zero()) {
+        return Err(error(format!(
+            "adaptive_profile: every batch size must be at least 1 and every duration above \
+             zero, got ({size}, {took:?})"
+        )));
     }
     Ok(())
 }
@@ -324,6 +357,23 @@ impl BatchConfigBuilder {
         self
     }
 
+    /// Service times of a batch of each size measured before serving (a
+    /// warm-up at sizes 1, 2, 4, … up to `max_batch_size`), so the
+    /// adaptive cap starts at the size where the model is fastest instead
+    /// of at `max_batch_size` and learns from live batches from there. A
+    /// model that is fastest at batch 2 then serves at batch 2 from its
+    /// first request, where the cap alone would need a few dozen batches to
+    /// walk down. Needs [`adaptive_batch_size`](Self::adaptive_batch_size);
+    /// every size must be at least 1 and every duration above zero. Sizes
+    /// above `max_batch_size` are ignored.
+    pub fn adaptive_profile(
+        mut self,
+        profile: impl IntoIterator<Item = (usize, Duration)>,
+    ) -> Self {
+        self.config.adaptive_profile = profile.into_iter().collect();
+        self
+    }
+
     /// When the batch service fails a whole batch (returns an error, panics
     /// or answers with the wrong number of results), split the batch in
     /// halves and run each again, halving what still fails, so that only
@@ -376,6 +426,9 @@ struct ConfigFields {
     /// Tuned settings of the adaptive cap (implies `adaptive_batch_size`).
     #[serde(skip_serializing_if = "Option::is_none")]
     adaptive: Option<AdaptiveConfig>,
+    /// `(batch size, microseconds)` pairs (see `adaptive_profile`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    adaptive_profile_us: Vec<(usize, u64)>,
     failure_isolation: bool,
     max_isolation_passes: u32,
 }
@@ -404,6 +457,11 @@ impl From<BatchConfig> for ConfigFields {
             overflow: c.overflow,
             adaptive_batch_size: c.adaptive.is_some(),
             adaptive: c.adaptive.filter(|a| *a != AdaptiveConfig::default()),
+            adaptive_profile_us: c
+                .adaptive_profile
+                .iter()
+                .map(|&(n, d)| (n, micros(d)))
+                .collect(),
             failure_isolation: c.isolation_passes.is_some(),
             max_isolation_passes: c.isolation_passes.unwrap_or(DEFAULT_ISOLATION_PASSES),
         }
@@ -427,6 +485,11 @@ impl TryFrom<ConfigFields> for BatchConfig {
             adaptive: f
                 .adaptive
                 .or(f.adaptive_batch_size.then(AdaptiveConfig::default)),
+            adaptive_profile: f
+                .adaptive_profile_us
+                .into_iter()
+                .map(|(n, us)| (n, Duration::from_micros(us)))
+                .collect(),
             isolation_passes: f.failure_isolation.then_some(f.max_isolation_passes),
         }
         .validate()
@@ -447,6 +510,38 @@ mod tests {
         assert_eq!(c.max_wait(), Duration::ZERO);
         assert!(c.failure_isolation());
         assert_eq!(c.max_isolation_passes(), Some(DEFAULT_ISOLATION_PASSES));
+    }
+
+    #[test]
+    fn a_profile_needs_the_adaptive_cap_and_positive_values() {
+        let ms = Duration::from_millis;
+        let kind = |b: BatchConfigBuilder| b.build().unwrap_err().kind();
+        assert_eq!(
+            kind(BatchConfig::builder().adaptive_profile([(1, ms(5))])),
+            ConfigErrorKind::AdaptiveBatchSize
+        );
+        for bad in [(0, ms(5)), (4, Duration::ZERO)] {
+            assert_eq!(
+                kind(
+                    BatchConfig::builder()
+                        .adaptive_batch_size(true)
+                        .adaptive_profile([(1, ms(5)), bad])
+                ),
+                ConfigErrorKind::AdaptiveBatchSize
+            );
+        }
+        let c = BatchConfig::builder()
+            .adaptive_batch_size(true)
+            .adaptive_profile([(4, ms(20)), (1, ms(5))])
+            .build()
+            .unwrap();
+        assert_eq!(c.adaptive_profile(), &[(1, ms(5)), (4, ms(20))]);
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains("adaptive_profile_us"), "{json}");
+        let back: BatchConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, c);
+        let plain = serde_json::to_string(&BatchConfig::default()).unwrap();
+        assert!(!plain.contains("adaptive_profile_us"), "{plain}");
     }
 
     #[test]

@@ -180,7 +180,9 @@ pub enum ConfigErrorKind {
     MaxBatchCost,
     /// `queue_timeout` was zero.
     QueueTimeout,
-    /// An [`AdaptiveConfig`](crate::AdaptiveConfig) value was out of range.
+    /// An [`AdaptiveConfig`](crate::AdaptiveConfig) value was out of range,
+    /// or an adaptive profile was invalid (a zero size or duration, or no
+    /// adaptive cap to start).
     AdaptiveBatchSize,
     /// `max_isolation_passes` was zero or above 64.
     FailureIsolation,

@@ -85,13 +85,15 @@ impl BatchHandle {
             control.queue_capacity.load(Ordering::Relaxed),
             control.max_batch_size.load(Ordering::Relaxed),
             control.batch_size_cap(),
+            control.size_limit(),
         )
     }
 
     /// The largest batch the batcher forms now: the adaptive cap when
     /// [`adaptive_batch_size`](crate::BatchConfigBuilder::adaptive_batch_size)
     /// is on (it moves with the measured throughput), otherwise
-    /// `max_batch_size`.
+    /// `max_batch_size`; never above the learned size limit
+    /// ([`BatchLayer::size_limit`](crate::BatchLayer::size_limit)).
     pub fn batch_size_cap(&self) -> usize {
         self.shared.control().batch_size_cap()
     }

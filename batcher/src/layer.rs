@@ -9,6 +9,7 @@ use tokio::time::Instant;
 use tower::{BoxError, Layer, Service};
 
 use crate::config::BatchConfig;
+use crate::limit::SizeLimitConfig;
 use crate::results::IntoItemResults;
 use crate::service::Batch;
 use crate::shared::{Hooks, Shared};
@@ -108,6 +109,61 @@ impl<Req, Resp> BatchLayer<Req, Resp> {
         Req: Clone + 'static,
     {
         self.hooks.copy = Some(Arc::new(Req::clone));
+        self
+    }
+
+    /// Learns the largest batch the batch service can run, for a service
+    /// that fails batches for being too large (a memory quota, out of
+    /// memory): `too_large` says which errors mean that (it sees each error
+    /// of the failure's source chain, the batch service's own first).
+    ///
+    /// When a batch of `n` fails with such an error, batches are formed
+    /// with at most the largest size known to fit below `n` (or `n / 2`,
+    /// the halves failure isolation runs next) from then on, so a later
+    /// burst is not first tried at a size that failed. After
+    /// [`probe_after`](SizeLimitConfig::probe_after) with a success at the
+    /// limit and no such failure, the limit is raised halfway to the
+    /// smallest size that failed (a binary search, one step per period;
+    /// once converged, halfway to `max_batch_size`), so it follows what
+    /// fits when that changes. A batch of one that fails so leaves the
+    /// limit alone. The limit is in [`BatchStats::size_limit`](crate::BatchStats::size_limit),
+    /// [`BatchHandle::batch_size_cap`](crate::BatchHandle::batch_size_cap)
+    /// and the `convoy_batcher_size_limit` gauge.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use convoy_batcher::{BatchConfig, BatchLayer, SizeLimitConfig};
+    /// use tower::Layer;
+    ///
+    /// #[derive(Debug)]
+    /// struct OutOfMemory;
+    /// impl std::fmt::Display for OutOfMemory {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    ///         f.write_str("out of memory")
+    ///     }
+    /// }
+    /// impl std::error::Error for OutOfMemory {}
+    ///
+    /// let layer = BatchLayer::<u32, u32>::new(BatchConfig::default())
+    ///     .isolate_failures()
+    ///     .size_limit(SizeLimitConfig::default(), |e| e.is::<OutOfMemory>());
+    /// let service = layer.layer(tower::service_fn(|xs: Vec<u32>| async move {
+    ///     if xs.len() > 8 {
+    ///         Err(OutOfMemory)
+    ///     } else {
+    ///         Ok(xs)
+    ///     }
+    /// }));
+    /// # drop(service);
+    /// # }
+    /// ```
+    pub fn size_limit(
+        mut self,
+        config: SizeLimitConfig,
+        too_large: impl Fn(&(dyn std::error::Error + 'static)) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.size_limit = Some((config, Arc::new(too_large)));
         self
     }
 

@@ -199,6 +199,21 @@
 //! [`BatchStats::isolated_failures_total`] (and their metrics) show what
 //! isolation costs and finds.
 //!
+//! # Learned size limit
+//!
+//! A batch service may fail a batch for its size alone: a model past its
+//! memory quota. Isolation splits such a batch and its halves succeed, but
+//! the next burst would be tried at the full size and fail again. With
+//! [`BatchLayer::size_limit`] and a function saying which errors mean "too
+//! large", the worker learns the largest batch that fits: after a batch of
+//! `n` fails so, batches are formed with at most the largest size known to
+//! fit below `n` (or `n / 2`); after
+//! [`probe_after`](SizeLimitConfig::probe_after) of success at the limit it
+//! tries halfway to the smallest size that failed (a binary search, one
+//! step per period), and once converged halfway to `max_batch_size`, so the
+//! limit follows what fits when that changes. The limit is in
+//! [`BatchStats::size_limit`] and the `convoy_batcher_size_limit` gauge.
+//!
 //! # Backpressure
 //!
 //! The queue is bounded by `queue_capacity`. Like `tower::buffer`, a slot
@@ -253,6 +268,8 @@
 //! | `convoy_batcher_cancelled_total` | counter | queued items whose caller went away |
 //! | `convoy_batcher_batches_total{outcome}` | counter | `ok`, `failed`, `panicked` |
 //! | `convoy_batcher_batch_size_cap` | gauge | the adaptive cap (only when it is on) |
+//! | `convoy_batcher_size_limit` | gauge | the [learned size limit](#learned-size-limit) (only with one) |
+//! | `convoy_batcher_too_large_batches_total` | counter | batches that failed as too large (only with a size limit) |
 //! | `convoy_batcher_isolation_passes_total` | counter | extra passes over failed batches ([failure isolation](#failure-isolation)) |
 //! | `convoy_batcher_isolated_failures_total` | counter | requests that failed alone after their batch was split |
 //!
@@ -277,6 +294,7 @@ mod future;
 mod handle;
 mod isolate;
 mod layer;
+mod limit;
 mod queue;
 mod results;
 mod service;
@@ -293,6 +311,7 @@ pub use error::{
 pub use future::ResponseFuture;
 pub use handle::BatchHandle;
 pub use layer::{batch_fn, BatchLayer};
+pub use limit::SizeLimitConfig;
 pub use results::IntoItemResults;
 pub use service::Batch;
 pub use stats::{
@@ -306,7 +325,7 @@ pub mod metric_names {
     pub use crate::telemetry::{
         BATCHES_TOTAL, BATCH_SERVICE_SECONDS, BATCH_SIZE, BATCH_SIZE_CAP, CANCELLED_TOTAL,
         IN_FLIGHT_BATCHES, ISOLATED_FAILURES_TOTAL, ISOLATION_PASSES_TOTAL, QUEUE_DEPTH,
-        QUEUE_WAIT_SECONDS, REJECTED_TOTAL,
+        QUEUE_WAIT_SECONDS, REJECTED_TOTAL, SIZE_LIMIT, TOO_LARGE_BATCHES_TOTAL,
     };
 }
 

@@ -12,10 +12,11 @@ use tokio::time::Instant;
 use tower::BoxError;
 use tracing::Span;
 
-use crate::adaptive::AdaptiveConfig;
+use crate::adaptive::{Adaptive, AdaptiveConfig};
 use crate::config::BatchConfig;
 use crate::error::Closed;
 use crate::future::ResponseFuture;
+use crate::limit::SizeLimitConfig;
 use crate::stats::{Rejection, StatsState};
 use crate::telemetry::Telemetry;
 use crate::Priority;
@@ -38,6 +39,9 @@ pub(crate) struct Item<Req, Resp> {
 /// A function of the request, set on the layer.
 pub(crate) type RequestFn<Req, T> = Arc<dyn Fn(&Req) -> T + Send + Sync>;
 
+/// Whether an error of the batch service means the batch was too large.
+pub(crate) type TooLargeFn = Arc<dyn Fn(&(dyn std::error::Error + 'static)) -> bool + Send + Sync>;
+
 /// Per-request functions set on the layer.
 pub(crate) struct Hooks<Req> {
     pub(crate) key: Option<RequestFn<Req, u64>>,
@@ -46,6 +50,8 @@ pub(crate) struct Hooks<Req> {
     pub(crate) deadline: Option<RequestFn<Req, Option<Instant>>>,
     /// Copies a request so that a failed batch can be run again in parts.
     pub(crate) copy: Option<RequestFn<Req, Req>>,
+    /// The learned size limit's settings and which errors mean "too large".
+    pub(crate) size_limit: Option<(SizeLimitConfig, TooLargeFn)>,
 }
 
 impl<Req> Clone for Hooks<Req> {
@@ -56,6 +62,7 @@ impl<Req> Clone for Hooks<Req> {
             priority: self.priority.clone(),
             deadline: self.deadline.clone(),
             copy: self.copy.clone(),
+            size_limit: self.size_limit.clone(),
         }
     }
 }
@@ -68,6 +75,7 @@ impl<Req> Default for Hooks<Req> {
             priority: None,
             deadline: None,
             copy: None,
+            size_limit: None,
         }
     }
 }
@@ -80,6 +88,7 @@ impl<Req> fmt::Debug for Hooks<Req> {
             .field("priority_fn", &self.priority.is_some())
             .field("deadline_fn", &self.deadline.is_some())
             .field("isolate_failures", &self.copy.is_some())
+            .field("size_limit", &self.size_limit.as_ref().map(|(c, _)| c))
             .finish()
     }
 }
@@ -100,6 +109,10 @@ pub(crate) struct Control {
     /// The adaptive batch-size cap the worker forms batches under, when on.
     pub(crate) batch_size_cap: AtomicUsize,
     pub(crate) adaptive: Option<AdaptiveConfig>,
+    /// The learned size limit (`usize::MAX` when there is none).
+    pub(crate) size_limit: AtomicUsize,
+    /// Where the adaptive cap starts: service times measured before serving.
+    pub(crate) adaptive_profile: Vec<(usize, Duration)>,
     pub(crate) max_wait_nanos: AtomicU64,
     pub(crate) preferred: Mutex<Vec<usize>>,
     pub(crate) settings_changed: AtomicBool,
@@ -113,6 +126,14 @@ pub(crate) struct Control {
     pub(crate) telemetry: Telemetry,
 }
 
+/// The cap batches start under: `max_batch_size`, or where an adaptive
+/// profile says the model is fastest (the worker starts from the same).
+fn starting_cap(config: &BatchConfig) -> usize {
+    config.adaptive.map_or(config.max_batch_size, |adaptive| {
+        Adaptive::seeded(adaptive, config.max_batch_size, &config.adaptive_profile).chosen()
+    })
+}
+
 impl Control {
     pub(crate) fn new(config: &BatchConfig) -> Self {
         let name: Arc<str> = Arc::from(config.name.as_str());
@@ -121,8 +142,10 @@ impl Control {
             permit_debt: AtomicUsize::new(0),
             queue_capacity: AtomicUsize::new(config.queue_capacity),
             max_batch_size: AtomicUsize::new(config.max_batch_size),
-            batch_size_cap: AtomicUsize::new(config.max_batch_size),
+            batch_size_cap: AtomicUsize::new(starting_cap(config)),
             adaptive: config.adaptive,
+            size_limit: AtomicUsize::new(usize::MAX),
+            adaptive_profile: config.adaptive_profile.clone(),
             max_wait_nanos: AtomicU64::new(nanos(config.max_wait)),
             preferred: Mutex::new(config.preferred_batch_sizes.clone()),
             settings_changed: AtomicBool::new(false),
@@ -171,14 +194,21 @@ impl Control {
     }
 
     /// The largest batch formed now: `max_batch_size`, or the adaptive cap
-    /// below it.
+    /// or the learned size limit below it.
     pub(crate) fn batch_size_cap(&self) -> usize {
         let max = self.max_batch_size.load(Ordering::Relaxed);
-        if self.adaptive.is_some() {
+        let cap = if self.adaptive.is_some() {
             self.batch_size_cap.load(Ordering::Relaxed).clamp(1, max)
         } else {
             max
-        }
+        };
+        cap.min(self.size_limit.load(Ordering::Relaxed)).max(1)
+    }
+
+    /// The learned size limit, when the layer has one.
+    pub(crate) fn size_limit(&self) -> Option<usize> {
+        let limit = self.size_limit.load(Ordering::Relaxed);
+        (limit != usize::MAX).then(|| limit.min(self.max_batch_size.load(Ordering::Relaxed)))
     }
 }
 

@@ -45,6 +45,8 @@ pub(crate) struct StatsState {
     pub(crate) isolation_passes: AtomicU64,
     /// Items that failed alone after their batch was split.
     pub(crate) isolated_failures: AtomicU64,
+    /// Batches that failed as too large (the learned size limit).
+    pub(crate) too_large: AtomicU64,
     /// Items the worker holds (drained from the inbound list, not dispatched).
     pub(crate) queued: AtomicUsize,
     pub(crate) in_flight: AtomicUsize,
@@ -62,6 +64,7 @@ impl StatsState {
             rejected: Default::default(),
             isolation_passes: AtomicU64::new(0),
             isolated_failures: AtomicU64::new(0),
+            too_large: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             in_flight_items: AtomicUsize::new(0),
@@ -270,7 +273,8 @@ pub struct BatchStats {
     pub max_batch_size: usize,
     /// The largest batch formed now: the adaptive cap when
     /// [`adaptive_batch_size`](crate::BatchConfigBuilder::adaptive_batch_size)
-    /// is on, otherwise `max_batch_size`.
+    /// is on, otherwise `max_batch_size`; never above the learned
+    /// [`size_limit`](Self::size_limit).
     pub batch_size_cap: usize,
     /// Batches running in the batch service now.
     pub in_flight_batches: usize,
@@ -294,6 +298,13 @@ pub struct BatchStats {
     /// Requests that failed alone after their batch was split, ever: each
     /// got its own error while the rest of its batch got answers.
     pub isolated_failures_total: u64,
+    /// The learned size limit, when the layer has one
+    /// ([`BatchLayer::size_limit`](crate::BatchLayer::size_limit)): the
+    /// largest batch the batch service is known to run without failing as
+    /// too large.
+    pub size_limit: Option<usize>,
+    /// Batches that failed as too large, ever (with a size limit).
+    pub too_large_batches_total: u64,
     /// Items per batch, over the last [`RECENT_SAMPLES`] batches.
     pub batch_size: Distribution,
     /// Seconds from admission to dispatch, over the last [`RECENT_SAMPLES`] items.
@@ -324,6 +335,7 @@ pub(crate) fn snapshot(
     queue_capacity: usize,
     max_batch_size: usize,
     batch_size_cap: usize,
+    size_limit: Option<usize>,
 ) -> BatchStats {
     let recent = state.recent.lock();
     let batch_size = recent.batch_sizes.distribution(1.0);
@@ -359,6 +371,8 @@ pub(crate) fn snapshot(
         },
         isolation_passes_total: load(&state.isolation_passes),
         isolated_failures_total: load(&state.isolated_failures),
+        size_limit,
+        too_large_batches_total: load(&state.too_large),
         batch_size,
         queue_wait_seconds,
         service_time,

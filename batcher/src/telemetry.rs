@@ -32,6 +32,11 @@ pub const BATCHES_TOTAL: &str = "convoy_batcher_batches_total";
 /// Gauge: the adaptive batch-size cap (only with
 /// [`adaptive_batch_size`](crate::BatchConfigBuilder::adaptive_batch_size)).
 pub const BATCH_SIZE_CAP: &str = "convoy_batcher_batch_size_cap";
+/// Gauge: the learned size limit (only with
+/// [`BatchLayer::size_limit`](crate::BatchLayer::size_limit)).
+pub const SIZE_LIMIT: &str = "convoy_batcher_size_limit";
+/// Counter: batches that failed as too large (with a size limit).
+pub const TOO_LARGE_BATCHES_TOTAL: &str = "convoy_batcher_too_large_batches_total";
 
 /// Counter: extra passes run to isolate failures (each runs again, in
 /// halves, the parts of one failed batch that still fail).
@@ -52,6 +57,8 @@ pub(crate) struct Telemetry {
     cancelled: Key,
     batches: [Key; 3],
     batch_size_cap: Key,
+    size_limit: Key,
+    too_large: Key,
     isolation_passes: Key,
     isolated_failures: Key,
 }
@@ -93,6 +100,8 @@ impl Telemetry {
                 key(BATCHES_TOTAL, name, Some(("outcome", "panicked"))),
             ],
             batch_size_cap: key(BATCH_SIZE_CAP, name, None),
+            size_limit: key(SIZE_LIMIT, name, None),
+            too_large: key(TOO_LARGE_BATCHES_TOTAL, name, None),
             isolation_passes: key(ISOLATION_PASSES_TOTAL, name, None),
             isolated_failures: key(ISOLATED_FAILURES_TOTAL, name, None),
         }
@@ -114,6 +123,8 @@ pub(crate) struct Handles {
     pub(crate) deadline_exceeded: Counter,
     pub(crate) batches: [Counter; 3],
     pub(crate) batch_size_cap: Gauge,
+    pub(crate) size_limit: Gauge,
+    pub(crate) too_large: Counter,
     pub(crate) isolation_passes: Counter,
     pub(crate) isolated_failures: Counter,
     refreshed: Option<Instant>,
@@ -139,6 +150,8 @@ impl Handles {
             deadline_exceeded: Counter::noop(),
             batches: [Counter::noop(), Counter::noop(), Counter::noop()],
             batch_size_cap: Gauge::noop(),
+            size_limit: Gauge::noop(),
+            too_large: Counter::noop(),
             isolation_passes: Counter::noop(),
             isolated_failures: Counter::noop(),
             refreshed: None,
@@ -146,8 +159,15 @@ impl Handles {
     }
 
     /// Registers again if [`REFRESH`] has passed since the last time; the
-    /// adaptive cap gauge only when `cap` is given (and set to it).
-    pub(crate) fn refresh(&mut self, t: &Telemetry, now: Instant, cap: Option<usize>) {
+    /// adaptive cap gauge only when `cap` is given (and set to it), the
+    /// size limit's gauge and counter only when `limit` is.
+    pub(crate) fn refresh(
+        &mut self,
+        t: &Telemetry,
+        now: Instant,
+        cap: Option<usize>,
+        limit: Option<usize>,
+    ) {
         if self.refreshed.is_some_and(|at| now < at + REFRESH) {
             return;
         }
@@ -168,6 +188,11 @@ impl Handles {
             if let Some(cap) = cap {
                 self.batch_size_cap = r.register_gauge(&t.batch_size_cap, &METADATA);
                 self.batch_size_cap.set(cap as f64);
+            }
+            if let Some(limit) = limit {
+                self.size_limit = r.register_gauge(&t.size_limit, &METADATA);
+                self.size_limit.set(limit as f64);
+                self.too_large = r.register_counter(&t.too_large, &METADATA);
             }
         });
     }
@@ -201,7 +226,7 @@ mod tests {
                 .unwrap();
             rt.block_on(async {
                 let mut handles = Handles::new();
-                handles.refresh(&telemetry, Instant::now(), None);
+                handles.refresh(&telemetry, Instant::now(), None, None);
                 handles.record_waits(&(0..1000).collect::<Vec<u64>>());
                 handles.record_waits(&[5, 6, 7]);
             });

@@ -20,9 +20,10 @@ use tracing::Instrument;
 use crate::adaptive::Adaptive;
 use crate::error::{BatchFailed, BatchPanicked, LengthMismatch};
 use crate::isolate::{Kept, Retries, Retry};
+use crate::limit::SizeLimit;
 use crate::queue::{PendingQueue, Pick, Policy, Removed};
 use crate::results::IntoItemResults;
-use crate::shared::{Control, Item, RequestFn, Sender, Shared};
+use crate::shared::{Control, Item, RequestFn, Sender, Shared, TooLargeFn};
 use crate::stats::{Outcome, Rejection};
 use crate::telemetry::Handles;
 
@@ -73,6 +74,9 @@ where
     gauges: ((usize, usize), Option<Instant>),
     /// The adaptive batch-size cap, when configured.
     adaptive: Option<Adaptive>,
+    /// The learned size limit and which errors mean "too large", when the
+    /// layer has one.
+    limit: Option<(SizeLimit, TooLargeFn)>,
     /// The batch service failed for good: no more dispatches; running
     /// batches still finish.
     failed: bool,
@@ -115,7 +119,13 @@ where
         let max_batch_size = control.max_batch_size.load(Ordering::Relaxed);
         let adaptive = control
             .adaptive
-            .map(|config| Adaptive::new(config, max_batch_size));
+            .map(|config| Adaptive::seeded(config, max_batch_size, &control.adaptive_profile));
+        let limit = shared.hooks.size_limit.as_ref().map(|(config, too_large)| {
+            (
+                SizeLimit::new(*config, max_batch_size, Instant::now()),
+                too_large.clone(),
+            )
+        });
         let policy = Policy {
             max_batch_size,
             cap: adaptive.as_ref().map_or(usize::MAX, Adaptive::cap),
@@ -123,7 +133,7 @@ where
             preferred: control.preferred.lock().clone(),
             max_cost,
         };
-        Self {
+        let mut worker = Self {
             shared,
             service,
             spare: Vec::with_capacity(64),
@@ -143,9 +153,13 @@ where
             last_fanout: 0,
             gauges: ((0, 0), None),
             adaptive,
+            limit,
             failed: false,
             finished: false,
-        }
+        };
+        // A profile may start the cap below `max_batch_size`.
+        worker.publish_cap();
+        worker
     }
 
     fn control(&self) -> &Control {
@@ -195,22 +209,65 @@ where
             self.policy.preferred = control.preferred.lock().clone();
             if let Some(adaptive) = &mut self.adaptive {
                 adaptive.set_max(self.policy.max_batch_size);
-                self.publish_cap();
             }
+            if let Some((limit, _)) = &mut self.limit {
+                limit.set_max(self.policy.max_batch_size);
+            }
+            self.publish_cap();
         }
     }
 
-    /// Applies the adaptive cap to the next batches and publishes the
-    /// chosen one.
+    /// Applies the adaptive cap and the learned size limit to the next
+    /// batches and publishes them.
     fn publish_cap(&mut self) {
+        let mut cap = usize::MAX;
+        let control = &self.shared.control;
         if let Some(adaptive) = &self.adaptive {
-            self.policy.cap = adaptive.cap();
+            cap = adaptive.cap();
             let chosen = adaptive.chosen();
-            let control = &self.shared.control;
             if control.batch_size_cap.swap(chosen, Ordering::Relaxed) != chosen {
                 self.handles.batch_size_cap.set(chosen as f64);
             }
         }
+        if let Some((limit, _)) = &self.limit {
+            let limit = limit.limit();
+            cap = cap.min(limit);
+            if control.size_limit.swap(limit, Ordering::Relaxed) != limit {
+                self.handles.size_limit.set(limit as f64);
+            }
+        }
+        self.policy.cap = cap;
+    }
+
+    /// Learns from a finished batch what fits, when the layer has a size
+    /// limit; returns whether the limit changed.
+    fn learn_size(&mut self, done: &Done<Req, Resp>) -> bool {
+        let Some((limit, too_large)) = &mut self.limit else {
+            return false;
+        };
+        if let Outcome::Ok = done.outcome {
+            limit.fitted(done.size);
+            return false;
+        }
+        let Some(error) = &done.error else {
+            return false;
+        };
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(&**error);
+        while let Some(e) = current {
+            if too_large(e) {
+                let before = limit.limit();
+                limit.too_large(done.size, Instant::now());
+                self.shared
+                    .control
+                    .stats
+                    .too_large
+                    .fetch_add(1, Ordering::Relaxed);
+                self.handles.too_large.increment(1);
+                return limit.limit() != before;
+            }
+            current = e.source();
+        }
+        false
     }
 
     /// Counts queued items that left without running; gives back their
@@ -337,8 +394,9 @@ where
             Poll::Ready(Ok(())) => {}
         }
         let cap = self.adaptive.as_ref().map(Adaptive::chosen);
+        let limit = self.limit.as_ref().map(|(l, _)| l.limit());
         self.handles
-            .refresh(&self.shared.control.telemetry, now, cap);
+            .refresh(&self.shared.control.telemetry, now, cap, limit);
         if part.starts_pass() {
             self.control()
                 .stats
@@ -516,8 +574,12 @@ where
             stats.isolated_failures.fetch_add(1, Ordering::Relaxed);
             h.isolated_failures.increment(1);
         }
+        let mut changed = self.learn_size(&done);
         if let (Some(adaptive), Outcome::Ok) = (&mut self.adaptive, done.outcome) {
             adaptive.record(done.size, done.took);
+            changed = true;
+        }
+        if changed {
             self.publish_cap();
         }
         if let Some(split) = done.split.take() {
@@ -650,6 +712,11 @@ where
                         }
                     }
                 }
+                if let Some((limit, _)) = &mut this.limit {
+                    if limit.poll(t) {
+                        this.publish_cap();
+                    }
+                }
                 let (gi, target) = match this.queue.pick(t, &this.policy) {
                     Pick::Go { group, target } => (group, target),
                     Pick::WaitUntil(at) => {
@@ -675,7 +742,9 @@ where
                     Poll::Ready(Ok(())) => {}
                 }
                 let cap = this.adaptive.as_ref().map(Adaptive::chosen);
-                this.handles.refresh(&this.shared.control.telemetry, t, cap);
+                let limit = this.limit.as_ref().map(|(l, _)| l.limit());
+                this.handles
+                    .refresh(&this.shared.control.telemetry, t, cap, limit);
                 let slot = this.free_slot();
                 if this.dispatch(slot, gi, target, t, cx) > 0 {
                     dispatched = true;
@@ -829,6 +898,8 @@ struct Done<Req, Resp> {
     senders: Vec<Sender<Resp>>,
     /// The emptied request copies, for reuse.
     kept: Vec<Kept<Req>>,
+    /// The batch service's error, when it failed the batch.
+    error: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 /// A batch failed as a whole: hands its items back to be split when their
@@ -843,6 +914,10 @@ fn finish<Req, Resp>(
 ) -> Done<Req, Resp> {
     let size = senders.len();
     let outcome = failure.outcome();
+    let error = match &failure {
+        Failure::Failed(e) => Some(e.clone()),
+        Failure::Panicked(_) => None,
+    };
     let split = if size > 1 && kept.len() == size {
         let items = senders
             .drain(..)
@@ -874,6 +949,7 @@ fn finish<Req, Resp>(
         split,
         senders,
         kept,
+        error,
     }
 }
 
@@ -924,6 +1000,7 @@ where
                         split: None,
                         senders,
                         kept,
+                        error: None,
                     });
                 }
                 Failure::Failed(Arc::new(LengthMismatch {

@@ -106,6 +106,39 @@ async fn settles_where_throughput_peaks() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_profile_serves_at_the_best_size_from_the_first_batch() {
+    // Fastest per item at a batch of 2 (a detector on a small CPU): 80 ms
+    // alone, 120 ms for 2, then 70 ms per item more.
+    let cost: Cost = Arc::new(|n| {
+        let n = n as f64;
+        ms(40.0 + 40.0 * n.min(2.0) + 70.0 * (n - 2.0).max(0.0))
+    });
+    let profile: Vec<_> = [1usize, 2, 4, 8].iter().map(|&n| (n, cost(n))).collect();
+    for (with_profile, first) in [(true, 2), (false, 8)] {
+        let mut config = BatchConfig::builder()
+            .max_batch_size(8)
+            .queue_capacity(4096)
+            .adaptive_batch_size(true);
+        if with_profile {
+            config = config.adaptive_profile(profile.clone());
+        }
+        let (svc, sizes) = model(config.build().unwrap(), cost.clone());
+        assert_eq!(svc.handle().batch_size_cap(), first);
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = closed_loop(&svc, 32, &stop);
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        stop_all(&stop, clients).await;
+        // The first batches under load: at the profile's best size, or at
+        // the max until the cap has measured its way down.
+        let early = sizes.lock()[..8].to_vec();
+        assert!(
+            early.iter().all(|&n| n == first),
+            "{with_profile}: {early:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn bigger_is_better_settles_at_the_max() {
     let cost: Cost = Arc::new(|n| ms(5.0 + 0.1 * n as f64));
     let (svc, sizes) = model(adaptive(32), cost);
