@@ -703,7 +703,7 @@ impl Allocator {
                 if n.chunk as usize != cid || n.offset != off || n.prev != prev {
                     return Err(format!("chunk {cid}: broken tiling at node {i}"));
                 }
-                if n.offset % self.cfg.alignment != 0 || n.size == 0 {
+                if !n.offset.is_multiple_of(self.cfg.alignment) || n.size == 0 {
                     return Err(format!("chunk {cid}: misaligned or empty node {i}"));
                 }
                 match n.state {

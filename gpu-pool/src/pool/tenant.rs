@@ -284,10 +284,51 @@ impl Tenant {
     }
 
     fn quota_error(&self, requested: u64, used: u64) -> BoxError {
+        self.quota_exceeded(requested, used).into()
+    }
+
+    fn quota_exceeded(&self, requested: u64, used: u64) -> QuotaExceeded {
         let t = &self.inner;
         t.quota_rejections.fetch_add(1, Ordering::Relaxed);
         t.metrics.quota_rejected();
-        QuotaExceeded::new(&t.name, requested, used, t.limit).into()
+        QuotaExceeded::new(&t.name, requested, used, t.limit)
+    }
+
+    /// Counts `bytes` that a framework allocated on its own memory (libtorch's
+    /// CPU allocator hook) against the quota, atomically with the pool's own
+    /// allocations, without taking a range from the pool. Refused with
+    /// [`QuotaExceeded`] when they do not fit in what is left; nothing is
+    /// counted then. Give the bytes back with [`Tenant::uncharge`] when the
+    /// framework frees them; they show in `used`, `peak` and the metrics like
+    /// the pool's own buffers.
+    pub fn charge(&self, bytes: u64) -> Result<(), QuotaExceeded> {
+        let t = &self.inner;
+        let mut st = t.pool.inner.state.lock();
+        let u = st.usage_mut(t.id);
+        let used = u.used;
+        match used.checked_add(bytes).filter(|&n| n <= t.limit) {
+            Some(now) => {
+                u.used = now;
+                u.peak = u.peak.max(now);
+                u.allocations += 1;
+                let peak = u.peak;
+                drop(st);
+                t.metrics.allocated(now, peak);
+                Ok(())
+            }
+            None => {
+                drop(st);
+                Err(self.quota_exceeded(bytes, used))
+            }
+        }
+    }
+
+    /// Gives back `bytes` counted by [`Tenant::charge`]. More than is in use
+    /// leaves zero (never a panic: frees run in destructors).
+    pub fn uncharge(&self, bytes: u64) {
+        let t = &self.inner;
+        let mut st = t.pool.inner.state.lock();
+        t.freed(&mut st, bytes);
     }
 
     /// Waits for a compute slot at the tenant's priority; fails at once
