@@ -168,11 +168,11 @@ impl SimConfig {
         }
         let minute = Duration::from_secs(60).as_nanos();
         let sample = self.sample_interval.as_nanos();
-        if sample == 0 || minute % sample != 0 {
+        if sample == 0 || !minute.is_multiple_of(sample) {
             return fail("sample_interval", "must be > 0 and divide one minute");
         }
         let timeline = self.timeline_interval.as_nanos();
-        if timeline == 0 || timeline % sample != 0 || self.timeline_interval > day {
+        if timeline == 0 || !timeline.is_multiple_of(sample) || self.timeline_interval > day {
             return fail(
                 "timeline_interval",
                 "must be a multiple of sample_interval, at most one day",

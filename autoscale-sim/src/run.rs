@@ -466,7 +466,7 @@ impl Simulation {
                 w.interval = Tally::default();
                 w.interval_hist.reset();
 
-                if now % MINUTE_NS == 0 && now <= trace_end {
+                if now.is_multiple_of(MINUTE_NS) && now <= trace_end {
                     if !minute_hist.is_empty() {
                         windows += 1;
                         windows_over += u64::from(minute_hist.value_at_quantile(0.99) > w.slo_ns);
@@ -474,7 +474,7 @@ impl Simulation {
                     }
                     minute_hist.reset();
                 }
-                if now % timeline_ns == 0 && now <= trace_end {
+                if now.is_multiple_of(timeline_ns) && now <= trace_end {
                     let span = c.timeline_interval.as_secs_f64();
                     timeline.push(TimelinePoint {
                         at: Duration::from_nanos(now),

@@ -159,7 +159,7 @@ async fn same_output_canary_is_promoted() {
 
 /// Same shapes, no errors, same latency; a third of the answers differ.
 fn drifting(x: u32) -> Vec<f32> {
-    logits(if x % 3 == 0 { x + 1 } else { x })
+    logits(if x.is_multiple_of(3) { x + 1 } else { x })
 }
 
 #[tokio::test(start_paused = true)]

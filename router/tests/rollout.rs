@@ -350,7 +350,7 @@ async fn end_to_end_with_a_split_rolls_back_a_failing_canary() {
     let version = |fail: bool| {
         service_fn(move |x: u32| async move {
             tokio::time::sleep(Duration::from_millis(5)).await;
-            if fail && x % 2 == 0 {
+            if fail && x.is_multiple_of(2) {
                 Err::<u32, BoxError>("v2 is broken".into())
             } else {
                 Ok(x)
