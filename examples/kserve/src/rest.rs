@@ -155,7 +155,15 @@ impl IntoResponse for Error {
         let body = ErrorBody {
             error: self.message().to_owned(),
         };
-        (self.http_status(), Json(body)).into_response()
+        let status = self.http_status();
+        let mut response = (status, Json(body)).into_response();
+        // Overloaded or not ready: when to try again, in seconds.
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
     }
 }
 

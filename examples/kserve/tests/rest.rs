@@ -606,6 +606,15 @@ async fn service_errors_map_to_503() {
     let body = one_input(json!([1]), "FP32", json!([1.0]));
     for model in ["busy", "cold"] {
         let reply = post(&app, &format!("/v2/models/{model}/infer"), body.clone()).await;
+        // When to try again, in seconds.
+        assert_eq!(
+            reply
+                .headers
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok()),
+            Some("1"),
+            "{model}"
+        );
         refused(&app, reply, StatusCode::SERVICE_UNAVAILABLE, model).await;
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use hyper::Uri;
 use serde::Serialize;
 
+use crate::cpu::{CpuPerRequest, CpuSample};
 use crate::payload::Payloads;
 use crate::{get_body, http_client, run_with, LoadConfig, LoadError, Summary};
 
@@ -89,6 +90,9 @@ pub struct DemoConfig {
     pub stats: Stats,
     /// Request bodies (default: `{"inputs":[...]}` of `input_width` numbers).
     pub payloads: Option<Payloads>,
+    /// The server's process id, when it runs on this machine: each batched
+    /// run then reports the CPU per request (see [`crate::cpu`]).
+    pub server_pid: Option<u32>,
 }
 
 impl DemoConfig {
@@ -107,6 +111,7 @@ impl DemoConfig {
                 path: "/stats".to_owned(),
             },
             payloads: None,
+            server_pid: None,
         }
     }
 
@@ -128,6 +133,9 @@ pub struct DemoRow {
     pub batched: Summary,
     /// Items per batch the server dispatched during the batched run.
     pub mean_batch_size: Option<f64>,
+    /// CPU per request during the batched run (with
+    /// [`DemoConfig::server_pid`]).
+    pub cpu: Option<CpuPerRequest>,
 }
 
 impl DemoRow {
@@ -160,7 +168,7 @@ pub async fn run_demo(config: &DemoConfig) -> Result<Vec<DemoRow>, LoadError> {
     let client = http_client(max_clients);
     let mut rows = Vec::new();
     for &clients in &config.concurrency {
-        let measure = |path: String| {
+        let measure = |path: String, cpu: Option<u32>| {
             let payloads = payloads.clone();
             let client = client.clone();
             async move {
@@ -176,13 +184,20 @@ pub async fn run_demo(config: &DemoConfig) -> Result<Vec<DemoRow>, LoadError> {
                     .payloads(payloads)
                     .concurrency(clients)
                     .duration(config.duration);
-                run_with(&client, &cfg).await
+                let start = cpu.and_then(CpuSample::take);
+                let summary = run_with(&client, &cfg).await?.summary();
+                let end = cpu.and_then(CpuSample::take);
+                let per_request = match (start, end) {
+                    (Some(a), Some(b)) => a.per_request(&b, summary.ok),
+                    _ => None,
+                };
+                Ok::<_, LoadError>((summary, per_request))
             }
         };
-        let unbatched = measure(config.unbatched_path.clone()).await?.summary();
+        let (unbatched, _) = measure(config.unbatched_path.clone(), None).await?;
         eprintln!("unbatched  {unbatched}");
         let before = config.stats.totals(&get_body(&client, &stats_uri).await?);
-        let batched = measure(config.batched_path.clone()).await?.summary();
+        let (batched, cpu) = measure(config.batched_path.clone(), config.server_pid).await?;
         let after = config.stats.totals(&get_body(&client, &stats_uri).await?);
         eprintln!("batched    {batched}");
         // The warm-up is inside the window; its batches are like the run's.
@@ -197,6 +212,7 @@ pub async fn run_demo(config: &DemoConfig) -> Result<Vec<DemoRow>, LoadError> {
             unbatched,
             batched,
             mean_batch_size,
+            cpu,
         });
     }
     Ok(rows)
@@ -305,6 +321,7 @@ mod tests {
             unbatched: summary(400.0),
             batched: summary(2000.0),
             mean_batch_size: Some(12.5),
+            cpu: None,
         }];
         assert_eq!(rows[0].speedup(), Some(5.0));
         let table = render_table(&rows);
@@ -325,6 +342,7 @@ mod tests {
             unbatched: summary(0.0),
             batched: summary(10.0),
             mean_batch_size: None,
+            cpu: None,
         };
         assert_eq!(row.speedup(), None);
         assert!(render_table(std::slice::from_ref(&row)).contains(" - "));

@@ -14,9 +14,12 @@
 //!   arrival beyond that is not sent and counts as a `dropped` error.
 //!
 //! Runs stop by themselves (duration or request budget) and report items
-//! per second, latency percentiles (hdrhistogram, microseconds) and errors
-//! by kind; [`sweep`] runs an open loop at several rates and [`plot`] draws
-//! throughput and p50/p99 against offered load.
+//! per second, latency percentiles (hdrhistogram, microseconds), errors by
+//! kind with their own latencies, and answers per second of the run;
+//! [`sweep`] runs an open loop at several rates and [`plot`] draws
+//! throughput and p50/p99 against offered load. [`run_target`] drives any
+//! [`Target`]: a test's own client that checks each answer (the
+//! multi-model server's overload test and soak do).
 //!
 //! It only talks to loopback addresses: it is a tool for measuring the
 //! examples on this machine, not for loading someone else's server.
@@ -36,6 +39,7 @@
 //! ```
 
 mod config;
+pub mod cpu;
 pub mod demo;
 mod error;
 pub mod grpc;

@@ -184,6 +184,11 @@ enum Command {
         /// Print the rows as JSON after the table.
         #[arg(long)]
         json: bool,
+        /// The server's process id (same machine): report the CPU per
+        /// request of each batched run, split into the server's forward
+        /// passes, the rest of the server, and this load generator.
+        #[arg(long)]
+        server_pid: Option<u32>,
     },
 }
 
@@ -348,8 +353,10 @@ async fn main_inner(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             duration_secs,
             warmup_secs,
             json,
+            server_pid,
         } => {
             let mut config = DemoConfig::new(base);
+            config.server_pid = server_pid;
             config.concurrency = concurrency;
             config.duration = secs(duration_secs)?;
             config.warmup = secs(warmup_secs)?;

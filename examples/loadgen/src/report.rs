@@ -30,6 +30,15 @@ pub struct LoadReport {
     /// Latency of successful requests, in microseconds (from the intended
     /// send time in an open loop).
     pub latency_us: Histogram<u64>,
+    /// Latency of failed requests by kind, in microseconds, measured as
+    /// [`Self::latency_us`] is: how fast a server says no (`"http 503"`)
+    /// against how long it lets a caller wait (`"timeout"`). Dropped
+    /// arrivals, never sent, have none.
+    pub error_latency_us: BTreeMap<String, Histogram<u64>>,
+    /// Successful answers in each whole second of the run (index 0: the
+    /// first second), by when they were answered: throughput over time,
+    /// e.g. how soon it recovers after an overload.
+    pub ok_per_sec: Vec<u64>,
     /// The mode the run used.
     pub mode: Mode,
     /// Requests the schedule called for (open loop; sent or dropped).
@@ -72,6 +81,8 @@ impl LoadReport {
             errors: BTreeMap::new(),
             elapsed: Duration::ZERO,
             latency_us: new_histogram(),
+            error_latency_us: BTreeMap::new(),
+            ok_per_sec: Vec::new(),
             mode,
             scheduled: 0,
         }
@@ -98,6 +109,15 @@ impl LoadReport {
             return 0.0;
         }
         self.latency_us.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    /// Latency at quantile `q` (0..=1) of the requests that failed as
+    /// `kind`, in ms (0 when none did).
+    pub fn error_latency_ms(&self, kind: &str, q: f64) -> f64 {
+        match self.error_latency_us.get(kind) {
+            Some(h) if !h.is_empty() => h.value_at_quantile(q) as f64 / 1000.0,
+            _ => 0.0,
+        }
     }
 
     /// Successful requests whose latency was at least `ms` milliseconds.
@@ -148,6 +168,19 @@ impl LoadReport {
         self.latency_us
             .add(&other.latency_us)
             .expect("histograms share bounds");
+        for (kind, h) in other.error_latency_us {
+            self.error_latency_us
+                .entry(kind)
+                .or_insert_with(new_histogram)
+                .add(&h)
+                .expect("histograms share bounds");
+        }
+        if self.ok_per_sec.len() < other.ok_per_sec.len() {
+            self.ok_per_sec.resize(other.ok_per_sec.len(), 0);
+        }
+        for (sum, n) in self.ok_per_sec.iter_mut().zip(other.ok_per_sec) {
+            *sum += n;
+        }
     }
 }
 
@@ -180,10 +213,13 @@ pub(crate) struct Live {
     pub(crate) errors: AtomicU64,
 }
 
+/// What one client (or the open loop) saw; merged into a [`LoadReport`].
 pub(crate) struct Tally {
     pub(crate) ok: u64,
     pub(crate) errors: BTreeMap<String, u64>,
     pub(crate) latency_us: Histogram<u64>,
+    pub(crate) error_latency_us: BTreeMap<String, Histogram<u64>>,
+    pub(crate) ok_per_sec: Vec<u64>,
 }
 
 impl Tally {
@@ -192,23 +228,51 @@ impl Tally {
             ok: 0,
             errors: BTreeMap::new(),
             latency_us: new_histogram(),
+            error_latency_us: BTreeMap::new(),
+            ok_per_sec: Vec::new(),
         }
     }
 
-    pub(crate) fn record(&mut self, result: Result<(), String>, latency: Duration, live: &Live) {
+    /// One answer: `latency` long, given `answered` after the run's start.
+    pub(crate) fn record(
+        &mut self,
+        result: Result<(), String>,
+        latency: Duration,
+        answered: Duration,
+        live: &Live,
+    ) {
+        let us = u64::try_from(latency.as_micros())
+            .unwrap_or(u64::MAX)
+            .clamp(1, MAX_LATENCY_US);
         match result {
             Ok(()) => {
                 self.ok += 1;
                 live.ok.fetch_add(1, Ordering::Relaxed);
-                let us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-                self.latency_us
-                    .saturating_record(us.clamp(1, MAX_LATENCY_US));
+                self.latency_us.saturating_record(us);
+                let sec = usize::try_from(answered.as_secs()).unwrap_or(usize::MAX);
+                // A bound on the timeline: a day of seconds.
+                if sec < 86_400 {
+                    if self.ok_per_sec.len() <= sec {
+                        self.ok_per_sec.resize(sec + 1, 0);
+                    }
+                    self.ok_per_sec[sec] += 1;
+                }
             }
             Err(kind) => {
                 live.errors.fetch_add(1, Ordering::Relaxed);
+                self.error_latency_us
+                    .entry(kind.clone())
+                    .or_insert_with(new_histogram)
+                    .saturating_record(us);
                 *self.errors.entry(kind).or_default() += 1;
             }
         }
+    }
+
+    /// An open-loop arrival not sent: counted, with no latency.
+    pub(crate) fn dropped(&mut self, live: &Live) {
+        live.errors.fetch_add(1, Ordering::Relaxed);
+        *self.errors.entry(DROPPED.to_owned()).or_default() += 1;
     }
 }
 
@@ -237,5 +301,34 @@ mod tests {
         assert_eq!(report.count_at_least_ms(90.0), 11);
         assert_eq!(s.mode, "closed");
         assert_eq!(s.offered_per_s, None);
+    }
+
+    #[test]
+    fn failures_keep_their_latency_by_kind_and_answers_their_second() {
+        let live = Live::default();
+        let ms = Duration::from_millis;
+        let mut a = Tally::new();
+        a.record(Ok(()), ms(20), ms(300), &live);
+        a.record(Ok(()), ms(20), ms(2_100), &live);
+        a.record(Err("http 503".into()), ms(1), ms(2_200), &live);
+        a.dropped(&live);
+        let mut b = Tally::new();
+        b.record(Ok(()), ms(30), ms(900), &live);
+        b.record(Err("http 503".into()), ms(3), ms(950), &live);
+        b.record(Err("timeout".into()), ms(30_000), ms(31_000), &live);
+        let mut report = LoadReport::empty(Mode::Closed { concurrency: 2 });
+        report.merge(a);
+        report.merge(b);
+        assert_eq!(report.ok, 3);
+        assert_eq!(report.ok_per_sec, vec![2, 0, 1]);
+        assert_eq!(report.errors["http 503"], 2);
+        assert_eq!(report.errors[DROPPED], 1);
+        assert_eq!(report.error_latency_us["http 503"].len(), 2);
+        assert!(!report.error_latency_us.contains_key(DROPPED));
+        assert!((report.error_latency_ms("http 503", 1.0) - 3.0).abs() < 0.01);
+        assert!((report.error_latency_ms("timeout", 0.5) - 30_000.0).abs() < 30.0);
+        assert_eq!(report.error_latency_ms("http 504", 0.5), 0.0);
+        assert_eq!(live.ok.load(Ordering::Relaxed), 3);
+        assert_eq!(live.errors.load(Ordering::Relaxed), 4);
     }
 }

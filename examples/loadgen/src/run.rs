@@ -15,7 +15,7 @@ use crate::config::{LoadConfig, Mode};
 use crate::error::LoadError;
 use crate::http::{ensure_loopback, http_client, HttpClient, HttpTarget};
 use crate::progress;
-use crate::report::{Live, LoadReport, Tally, DROPPED};
+use crate::report::{Live, LoadReport, Tally};
 use crate::schedule::PoissonSchedule;
 
 /// A boxed, sendable future.
@@ -62,7 +62,7 @@ pub async fn run_target(
                 let budget = Arc::clone(&budget);
                 let live = Arc::clone(&live);
                 let max = config.max_requests;
-                clients.spawn(closed_client(target, budget, max, stop_at, live));
+                clients.spawn(closed_client(target, budget, max, start, stop_at, live));
             }
             while let Some(tally) = clients.join_next().await {
                 let tally =
@@ -93,6 +93,7 @@ async fn closed_client(
     target: Arc<dyn Target>,
     budget: Arc<AtomicU64>,
     max_requests: Option<u64>,
+    start: Instant,
     stop_at: Instant,
     live: Arc<Live>,
 ) -> Tally {
@@ -104,7 +105,7 @@ async fn closed_client(
         }
         let sent = Instant::now();
         let result = target.send(seq).await;
-        tally.record(result, sent.elapsed(), &live);
+        tally.record(result, sent.elapsed(), start.elapsed(), &live);
     }
     tally
 }
@@ -123,11 +124,13 @@ async fn open_loop(
 ) -> Result<(Tally, u64), LoadError> {
     let stop_at = start + config.duration;
     let slots = Arc::new(Semaphore::new(max_outstanding));
-    let mut in_flight: JoinSet<(Result<(), String>, Duration)> = JoinSet::new();
+    // Each request's result, latency and when it was answered.
+    type Done = (Result<(), String>, Duration, Duration);
+    let mut in_flight: JoinSet<Done> = JoinSet::new();
     let mut tally = Tally::new();
     let mut scheduled = 0;
-    let finished = |tally: &mut Tally, done: Result<(Result<(), String>, Duration), _>| {
-        done.map(|(result, latency)| tally.record(result, latency, live))
+    let finished = |tally: &mut Tally, done: Result<Done, _>| {
+        done.map(|(result, latency, answered)| tally.record(result, latency, answered, live))
             .map_err(|e| LoadError::new(format!("a request task failed: {e}")))
     };
     for offset in schedule {
@@ -147,10 +150,10 @@ async fn open_loop(
                 in_flight.spawn(async move {
                     let result = request.await;
                     drop(slot);
-                    (result, intended.elapsed())
+                    (result, intended.elapsed(), start.elapsed())
                 });
             }
-            Err(_) => tally.record(Err(DROPPED.to_owned()), Duration::ZERO, live),
+            Err(_) => tally.dropped(live),
         }
     }
     while let Some(done) = in_flight.join_next().await {

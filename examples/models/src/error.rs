@@ -75,6 +75,9 @@ pub enum ModelErrorKind {
     Forward,
     /// The model's thread is gone (the model failed or was dropped).
     Closed,
+    /// libtorch's allocation for the forward pass did not fit in the
+    /// model's tenant quota: see [`ModelError::quota_exceeded`].
+    Quota,
 }
 
 /// An error from loading or running a model.
@@ -83,6 +86,8 @@ pub struct ModelError {
     kind: ModelErrorKind,
     message: String,
     input: Option<InputError>,
+    #[cfg(feature = "torch")]
+    quota: Option<convoy_gpu_pool::QuotaExceeded>,
 }
 
 impl ModelError {
@@ -91,7 +96,25 @@ impl ModelError {
             kind,
             message: message.into(),
             input: None,
+            #[cfg(feature = "torch")]
+            quota: None,
         }
+    }
+
+    /// A forward pass that failed because its tenant's quota refused one of
+    /// libtorch's allocations.
+    #[cfg(feature = "torch")]
+    pub(crate) fn quota(q: convoy_gpu_pool::QuotaExceeded) -> Self {
+        ModelError {
+            quota: Some(q.clone()),
+            ..ModelError::new(ModelErrorKind::Quota, format!("forward pass failed: {q}"))
+        }
+    }
+
+    /// The quota refusal that failed the forward pass (its source, too).
+    #[cfg(feature = "torch")]
+    pub fn quota_exceeded(&self) -> Option<&convoy_gpu_pool::QuotaExceeded> {
+        self.quota.as_ref()
     }
 
     pub(crate) fn manifest(path: &Path, message: impl fmt::Display) -> Self {
@@ -102,9 +125,14 @@ impl ModelError {
     }
 
     pub(crate) fn load(path: &Path, message: impl fmt::Display) -> Self {
+        let message = message.to_string();
         ModelError::new(
             ModelErrorKind::Load,
-            format!("{}: {message}", PathBuf::from(path).display()),
+            format!(
+                "{}: {}",
+                PathBuf::from(path).display(),
+                without_backtrace(&message)
+            ),
         )
     }
 
@@ -134,6 +162,8 @@ impl From<InputError> for ModelError {
             kind: ModelErrorKind::Input,
             message: e.message.clone(),
             input: Some(e),
+            #[cfg(feature = "torch")]
+            quota: None,
         }
     }
 }
@@ -146,8 +176,38 @@ impl fmt::Display for ModelError {
 
 impl std::error::Error for ModelError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        #[cfg(feature = "torch")]
+        if let Some(q) = &self.quota {
+            return Some(q);
+        }
         self.input
             .as_ref()
             .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// libtorch's message without the C++ backtrace it appends (`Exception
+/// raised from …` and its frames): the what, not the where.
+fn without_backtrace(message: &str) -> &str {
+    message
+        .find("\nException raised from ")
+        .map_or(message, |at| &message[..at])
+}
+
+#[cfg(test)]
+mod backtrace_tests {
+    use super::*;
+
+    #[test]
+    fn a_load_error_keeps_the_message_and_drops_libtorchs_frames() {
+        let raw = "Internal torch error: tenant \"m/1\" memory quota exceeded: requested 4 bytes\n\
+                   Exception raised from allocate at csrc/convoy_hooks.cpp:136 (most recent call first):\n\
+                   frame #0: c10::Error::Error() + 0x9d";
+        let e = ModelError::load(Path::new("/m/1/model.pt"), raw);
+        assert_eq!(
+            e.to_string(),
+            "/m/1/model.pt: Internal torch error: tenant \"m/1\" memory quota exceeded: requested 4 bytes"
+        );
+        assert_eq!(without_backtrace("plain"), "plain");
     }
 }

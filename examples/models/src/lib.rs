@@ -3,8 +3,10 @@
 //! pre- and post-processing of each model kind.
 //!
 //! - [`Manifest`]: a model's inputs, outputs, labels and processing.
-//! - [`Model`]: a loaded model on its own thread; [`Model::forward`] runs one
-//!   batch of items (each a request's named tensors) in one forward pass.
+//! - [`Model`]: a loaded model; [`Model::forward`] runs one batch of items
+//!   (each a request's named tensors) in one forward pass on an
+//!   [`Executor`]'s compute threads, which every model of a process shares
+//!   so that libtorch's threads never outnumber the cores.
 //! - [`Contract`]: what one request's inputs must satisfy before they join
 //!   a batch (names, datatypes, fixed dimensions, rows, sequence length,
 //!   token ids, element counts), from the manifest and its tokenizer.
@@ -37,6 +39,10 @@
 
 mod contract;
 mod error;
+#[cfg(feature = "torch")]
+mod executor;
+#[cfg(feature = "torch")]
+pub mod hooks;
 pub mod image;
 mod manifest;
 pub mod post;
@@ -46,6 +52,8 @@ pub mod text;
 
 pub use contract::{Contract, ContractError, DEFAULT_MAX_ELEMENTS};
 pub use error::{InputError, InputErrorKind, ModelError, ModelErrorKind};
+#[cfg(feature = "torch")]
+pub use executor::Executor;
 pub use manifest::{Manifest, ModelKind, Postprocess, Preprocess, TensorSpec, MANIFEST_FILE};
 #[cfg(feature = "torch")]
 pub use runtime::{synthetic_input, Device, LoadOptions, Model};

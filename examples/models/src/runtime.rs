@@ -1,14 +1,17 @@
-//! Loading a TorchScript model and running batches on its own thread.
+//! Loading a TorchScript model and running its batches on an [`Executor`]'s
+//! compute threads.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread;
+use std::time::Duration;
 
 use example_tensor::{DataType, NamedTensor, Tensor, TensorData};
 use tch::{CModule, IValue, Kind};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{InputError, InputErrorKind, ModelError, ModelErrorKind};
+use crate::executor::Executor;
+use crate::hooks::{self, Registration};
 use crate::manifest::{Manifest, Preprocess, TensorSpec};
 
 /// Where a model runs.
@@ -52,14 +55,26 @@ impl std::fmt::Display for Device {
 pub struct LoadOptions {
     /// Where the model runs.
     pub device: Device,
-    /// libtorch intra-op threads of the model's thread (`torch.set_num_threads`).
+    /// libtorch intra-op threads (`torch.set_num_threads`) of the model's
+    /// own compute thread when `executor` is `None`; with an executor, its
+    /// threads' setting applies.
     pub intra_op_threads: usize,
     /// The largest batch (rows) the model will see; the warm-up runs at it.
     pub max_batch_size: usize,
     /// On CUDA, run in fp16 (autocast); ignored on the CPU, which runs fp32.
     pub half: bool,
-    /// Batches that may wait for the model's thread before `forward` waits.
+    /// Batches of this model queued or running at once; `forward` waits
+    /// for a slot beyond.
     pub queue_capacity: usize,
+    /// The compute threads the model's batches (and its loading and
+    /// warm-up) run on, shared with the other models of the process; `None`:
+    /// a compute thread of its own (one model per process, as `raw-bench`).
+    /// Models on a GPU get a thread of their own either way.
+    pub executor: Option<Executor>,
+    /// Measure a batch at each power-of-two size up to `max_batch_size`
+    /// while warming up ([`Model::batch_profile`]), for a batcher's adaptive
+    /// cap to start at the fastest size. Loading takes a few passes more.
+    pub profile: bool,
 }
 
 impl Default for LoadOptions {
@@ -70,6 +85,8 @@ impl Default for LoadOptions {
             max_batch_size: 8,
             half: false,
             queue_capacity: 4,
+            executor: None,
+            profile: false,
         }
     }
 }
@@ -77,23 +94,37 @@ impl Default for LoadOptions {
 /// The length a dynamic non-batch dimension takes in the warm-up batch.
 const WARMUP_DYNAMIC_LEN: usize = 16;
 
-type Reply = oneshot::Sender<Result<Vec<Vec<NamedTensor>>, ModelError>>;
+/// Timed rounds over the profiled sizes (after an untimed one); each
+/// size's fastest pass counts.
+const PROFILE_RUNS: u32 = 3;
 
-struct Job {
-    batch: Vec<Vec<NamedTensor>>,
-    reply: Reply,
-}
+/// Once a size's timed passes took this long, no more are run.
+const PROFILE_BUDGET: Duration = Duration::from_millis(300);
+
+type Output = Result<Vec<Vec<NamedTensor>>, ModelError>;
 
 struct Shared {
     manifest: Manifest,
     dir: PathBuf,
     device: Device,
     half: bool,
-    jobs: mpsc::Sender<Job>,
+    loaded: Arc<Loaded>,
+    executor: Executor,
+    slots: Arc<Semaphore>,
 }
 
-/// A loaded model: a cheap, cloneable handle to the thread that owns the
-/// TorchScript module. The thread ends when the last handle is dropped.
+/// The module and what runs it. Fields drop in order: the module (and the
+/// memory it holds) before the worker's tenant registration.
+struct Loaded {
+    module: CModule,
+    worker: Worker,
+    /// The fastest pass at each profiled batch size.
+    profile: Vec<(usize, Duration)>,
+}
+
+/// A loaded model: a cheap, cloneable handle to the TorchScript module,
+/// whose batches run on an [`Executor`]'s compute threads. The module is
+/// freed when the last handle (and the last batch running) is dropped.
 #[derive(Clone)]
 pub struct Model {
     shared: Arc<Shared>,
@@ -115,6 +146,31 @@ impl Model {
     /// warms the model up with a batch of `max_batch_size` rows. Blocking
     /// (seconds): call it from a blocking context.
     pub fn load(dir: &Path, opts: &LoadOptions) -> Result<Model, ModelError> {
+        Model::load_with(dir, opts, None)
+    }
+
+    /// [`Model::load`], with every byte libtorch allocates for the model
+    /// (its weights, each forward pass's activations, on the model's thread
+    /// and on libtorch's intra-op workers) charged to `tenant` through the
+    /// allocator [`hooks`]: a forward pass that would take the tenant past
+    /// its quota fails with [`ModelErrorKind::Quota`] (its source is the
+    /// [`convoy_gpu_pool::QuotaExceeded`]), and the tenant's bytes in use
+    /// and peak are the model's real ones.
+    pub fn load_for_tenant(
+        dir: &Path,
+        opts: &LoadOptions,
+        tenant: convoy_gpu_pool::Tenant,
+    ) -> Result<Model, ModelError> {
+        let registration = hooks::register(tenant)
+            .map_err(|e| ModelError::new(ModelErrorKind::Load, e.to_string()))?;
+        Model::load_with(dir, opts, Some(registration))
+    }
+
+    fn load_with(
+        dir: &Path,
+        opts: &LoadOptions,
+        tenant: Option<Registration>,
+    ) -> Result<Model, ModelError> {
         if opts.intra_op_threads == 0 || opts.max_batch_size == 0 || opts.queue_capacity == 0 {
             return Err(ModelError::new(
                 ModelErrorKind::Options,
@@ -132,42 +188,43 @@ impl Model {
         }
         let manifest = Manifest::load(dir)?;
         let half = opts.half && opts.device != Device::Cpu;
-        let (jobs, rx) = mpsc::channel(opts.queue_capacity);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let executor = match (&opts.executor, opts.device) {
+            (Some(shared), Device::Cpu) => shared.clone(),
+            _ => Executor::new(1, opts.intra_op_threads)?,
+        };
         let worker = Worker {
             manifest: manifest.clone(),
             path: dir.join(&manifest.file),
             device: opts.device,
             half,
-            threads: opts.intra_op_threads,
             warmup_rows: opts.max_batch_size,
+            profile: opts.profile,
+            tenant,
+            last_stream: std::sync::atomic::AtomicU64::new(0),
         };
-        thread::Builder::new()
-            .name(format!("model-{}-{}", manifest.name, manifest.version))
-            .spawn(move || worker.run(rx, ready_tx))
-            .map_err(|e| {
-                ModelError::new(
-                    ModelErrorKind::Load,
-                    format!("spawning the model thread: {e}"),
-                )
-            })?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
+        // Loaded and warmed up on a compute thread, like its batches.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        executor.spawn(move || {
+            let _ = ready_tx.send(worker.start());
+        })?;
+        let loaded = match ready_rx.recv() {
+            Ok(loaded) => Arc::new(loaded?),
             Err(_) => {
                 return Err(ModelError::new(
                     ModelErrorKind::Load,
-                    "the model thread ended while loading",
+                    "the compute thread stopped while loading",
                 ))
             }
-        }
+        };
         Ok(Model {
             shared: Arc::new(Shared {
                 manifest,
                 dir: dir.to_owned(),
                 device: opts.device,
                 half,
-                jobs,
+                loaded,
+                executor,
+                slots: Arc::new(Semaphore::new(opts.queue_capacity)),
             }),
         })
     }
@@ -201,37 +258,123 @@ impl Model {
         &self,
         batch: Vec<Vec<NamedTensor>>,
     ) -> Result<Vec<Vec<NamedTensor>>, ModelError> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        let (reply, rx) = oneshot::channel();
-        self.shared
-            .jobs
-            .send(Job { batch, reply })
-            .await
-            .map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
+        self.forward_on(batch, None).await
     }
 
-    /// [`Model::forward`] for callers outside an async runtime (benchmarks).
-    pub fn forward_blocking(
+    /// [`Model::forward`] with `stream` (a `cudaStream_t` as an integer,
+    /// e.g. a gpu-pool lease's stream) as libtorch's current stream for the
+    /// pass, on a CUDA device with feature `cuda` (ignored otherwise). The
+    /// outputs are copied back to the host before the pass ends, so the
+    /// stream has finished the pass's work when it returns.
+    pub async fn forward_on(
         &self,
         batch: Vec<Vec<NamedTensor>>,
+        stream: Option<u64>,
     ) -> Result<Vec<Vec<NamedTensor>>, ModelError> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let (reply, rx) = oneshot::channel();
-        self.shared
-            .jobs
-            .blocking_send(Job { batch, reply })
+        let slot = Arc::clone(&self.shared.slots)
+            .acquire_owned()
+            .await
             .map_err(|_| closed())?;
-        rx.blocking_recv().map_err(|_| closed())?
+        self.submit(batch, stream, Some(slot))?
+            .await
+            .map_err(|_| closed())?
+    }
+
+    /// [`Model::forward`] for callers outside an async runtime (benchmarks),
+    /// without waiting for a slot (`queue_capacity` does not bound it).
+    pub fn forward_blocking(
+        &self,
+        batch: Vec<Vec<NamedTensor>>,
+    ) -> Result<Vec<Vec<NamedTensor>>, ModelError> {
+        self.forward_blocking_on(batch, None)
+    }
+
+    /// [`Model::forward_blocking`] on `stream`, see [`Model::forward_on`].
+    pub fn forward_blocking_on(
+        &self,
+        batch: Vec<Vec<NamedTensor>>,
+        stream: Option<u64>,
+    ) -> Result<Vec<Vec<NamedTensor>>, ModelError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.submit(batch, stream, None)?
+            .blocking_recv()
+            .map_err(|_| closed())?
+    }
+
+    /// libtorch's current CUDA stream during the model's last forward pass
+    /// (as read from inside the pass; 0 on the CPU, without feature `cuda`
+    /// or before the first pass): the stream of [`Model::forward_on`] when
+    /// one was given.
+    pub fn last_pass_stream(&self) -> u64 {
+        self.shared
+            .loaded
+            .worker
+            .last_stream
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Runs `batch` with [`Model::forward_blocking`] again and again for at
+    /// least `budget` (and at least once); the seconds each pass took. For
+    /// benchmarks.
+    pub fn time_passes(
+        &self,
+        batch: &[Vec<NamedTensor>],
+        budget: Duration,
+    ) -> Result<Vec<f64>, ModelError> {
+        let start = tokio::time::Instant::now();
+        let mut took = Vec::new();
+        while start.elapsed() < budget || took.is_empty() {
+            let pass = tokio::time::Instant::now();
+            self.forward_blocking(batch.to_vec())?;
+            took.push(pass.elapsed().as_secs_f64());
+        }
+        Ok(took)
+    }
+
+    /// The fastest forward pass measured at batch sizes 1, 2, 4, … and
+    /// `max_batch_size` while the model warmed up, with
+    /// [`LoadOptions::profile`]; empty without. Feed it to a batcher's
+    /// adaptive cap (`convoy_batcher::BatchConfigBuilder::adaptive_profile`).
+    pub fn batch_profile(&self) -> &[(usize, Duration)] {
+        &self.shared.loaded.profile
+    }
+
+    /// The compute threads the model runs on.
+    pub fn executor(&self) -> &Executor {
+        &self.shared.executor
+    }
+
+    /// Queues the batch on the executor; the slot (if any) is held until the
+    /// pass is over.
+    fn submit(
+        &self,
+        batch: Vec<Vec<NamedTensor>>,
+        stream: Option<u64>,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Result<oneshot::Receiver<Output>, ModelError> {
+        let (reply, rx) = oneshot::channel();
+        let loaded = Arc::clone(&self.shared.loaded);
+        self.shared.executor.spawn(move || {
+            // A caller that gave up (timeout, disconnect) costs no pass.
+            if !reply.is_closed() {
+                let _ = reply.send(loaded.worker.run_batch(&loaded.module, batch, stream));
+            }
+            drop(slot);
+        })?;
+        Ok(rx)
     }
 }
 
 fn closed() -> ModelError {
-    ModelError::new(ModelErrorKind::Closed, "the model's thread has stopped")
+    ModelError::new(
+        ModelErrorKind::Closed,
+        "the model's compute thread has stopped",
+    )
 }
 
 struct Worker {
@@ -239,63 +382,133 @@ struct Worker {
     path: PathBuf,
     device: Device,
     half: bool,
-    threads: usize,
     warmup_rows: usize,
+    /// Time a pass at each power-of-two size while warming up.
+    profile: bool,
+    /// The tenant libtorch's allocations are charged to (dropped after the
+    /// module: see [`Loaded`]).
+    tenant: Option<Registration>,
+    /// libtorch's current CUDA stream during the last pass (0: none).
+    last_stream: std::sync::atomic::AtomicU64,
 }
 
 impl Worker {
-    fn run(
-        self,
-        mut jobs: mpsc::Receiver<Job>,
-        ready: std::sync::mpsc::Sender<Result<(), ModelError>>,
-    ) {
-        // Both are per thread in libtorch: this thread's intra-op pool size
-        // and grad mode.
-        tch::set_num_threads(i32::try_from(self.threads).unwrap_or(i32::MAX));
-        let _no_grad = tch::no_grad_guard();
-        // The exported modules are frozen (already optimised). The JIT's
-        // profiling executor would otherwise re-profile and re-specialise the
-        // graph for every new input shape (each batch size, each sequence
-        // length), making the first passes at each shape many times slower.
-        let _ = tch::jit::f_set_graph_executor_optimize(false);
-        let module = match self.load() {
-            Ok(m) => m,
-            Err(e) => {
-                let _ = ready.send(Err(e));
-                return;
-            }
-        };
-        let warmup = vec![synthetic_input(
-            &self.manifest,
-            self.warmup_rows,
-            WARMUP_DYNAMIC_LEN,
-        )];
-        if let Err(e) = self.run_batch(&module, warmup) {
-            let _ = ready.send(Err(ModelError::new(
-                ModelErrorKind::Load,
-                format!("warm-up at batch size {} failed: {e}", self.warmup_rows),
-            )));
-            return;
+    /// Loads the module and warms it up at the largest batch (on a compute
+    /// thread, which holds libtorch's per-thread settings); with `profile`,
+    /// at every power-of-two size up to it too, timing each.
+    fn start(self) -> Result<Loaded, ModelError> {
+        let module = self.load()?;
+        if !self.profile {
+            self.warm_up(&module, self.warmup_rows)?;
+            return Ok(Loaded {
+                module,
+                worker: self,
+                profile: Vec::new(),
+            });
         }
-        let _ = ready.send(Ok(()));
-        drop(ready);
-        while let Some(job) = jobs.blocking_recv() {
-            if job.reply.is_closed() {
-                continue;
+        let sizes = profile_sizes(self.warmup_rows);
+        // The first pass at a shape builds its kernels: untimed.
+        for &rows in &sizes {
+            self.warm_up(&module, rows)?;
+        }
+        // Timed rounds over every size, so that a burst of load elsewhere
+        // on the machine lands on one round rather than on one size; a
+        // size leaves the rounds once its passes took PROFILE_BUDGET.
+        let mut best = vec![Duration::MAX; sizes.len()];
+        let mut spent = vec![Duration::ZERO; sizes.len()];
+        for _ in 0..PROFILE_RUNS {
+            for (i, &rows) in sizes.iter().enumerate() {
+                if spent[i] < PROFILE_BUDGET {
+                    let took = self.warm_up(&module, rows)?;
+                    best[i] = best[i].min(took);
+                    spent[i] += took;
+                }
             }
-            let result = self.run_batch(&module, job.batch);
-            let _ = job.reply.send(result);
+        }
+        let profile = sizes
+            .into_iter()
+            .zip(best)
+            .map(|(rows, took)| (rows, took.max(Duration::from_nanos(1))))
+            .collect();
+        Ok(Loaded {
+            module,
+            worker: self,
+            profile,
+        })
+    }
+
+    /// One synthetic pass of `rows` rows; a failure fails the load.
+    fn warm_up(&self, module: &CModule, rows: usize) -> Result<Duration, ModelError> {
+        let batch = vec![synthetic_input(&self.manifest, rows, WARMUP_DYNAMIC_LEN)];
+        let started = tokio::time::Instant::now();
+        match self.run_batch(module, batch, None) {
+            Ok(_) => Ok(started.elapsed()),
+            Err(e) => Err(ModelError::new(
+                ModelErrorKind::Load,
+                format!("warm-up at batch size {rows} failed: {e}"),
+            )),
         }
     }
 
     fn load(&self) -> Result<CModule, ModelError> {
+        // The weights count against the tenant.
+        let _scope = self.tenant.as_ref().map(Registration::enter);
         let mut module = CModule::load_on_device(&self.path, self.device.to_tch())
             .map_err(|e| ModelError::load(&self.path, e))?;
         module.set_eval();
         Ok(module)
     }
 
+    /// [`Worker::forward_batch`] with the tenant current: a failure caused
+    /// by a quota refusal is [`ModelErrorKind::Quota`].
     fn run_batch(
+        &self,
+        module: &CModule,
+        batch: Vec<Vec<NamedTensor>>,
+        stream: Option<u64>,
+    ) -> Result<Vec<Vec<NamedTensor>>, ModelError> {
+        let _on_stream = self.enter_stream(stream)?;
+        let Some(tenant) = &self.tenant else {
+            return self.forward_batch(module, batch);
+        };
+        let scope = tenant.enter();
+        tenant.take_refusal();
+        let result = self.forward_batch(module, batch);
+        drop(scope);
+        hooks::publish_metrics();
+        result.map_err(|e| tenant.take_refusal().map_or(e, ModelError::quota))
+    }
+
+    /// Makes `stream` libtorch's current one for the pass on a CUDA device
+    /// and records the stream current inside the pass.
+    #[cfg(feature = "cuda")]
+    fn enter_stream(
+        &self,
+        stream: Option<u64>,
+    ) -> Result<Option<hooks::CudaStreamScope>, ModelError> {
+        let Device::Cuda(i) = self.device else {
+            return Ok(None);
+        };
+        let index = i32::try_from(i).unwrap_or(i32::MAX);
+        let scope = stream
+            .map(|s| hooks::CudaStreamScope::enter(s, index))
+            .transpose()
+            .map_err(|e| ModelError::new(ModelErrorKind::Forward, e.to_string()))?;
+        self.last_stream.store(
+            hooks::current_cuda_stream(index),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(scope)
+    }
+
+    /// Without feature `cuda` there is no stream to enter.
+    #[cfg(not(feature = "cuda"))]
+    fn enter_stream(&self, stream: Option<u64>) -> Result<Option<()>, ModelError> {
+        let _ = (stream, &self.last_stream);
+        Ok(None)
+    }
+
+    fn forward_batch(
         &self,
         module: &CModule,
         batch: Vec<Vec<NamedTensor>>,
@@ -313,8 +526,14 @@ impl Worker {
             tch::autocast(true, || module.forward_is(&ivalues))
         } else {
             module.forward_is(&ivalues)
-        }
-        .map_err(ModelError::forward)?;
+        };
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                release_inputs(&mut ivalues);
+                return Err(ModelError::forward(e));
+            }
+        };
         let outputs = output_tensors(out, self.manifest.outputs.len())?;
         let total: usize = rows.iter().sum();
         let mut per_output = Vec::with_capacity(outputs.len());
@@ -342,8 +561,30 @@ impl Worker {
     }
 }
 
+/// After a failed forward pass: tch's `forward_is` keeps (leaks) its copies
+/// of the input IValues when libtorch throws, and with them the input
+/// tensors' memory (charged to the model's tenant). The copies share each
+/// tensor's implementation ([`to_tch`] makes no view), so giving ours empty
+/// storage frees the memory.
+fn release_inputs(ivalues: &mut [IValue]) {
+    for v in ivalues {
+        if let IValue::Tensor(t) = v {
+            let _ = t.f_set_();
+        }
+    }
+}
+
 fn input_error(message: String) -> ModelError {
     InputError::new(InputErrorKind::Tensor, message).into()
+}
+
+/// The batch sizes a profile measures: 1, 2, 4, … below `max`, then `max`.
+fn profile_sizes(max: usize) -> Vec<usize> {
+    let mut sizes: Vec<usize> = std::iter::successors(Some(1usize), |n| n.checked_mul(2))
+        .take_while(|&n| n < max)
+        .collect();
+    sizes.push(max);
+    sizes
 }
 
 /// The pad value of an input: the pad id for token ids, else zero.
@@ -598,7 +839,10 @@ pub(crate) fn to_tch(t: &Tensor) -> Result<tch::Tensor, ModelError> {
         }
     }
     .map_err(ModelError::forward)?;
-    flat.f_view(dims.as_slice()).map_err(ModelError::forward)
+    // Resized in place rather than viewed: the input owns its storage (see
+    // `release_inputs`).
+    let mut flat = flat;
+    flat.f_resize_(dims.as_slice()).map_err(ModelError::forward)
 }
 
 /// A libtorch output as a host tensor of the spec's datatype.

@@ -95,13 +95,32 @@ impl TextEncoder {
 
     /// The model's inputs for one text, each `[1, tokens]` INT64.
     pub fn encode(&self, text: &str) -> Result<Vec<NamedTensor>, InputError> {
-        let enc = self.tokenize(text)?;
+        Ok(self.inputs(&self.tokenize(text)?))
+    }
+
+    /// [`encode`](Self::encode) for many texts at once, in order: one call
+    /// of the tokenizer's batch encoder for all of them (a request's texts,
+    /// tokenized in one step off the async threads). A text that cannot be
+    /// tokenized fails alone: its entry is the error, the others encode.
+    pub fn encode_many<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+    ) -> Vec<Result<Vec<NamedTensor>, InputError>> {
+        let all: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
+        match self.tokenizer.encode_batch(all, true) {
+            Ok(encodings) => encodings.iter().map(|e| Ok(self.inputs(e))).collect(),
+            // Which text failed is not told: each on its own.
+            Err(_) => texts.iter().map(|t| self.encode(t.as_ref())).collect(),
+        }
+    }
+
+    /// The model's inputs of one encoding, each `[1, tokens]` INT64.
+    fn inputs(&self, enc: &tokenizers::Encoding) -> Vec<NamedTensor> {
         let n = enc.get_ids().len();
         let column = |values: Vec<i64>| {
             Tensor::new(vec![1, n], TensorData::Int64(values)).expect("one row of n tokens")
         };
-        Ok(self
-            .input_names
+        self.input_names
             .iter()
             .map(|name| {
                 let values: Vec<i64> = match name.as_str() {
@@ -115,7 +134,7 @@ impl TextEncoder {
                 };
                 NamedTensor::new(name.clone(), column(values))
             })
-            .collect())
+            .collect()
     }
 
     /// How many tokens a text becomes (after truncation): the key for

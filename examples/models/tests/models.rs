@@ -43,6 +43,8 @@ fn load(name: &str, max_batch_size: usize) -> Model {
             max_batch_size,
             half: false,
             queue_capacity: 2,
+            executor: None,
+            profile: false,
         },
     )
     .unwrap()
@@ -195,6 +197,30 @@ fn invalid_load_options_are_refused() {
     assert_eq!(err.kind(), ModelErrorKind::Options);
 }
 
+/// With `profile`, loading times a pass at 1, 2, 4, … and the max (a max
+/// that is not a power of two included); without, it measures nothing.
+#[test]
+fn a_profiled_load_times_each_power_of_two_and_the_max() {
+    let opts = |profile| LoadOptions {
+        intra_op_threads: 2,
+        max_batch_size: 6,
+        profile,
+        ..LoadOptions::default()
+    };
+    let m = Model::load(&model_dir("minilm"), &opts(true)).unwrap();
+    let sizes: Vec<usize> = m.batch_profile().iter().map(|(n, _)| *n).collect();
+    assert_eq!(sizes, [1, 2, 4, 6]);
+    assert!(m.batch_profile().iter().all(|(_, took)| !took.is_zero()));
+    // A batch of 6 needs more time than a batch of 1 on any machine.
+    assert!(
+        m.batch_profile()[3].1 > m.batch_profile()[0].1,
+        "{:?}",
+        m.batch_profile()
+    );
+    let m = Model::load(&model_dir("minilm"), &opts(false)).unwrap();
+    assert!(m.batch_profile().is_empty());
+}
+
 #[test]
 fn minilm_embeddings_match_sentence_transformers() {
     let model = minilm();
@@ -262,6 +288,38 @@ fn long_text_is_truncated_and_still_encodes() {
     let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
     assert!((norm - 1.0).abs() < 1e-3);
     assert_eq!(encoder.encoded_len("").unwrap(), 2, "[CLS] [SEP]");
+}
+
+/// A request's texts tokenized in one step give exactly what tokenizing
+/// each alone gives: same ids, masks and shapes, in order.
+#[test]
+fn texts_encoded_together_match_texts_encoded_alone() {
+    let model = minilm();
+    let encoder = TextEncoder::from_manifest(&model_dir("minilm"), model.manifest()).unwrap();
+    let long = "convoy ".repeat(2000);
+    let texts = [
+        "A man is playing a guitar.",
+        "",
+        long.as_str(),
+        "Ünïcödé — 漢字 and emoji 🚀 mixed in",
+        "fn main() { println!(\"hi\"); }",
+    ];
+    let together = encoder.encode_many(&texts);
+    assert_eq!(together.len(), texts.len());
+    for (text, got) in texts.iter().zip(together) {
+        let got = got.unwrap();
+        let alone = encoder.encode(text).unwrap();
+        assert_eq!(got.len(), alone.len());
+        for (a, b) in got.iter().zip(&alone) {
+            assert_eq!(
+                (&a.name, &a.tensor.shape),
+                (&b.name, &b.tensor.shape),
+                "{text:?}"
+            );
+            assert_eq!(a.tensor.data, b.tensor.data, "{text:?}");
+        }
+    }
+    assert!(encoder.encode_many::<&str>(&[]).is_empty());
 }
 
 #[test]

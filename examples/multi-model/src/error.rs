@@ -15,18 +15,23 @@ pub use example_kserve::ErrorKind;
 use example_models::ContractError;
 use tower::BoxError;
 
+use crate::deploy::{NoSuchVersion, TimedOut};
+
 /// The kind of one error (not its sources): `None` when the server does
 /// not know it, so the caller looks further down the source chain.
 pub fn kind_of(e: &(dyn StdError + 'static)) -> Option<ErrorKind> {
     if let Some(own) = e.downcast_ref::<example_kserve::Error>() {
         Some(own.kind())
-    } else if e.is::<ContractError>() {
+    } else if e.is::<ContractError>() || e.is::<NoSuchVersion>() {
         Some(ErrorKind::BadRequest)
     } else if e.is::<QueueFull>() {
         Some(ErrorKind::Overloaded)
     } else if e.is::<QuotaExceeded>() {
         Some(ErrorKind::Quota)
-    } else if e.is::<DeadlineExceeded>() || e.is::<tokio::time::error::Elapsed>() {
+    } else if e.is::<DeadlineExceeded>()
+        || e.is::<TimedOut>()
+        || e.is::<tokio::time::error::Elapsed>()
+    {
         Some(ErrorKind::DeadlineExceeded)
     } else if e.is::<Closed>() || e.is::<NoReadyReplica>() {
         Some(ErrorKind::Unavailable)

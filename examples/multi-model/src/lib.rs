@@ -15,12 +15,15 @@
 //! # Ok(()) }
 //! ```
 
+pub mod compute;
 pub mod config;
 pub mod deploy;
+pub mod drift;
 pub mod error;
 pub mod http;
 pub mod model;
 pub mod registry;
+pub mod remote;
 pub mod rollout;
 mod server;
 pub mod v2;

@@ -11,10 +11,12 @@
 //! logged while the old one keeps serving; a registry that goes away only
 //! pauses the watching.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use convoy_gpu_pool::{GpuPool, Tenant};
+use example_models::Executor;
 use example_registry::{
     MlflowClient, ModelCache, ModelSource, RegistryError, RegistryEvent, Selector, Verify, Watcher,
 };
@@ -36,6 +38,9 @@ pub struct Source {
     name: String,
     selector: Selector,
     poll_interval: Duration,
+    /// `server.host_memory`: a CPU version's tenant gets its
+    /// `device.fraction`.
+    host_memory: u64,
 }
 
 impl Source {
@@ -55,33 +60,55 @@ impl Source {
             name: name.clone(),
             selector: selector.clone(),
             poll_interval: r.poll_interval,
+            host_memory: config.server.host_memory,
         }))
     }
 
     /// Resolves the source and returns its version, downloaded, verified
-    /// and loaded.
+    /// and loaded, and the folder it was downloaded to.
     pub async fn load(
         &self,
         d: &DeploymentConfig,
         on_gpu: bool,
-    ) -> Result<(u64, Arc<dyn Forward>), BoxError> {
+        executor: Option<Executor>,
+        pool: &GpuPool,
+    ) -> Result<(u64, Arc<dyn Forward>, PathBuf), BoxError> {
         let version = self.client.resolve(&self.name, &self.selector).await?;
-        let loader = Loader::new(d, on_gpu, None);
+        let tenants = Tenants::new(d, pool, self.host_memory, on_gpu);
+        let loader = Loader::new(d, on_gpu, executor, None, tenants);
         let dir = self
             .cache
             .fetch(&self.client, &version, &*loader.verify())
             .await?;
         let model = loader.take_or_load(&dir).await?;
-        Ok((version.version, model))
+        Ok((version.version, model, dir))
     }
 
     /// Follows the source (when it moves) for `deployment`, which serves
     /// `current`: new versions are rolled out, refusals and outages logged.
-    pub fn follow(self, deployment: Arc<Deployment>, current: u64, on_gpu: bool) {
+    pub fn follow(
+        self,
+        deployment: Arc<Deployment>,
+        current: u64,
+        on_gpu: bool,
+        executor: Option<Executor>,
+    ) {
         if !matches!(self.selector, Selector::Stage(_) | Selector::Alias(_)) {
             return;
         }
-        let loader = Loader::new(&deployment.config, on_gpu, Some(Arc::clone(&deployment)));
+        let tenants = Tenants::new(
+            &deployment.config,
+            deployment.pool(),
+            self.host_memory,
+            on_gpu,
+        );
+        let loader = Loader::new(
+            &deployment.config,
+            on_gpu,
+            executor,
+            Some(Arc::clone(&deployment)),
+            tenants,
+        );
         let watcher = Watcher::new(
             self.client,
             self.cache,
@@ -160,24 +187,83 @@ struct Loader {
     on_gpu: bool,
     threads: usize,
     max_batch: usize,
+    /// `batching.profile`: time each batch size while warming up.
+    profile: bool,
+    /// The CPU models' compute threads (see [`crate::compute`]).
+    executor: Option<Executor>,
     /// The deployment whose kind and inputs a new version must match.
     deployment: Option<Arc<Deployment>>,
     verified: Arc<Mutex<Option<TorchModel>>>,
+    /// Where each version's tenant comes from.
+    tenants: Tenants,
+}
+
+/// Admits a downloaded version's tenant (`<deployment>/<version>`, the
+/// version read from the cache folder's name) before it loads, so that its
+/// weights and activations are charged to the tenant it then serves from.
+#[derive(Clone)]
+struct Tenants {
+    config: DeploymentConfig,
+    pool: GpuPool,
+    host_memory: u64,
+    on_gpu: bool,
+}
+
+impl Tenants {
+    fn new(d: &DeploymentConfig, pool: &GpuPool, host_memory: u64, on_gpu: bool) -> Self {
+        Self {
+            config: d.clone(),
+            pool: pool.clone(),
+            host_memory,
+            on_gpu,
+        }
+    }
+
+    /// The tenant of the version in `dir` (cached, or being verified).
+    fn of(&self, dir: &Path) -> Result<Tenant, BoxError> {
+        let version = ModelCache::version_of(dir)
+            .ok_or_else(|| format!("{}: not a registry version's folder", dir.display()))?;
+        crate::deploy::model_tenant(
+            &self.pool,
+            &self.config,
+            &version.to_string(),
+            self.host_memory,
+            self.on_gpu,
+        )
+    }
 }
 
 impl Loader {
-    fn new(d: &DeploymentConfig, on_gpu: bool, deployment: Option<Arc<Deployment>>) -> Self {
+    fn new(
+        d: &DeploymentConfig,
+        on_gpu: bool,
+        executor: Option<Executor>,
+        deployment: Option<Arc<Deployment>>,
+        tenants: Tenants,
+    ) -> Self {
         Self {
             on_gpu,
             threads: d.device.intra_op_threads,
             max_batch: d.batching.max_batch_size,
+            profile: d.batching.profile,
+            executor,
             deployment,
             verified: Arc::default(),
+            tenants,
         }
     }
 
     fn load(&self, dir: &Path) -> Result<TorchModel, BoxError> {
-        TorchModel::load(dir, self.on_gpu, self.threads, self.max_batch)
+        let tenant = self.tenants.of(dir)?;
+        TorchModel::load(
+            dir,
+            self.on_gpu,
+            self.threads,
+            self.max_batch,
+            self.executor.clone(),
+            Some(tenant),
+            self.profile,
+        )
     }
 
     fn verify(&self) -> Arc<Verify> {

@@ -5,9 +5,11 @@ use std::future::Future;
 use std::sync::Arc;
 
 use convoy_gpu_pool::{GpuPool, PoolConfig};
+use example_models::Executor;
 use tokio::net::TcpListener;
 use tower::BoxError;
 
+use crate::compute::Compute;
 use crate::config::{self, Config};
 use crate::deploy::Deployment;
 use crate::model::{Forward, Identity, TorchModel};
@@ -38,13 +40,33 @@ impl Server {
                 .compute_slots(config.server.compute_slots),
         )?;
         tracing::info!(backend = %pool.backend_kind(), reason = ?pool.fallback_reason(), "device pool");
+        // On a GPU, libtorch's CUDA memory comes from the tenants' pools:
+        // set before any model allocates on the device.
+        #[cfg(feature = "cuda")]
+        if pool.backend_kind() == convoy_gpu_pool::BackendKind::Cuda {
+            example_models::hooks::install_cuda()?;
+        }
+        let compute = Compute::new(&config, |d| {
+            deploy::wants_gpu(d.device.kind, &pool).unwrap_or(false)
+        })?;
         let mut deployments = Vec::new();
         for d in config.deployments() {
+            if d.remote.is_some() {
+                return Err(format!(
+                    "deployment {}: [deployment.remote] is served by multi-model-front --config, not by a node",
+                    d.name
+                )
+                .into());
+            }
             let on_gpu = deploy::wants_gpu(d.device.kind, &pool)?;
+            // No more replicas than the hardware runs at once.
+            let clipped = compute.clip(d, on_gpu);
+            let d = &clipped;
+            let executor = compute.executor().cloned();
             if let Some(source) = registry::Source::of(&config, d)? {
                 // The registry names the version serving first.
-                let (version, model) = source
-                    .load(d, on_gpu)
+                let (version, model, dir) = source
+                    .load(d, on_gpu, executor.clone(), &pool)
                     .await
                     .map_err(|e| format!("deployment {}: {e}", d.name))?;
                 tracing::info!(deployment = %d.name, version, device = %model.device(), "model {}/{version} from the registry", d.name);
@@ -53,14 +75,18 @@ impl Server {
                     name: version.to_string(),
                     weight: 100.0,
                 }];
-                let deployment = Arc::new(Deployment::new(d, vec![model], &pool)?);
-                source.follow(Arc::clone(&deployment), version, on_gpu);
+                // The drift reference travels with the registered version.
+                crate::drift::reference_from(&mut d, &dir);
+                let deployment = Deployment::new(d, vec![model], &pool)?
+                    .with_request_timeout(config.server.request_timeout);
+                let deployment = Arc::new(deployment);
+                source.follow(Arc::clone(&deployment), version, on_gpu, executor);
                 deployments.push(deployment);
                 continue;
             }
             let mut models: Vec<Arc<dyn Forward>> = Vec::new();
             for v in &d.versions {
-                let model = load(&config, d, &v.name, on_gpu).await?;
+                let model = load(&config, d, &v.name, on_gpu, executor.clone(), &pool).await?;
                 tracing::info!(
                     deployment = %d.name,
                     version = %v.name,
@@ -70,9 +96,28 @@ impl Server {
                     v.name,
                     model.device()
                 );
+                if !model.batch_profile().is_empty() {
+                    let per_item: Vec<String> = model
+                        .batch_profile()
+                        .iter()
+                        .map(|(n, took)| {
+                            format!("b{n} {:.2} ms", took.as_secs_f64() * 1e3 / *n as f64)
+                        })
+                        .collect();
+                    tracing::info!(
+                        deployment = %d.name,
+                        version = %v.name,
+                        "model {}/{} per item: {}",
+                        d.name,
+                        v.name,
+                        per_item.join(", ")
+                    );
+                }
                 models.push(model);
             }
-            deployments.push(Arc::new(Deployment::new(d.clone(), models, &pool)?));
+            let deployment = Deployment::new(d.clone(), models, &pool)?
+                .with_request_timeout(config.server.request_timeout);
+            deployments.push(Arc::new(deployment));
         }
         Ok(Arc::new(Self {
             config,
@@ -107,7 +152,10 @@ impl Server {
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let served = axum::serve(listener, self.router())
+        let app = self
+            .router()
+            .layer(axum::middleware::from_fn(crate::remote::count_in_flight));
+        let served = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
         for d in &self.deployments {
@@ -150,6 +198,8 @@ async fn load(
     d: &config::DeploymentConfig,
     version: &str,
     on_gpu: bool,
+    executor: Option<Executor>,
+    pool: &GpuPool,
 ) -> Result<Arc<dyn Forward>, BoxError> {
     if d.is_identity() {
         return Ok(Arc::new(
@@ -158,9 +208,30 @@ async fn load(
     }
     let dir = d.version_dir(&config.server.models_dir, version);
     let (threads, max_batch) = (d.device.intra_op_threads, d.batching.max_batch_size);
+    let profile = d.batching.profile;
+    // The version's tenant first: the weights are charged to it as they
+    // load, and the version serves from it.
+    let tenant = deploy::model_tenant(pool, d, version, config.server.host_memory, on_gpu)?;
     let loaded = tokio::task::spawn_blocking(move || {
-        TorchModel::load(&dir, on_gpu, threads, max_batch)
-            .map_err(|e| format!("{}: {e}", dir.display()))
+        let quota = format!(
+            "its tenant's quota (device.fraction{}) is {} bytes",
+            if on_gpu {
+                " of the GPU"
+            } else {
+                " × server.host_memory"
+            },
+            tenant.quota()
+        );
+        TorchModel::load(
+            &dir,
+            on_gpu,
+            threads,
+            max_batch,
+            executor,
+            Some(tenant),
+            profile,
+        )
+        .map_err(|e| format!("{} ({quota}): {e}", dir.display()))
     })
     .await??;
     Ok(Arc::new(loaded))

@@ -18,9 +18,8 @@ use example_kserve::{
     ServerMetadata, TensorMetadata,
 };
 use example_tensor::DataType;
-use tower::ServiceExt;
 
-use crate::deploy::{Deployment, Item};
+use crate::deploy::{Deployment, Route, Tensors};
 use crate::model::{Kind, TensorMeta};
 use crate::Server;
 
@@ -126,29 +125,20 @@ impl Repository for V2 {
         Box::pin(async move {
             let v2 = V2(Arc::clone(&server));
             let d = v2.deployment(&name, version.as_deref())?;
-            // The model's contract, before the request joins a batch.
-            d.check(&request.inputs, version.as_deref())
-                .map_err(|e| Error::bad_request(e.to_string()))?;
-            let timeout = server.config.server.request_timeout;
             let id = request
                 .id
                 .clone()
                 .filter(|id| !id.is_empty())
                 .unwrap_or_else(crate::error::new_request_id);
-            let mut item = Item::new(request.inputs, d.kind);
-            let own = tokio::time::Instant::now() + timeout;
-            item.deadline = Some(request.deadline.map_or(own, |d| d.min(own)));
-            item.pinned = version;
+            let route = Route::new().pinned(version).deadline(request.deadline);
             let answer = d
-                .split
-                .clone()
-                .oneshot(item)
+                .call(Tensors::new(request.inputs), route)
                 .await
                 .map_err(|e| crate::error::to_v2(&e, &id))?;
             Ok(InferResponse {
                 model_name: name,
                 model_version: Some(answer.version.to_string()),
-                outputs: answer.outputs,
+                outputs: answer.output,
                 ..Default::default()
             })
         })

@@ -221,12 +221,52 @@ fn failure_isolation_is_on_by_default_and_can_be_turned_off() {
     let on = Config::parse(HEAD).unwrap();
     let d = on.deployments().next().unwrap();
     assert!(d.batching.failure_isolation);
-    assert!(batch_config("a", &d.batching).unwrap().failure_isolation());
+    assert!(batch_config("a", &d.batching, &[])
+        .unwrap()
+        .failure_isolation());
     let off = Config::parse(&format!(
         "{HEAD}[deployment.batching]\nfailure_isolation = false\n"
     ))
     .unwrap();
     let d = off.deployments().next().unwrap();
     assert!(!d.batching.failure_isolation);
-    assert!(!batch_config("a", &d.batching).unwrap().failure_isolation());
+    assert!(!batch_config("a", &d.batching, &[])
+        .unwrap()
+        .failure_isolation());
+}
+
+/// `batching.profile` needs the adaptive cap, and a measured profile
+/// reaches the batcher as where its cap starts.
+#[test]
+fn a_profile_needs_the_adaptive_cap_and_starts_it() {
+    use example_multi_model::deploy::batch_config;
+    use std::time::Duration;
+    let e = error(&format!(
+        "{HEAD}[deployment.batching]\nprofile = true\nadaptive = false\n"
+    ));
+    assert!(
+        e.contains("batching.profile") && e.contains("adaptive"),
+        "{e}"
+    );
+    let on = Config::parse(&format!(
+        "{HEAD}[deployment.batching]\nmax_batch_size = 8\nprofile = true\n"
+    ))
+    .unwrap();
+    let d = on.deployments().next().unwrap();
+    assert!(d.batching.profile);
+    let measured = [
+        (1, Duration::from_millis(80)),
+        (2, Duration::from_millis(130)),
+        (4, Duration::from_millis(300)),
+        (8, Duration::from_millis(680)),
+    ];
+    let b = batch_config("a", &d.batching, &measured).unwrap();
+    assert_eq!(b.adaptive_profile(), &measured);
+    // Without the adaptive cap a measured profile is not used.
+    let mut fixed = d.batching.clone();
+    (fixed.adaptive, fixed.profile) = (false, false);
+    assert!(batch_config("a", &fixed, &measured)
+        .unwrap()
+        .adaptive_profile()
+        .is_empty());
 }

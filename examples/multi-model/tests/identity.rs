@@ -129,6 +129,13 @@ async fn overload_is_refused_with_503() {
         .as_str()
         .unwrap()
         .contains("queue"));
+    // Each refusal says when to try again.
+    for r in &refused {
+        assert_eq!(
+            r.headers.get("retry-after").and_then(|v| v.to_str().ok()),
+            Some("1")
+        );
+    }
     assert_eq!(s.get("/healthz").await.status, StatusCode::OK);
     s.shutdown().await;
 }
@@ -136,12 +143,9 @@ async fn overload_is_refused_with_503() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_clear_4xx() {
     let s = start(TEST_CONFIG).await;
-    // Over the 1 MiB body limit.
-    let r = s
-        .post("/v1/models/identity/infer", vec![b' '; 2 << 20])
-        .await;
-    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
-    assert!(r.json()["error"].as_str().unwrap().contains("body_limit"));
+    // Bodies over the body limit: tests/body_limit.rs, over raw TCP (the
+    // server answers 413 before reading the body, so a client still
+    // writing it may see a broken pipe instead of the answer).
     // Unknown model, unknown task.
     let r = s.post("/v1/models/nope/infer", fp32_row(&[1.0])).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);

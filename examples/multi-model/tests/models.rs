@@ -163,3 +163,74 @@ async fn real_models_answer_and_refuse_bad_input() {
     healthy(&s).await;
     s.shutdown().await;
 }
+
+/// A request of several texts is served by one version, whatever the
+/// split: its texts are tokenized together by that version's tokenizer
+/// and batched there. Two MiniLM versions at 50/50; each request's texts
+/// all land on one of them (the per-version request counts move by the
+/// whole request), and both versions serve some requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_texts_of_one_request_go_to_one_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let minilm = dir.path().join("minilm");
+    std::fs::create_dir(&minilm).unwrap();
+    for v in ["1", "2"] {
+        std::os::unix::fs::symlink(models_dir().join("minilm/1"), minilm.join(v)).unwrap();
+    }
+    let config = format!(
+        "[server]\naddr = \"127.0.0.1:0\"\nmodels_dir = {:?}\nblocking_tasks = 2\n\
+         host_memory = 4294967296\n\n\
+         [[deployment]]\nname = \"minilm\"\nmodel = \"minilm\"\n\
+         [[deployment.version]]\nname = \"1\"\nweight = 50\n\
+         [[deployment.version]]\nname = \"2\"\nweight = 50\n\
+         [deployment.batching]\nmax_batch_size = 8\n\
+         [deployment.device]\nkind = \"cpu\"\nintra_op_threads = 1\nfraction = 0.1\n",
+        dir.path().display().to_string()
+    );
+    let s = start(&config).await;
+    let counts = |m: serde_json::Value| -> Vec<u64> {
+        let d = m["models"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == "minilm")
+            .unwrap()
+            .clone();
+        let mut v: Vec<(String, u64)> = d["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                let name = v["name"].as_str().unwrap().to_string();
+                (name, v["requests"].as_u64().unwrap())
+            })
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, n)| n).collect()
+    };
+    const TEXTS: u64 = 6;
+    let texts: Vec<String> = (0..TEXTS)
+        .map(|i| format!("sentence number {i} about convoys"))
+        .collect();
+    let body = serde_json::json!({ "texts": texts }).to_string();
+    let mut before = counts(s.get("/v1/models").await.json());
+    let mut served_by = [0u32; 2];
+    for _ in 0..16 {
+        let r = s.post("/v1/models/minilm/embed", body.clone()).await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        assert_eq!(
+            r.json()["embeddings"].as_array().unwrap().len(),
+            TEXTS as usize
+        );
+        let after = counts(s.get("/v1/models").await.json());
+        let moved: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        match moved.as_slice() {
+            [n, 0] if *n == TEXTS => served_by[0] += 1,
+            [0, n] if *n == TEXTS => served_by[1] += 1,
+            other => panic!("one request's texts spread over the versions: {other:?}"),
+        }
+        before = after;
+    }
+    // 16 requests at 50/50: both versions serve (all on one: p = 2^-15).
+    assert!(served_by.iter().all(|&n| n > 0), "{served_by:?}");
+}

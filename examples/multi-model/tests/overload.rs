@@ -5,9 +5,12 @@
 //! gRPC (`inference.GRPCInferenceService/ModelInfer`, the deadline carried
 //! by `grpc-timeout`).
 //!
-//! First a short closed loop measures the capacity; then an open loop
-//! offers 3× that for 60 s over REST, 30 s over gRPC
-//! (`CONVOY_OVERLOAD_SECS` sets both) and a closed loop follows the drop.
+//! The server is started by `testkit::ServerProcess` and driven by the
+//! load generator's loops (`loadgen::run_target`) with a client of this
+//! test's own that checks every answer. First a short closed loop
+//! measures the capacity; then an open loop (Poisson arrivals) offers 3×
+//! that for 60 s over REST, 30 s over gRPC (`CONVOY_OVERLOAD_SECS` sets
+//! both) and a closed loop follows the drop.
 //! The promises checked, all following from the design (a bounded queue
 //! in front of a batch of known cost), none a speed claim:
 //!
@@ -37,8 +40,6 @@
 //! more than half and 10).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,13 +48,13 @@ use bytes::Bytes;
 use example_kserve::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use example_kserve::proto::model_infer_request::InferInputTensor;
 use example_kserve::proto::{InferTensorContents, ModelInferRequest};
-use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use loadgen::{
+    get_body, http_client, run_target, BoxFuture, HttpClient, LoadConfig, LoadReport, Target,
+};
 use parking_lot::Mutex;
+use testkit::{Probe, ServerProcess};
 use tokio::time::Instant;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
@@ -78,15 +79,30 @@ const REFUSAL_P99: Duration = Duration::from_millis(10);
 /// milliseconds (the control's p99 near a second), a flat 10 ms is
 /// narrower than the noise between two p99s.
 const REFUSAL_P99_SHARE: f64 = 0.25;
-/// Every this many sends of the open loop, one is the control request
+/// Every this many arrivals of the open loop, one is the control request
 /// (sent in the same bursts as the rest, so it meets the same machine).
-const CONTROL_EVERY: u32 = 5;
+const CONTROL_EVERY: u64 = 5;
 /// The server's resident memory stays under its level before the overload
 /// plus this (it holds at most 16 queued requests and the connections).
 const RSS_HEADROOM: u64 = 64 << 20;
 /// Closed-loop clients: twice a batch, half the queue, so the capacity
 /// phase keeps batches full and is never refused.
 const CLIENTS: usize = 8;
+/// Most requests of the open loop in flight: far above what the server
+/// holds (16 queued, 4 running), so no arrival is dropped unsent.
+const MAX_OUTSTANDING: usize = 1 << 16;
+
+/// How the answers are counted in the load generator's report (its error
+/// kinds; a 200 with the request's own id and data is its `ok`).
+/// 503 with a JSON error (`RESOURCE_EXHAUSTED` with a message).
+const REFUSED: &str = "refused";
+/// 504 (`DEADLINE_EXCEEDED`, or tonic's `CANCELLED` at the deadline).
+const EXPIRED: &str = "expired";
+/// The control request refused as it should be (400, `NOT_FOUND`).
+const CONTROL: &str = "control refused";
+/// Anything else: a wrong status, someone else's answer, no answer (the
+/// details in [`Identity::failures`]).
+const FAILED: &str = "failed";
 
 /// One overloaded server at a time: each test measures a capacity and
 /// offers three times it, which another server loading the same two
@@ -108,9 +124,9 @@ async fn grpc_three_times_capacity_is_shed_fast_and_service_recovers() {
 /// `default_secs`) and checks every promise of the module docs.
 async fn shed_fast_and_recover(transport: Transport, label: &str, default_secs: u64) {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let (run, tally, samples, _) =
+    let (run, phase, samples) =
         overloaded(transport, label, "CONVOY_OVERLOAD_SECS", default_secs, 1).await;
-    let recovery = run.recover(&tally).await;
+    let recovery = run.recover(&phase).await;
     let peak_rss = samples.iter().map(|s| s.rss).max().unwrap_or(0);
     println!(
         "{label}: memory: {:.1} MiB before, peak {:.1} MiB (ceiling {:.1} MiB); recovery: {}",
@@ -119,7 +135,7 @@ async fn shed_fast_and_recover(transport: Transport, label: &str, default_secs: 
         mib(run.rss_before + RSS_HEADROOM),
         recovery.summary(run.capacity)
     );
-    run.check(&tally).await;
+    run.check(&phase).await;
     assert!(
         peak_rss <= run.rss_before + RSS_HEADROOM,
         "resident memory {:.1} MiB above the ceiling {:.1} MiB",
@@ -158,9 +174,9 @@ async fn shed_fast_and_recover(transport: Transport, label: &str, default_secs: 
 #[ignore = "10 minutes: run with `make soak`"]
 async fn soak() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let (run, tally, samples, secs) =
-        overloaded(Transport::Rest, "soak", "SOAK_SECS", 600, 5).await;
-    run.check(&tally).await;
+    let (run, phase, samples) = overloaded(Transport::Rest, "soak", "SOAK_SECS", 600, 5).await;
+    run.check(&phase).await;
+    let secs = phase.duration.as_secs();
     // Warm-up: the first tenth (at most a minute); then the first and
     // the last windows of a third of the rest (at most two minutes).
     let warm_up = (secs / 10).min(60) as f64;
@@ -205,27 +221,33 @@ async fn soak() {
 
 /// Starts the server, measures its capacity over `transport` and offers
 /// it 3x for the seconds in `$var` (or `default`), sampling the process
-/// every `every` seconds. Returns the run, its answers, the samples and
-/// its seconds.
+/// every `every` seconds. Returns the run, the overload phase and the
+/// samples.
 async fn overloaded(
     transport: Transport,
     label: &str,
     var: &str,
     default: u64,
     every: u64,
-) -> (Overload, Tally, Vec<Sample>, u64) {
+) -> (Overload, Phase, Vec<Sample>) {
     let secs = env_secs(var, default);
-    let run = Overload::prepare(ServerProcess::start(), transport).await;
-    let (tally, samples) = run
+    let server = ServerProcess::command(env!("CARGO_BIN_EXE_multi-model"))
+        .args(["--config", CONFIG, "--addr", "127.0.0.1:0"])
+        .args(["--grpc-addr", "127.0.0.1:0"])
+        .inherit_stderr()
+        .start()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let run = Overload::prepare(server, transport).await;
+    let (phase, samples) = run
         .offer(Duration::from_secs(secs), Duration::from_secs(every))
         .await;
     println!(
         "{label}: capacity {:.0}/s, offered {:.0}/s for {secs} s: {}",
         run.capacity,
         3.0 * run.capacity,
-        tally.summary()
+        phase.summary()
     );
-    (run, tally, samples, secs)
+    (run, phase, samples)
 }
 
 fn env_secs(name: &str, default: u64) -> u64 {
@@ -242,67 +264,7 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / f64::from(1 << 20)
 }
 
-/// The server binary, killed when dropped.
-struct ServerProcess {
-    child: Child,
-    /// `http://127.0.0.1:PORT`.
-    base: String,
-    /// Its gRPC service, `http://127.0.0.1:PORT`.
-    grpc: String,
-    // Kept open: the server's stdout stays writable.
-    _stdout: BufReader<ChildStdout>,
-}
-
-impl ServerProcess {
-    /// Starts the binary serving REST and gRPC on ephemeral ports and
-    /// waits until it says it listens (every model loaded and warmed).
-    fn start() -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_multi-model"))
-            .args(["--config", CONFIG, "--addr", "127.0.0.1:0"])
-            .args(["--grpc-addr", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the multi-model binary starts");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap());
-        let (mut base, mut grpc) = (None, None);
-        while base.is_none() {
-            let mut line = String::new();
-            let read = stdout.read_line(&mut line).unwrap();
-            assert!(read > 0, "the server exited before it listened");
-            let line = line.trim();
-            if let Some(addr) = line.strip_prefix("grpc listening on ") {
-                grpc = Some(format!("http://{addr}"));
-            } else if let Some(url) = line.strip_prefix("listening on ") {
-                base = Some(url.to_string());
-            } else {
-                panic!("unexpected line {line:?}");
-            }
-        }
-        Self {
-            child,
-            base: base.expect("the HTTP address"),
-            grpc: grpc.expect("the server announces its gRPC address before its HTTP one"),
-            _stdout: stdout,
-        }
-    }
-    /// Reads the server's resident memory and open descriptors.
-    fn probe(&self) -> Probe {
-        Probe {
-            pid: self.child.id(),
-        }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// How one request was answered.
+/// How one request was answered, as [`Identity`] classifies it.
 enum Outcome {
     /// 200 (`OK`) with its own id and data.
     Ok,
@@ -314,134 +276,141 @@ enum Outcome {
     Failed(String),
 }
 
-/// The answers of one phase.
-struct Tally {
+/// The load generator's target: identity requests over one transport,
+/// each carrying a fresh id as its data (so an answer is matched to its
+/// request), and in an open loop every [`CONTROL_EVERY`]th arrival the
+/// control request.
+struct Identity {
+    wire: Wire,
+    /// Shared by the phases of one server: ids are never reused.
+    next_id: Arc<AtomicU64>,
+    /// Whether arrivals include the control request.
+    control: bool,
+    /// Requests sent (not counting controls).
+    sent: AtomicU64,
+    /// What the first [`FAILED`] answers were (at most 20 kept).
+    failures: Mutex<Vec<String>>,
+}
+
+impl Identity {
+    fn failed(&self, why: String) -> Result<(), String> {
+        let mut failures = self.failures.lock();
+        if failures.len() < 20 {
+            failures.push(why);
+        }
+        Err(FAILED.to_owned())
+    }
+}
+
+/// A [`Target`] over a shared [`Identity`].
+struct Requests(Arc<Identity>);
+
+impl Target for Requests {
+    fn send(&self, seq: u64) -> BoxFuture<Result<(), String>> {
+        let identity = Arc::clone(&self.0);
+        Box::pin(async move {
+            if identity.control && seq % CONTROL_EVERY == CONTROL_EVERY - 1 {
+                return match identity.wire.control().await {
+                    Ok(()) => Err(CONTROL.to_owned()),
+                    Err(why) => identity.failed(format!("control request: {why}")),
+                };
+            }
+            let id = identity.next_id.fetch_add(1, Ordering::Relaxed);
+            identity.sent.fetch_add(1, Ordering::Relaxed);
+            match identity.wire.infer(id).await {
+                Outcome::Ok => Ok(()),
+                Outcome::Refused => Err(REFUSED.to_owned()),
+                Outcome::Expired => Err(EXPIRED.to_owned()),
+                Outcome::Failed(why) => identity.failed(why),
+            }
+        })
+    }
+}
+
+/// One phase's answers: the load generator's report and what the
+/// target saw.
+struct Phase {
+    report: LoadReport,
+    /// Identity requests sent (the control requests apart).
     sent: u64,
-    /// The ids of the requests sent (the `x-request-id`, or the gRPC
-    /// request's `id`, each carried).
-    ids: Vec<u64>,
-    /// The ids the answers carried.
-    answered: Vec<u64>,
-    ok: Histogram<u64>,
-    refused: Histogram<u64>,
-    /// Latencies of the control request meanwhile (the same route, refused
-    /// before the queue): what any answer costs on this machine now.
-    control: Histogram<u64>,
-    expired: u64,
-    failed: Vec<String>,
-    /// 200s per second of the phase (by when they were answered).
-    ok_per_sec: Vec<u64>,
-    elapsed: Duration,
+    failures: Vec<String>,
+    /// How long new requests were sent.
+    duration: Duration,
     /// When the phase stopped sending.
     dropped: Instant,
     /// What the server counted over the phase (open loop only).
     server: Counts,
 }
 
-impl Tally {
-    fn new() -> Self {
-        let hist = || Histogram::new_with_bounds(1, 600_000_000, 3).expect("bounds");
-        Self {
-            sent: 0,
-            ids: Vec::new(),
-            answered: Vec::new(),
-            ok: hist(),
-            refused: hist(),
-            control: hist(),
-            expired: 0,
-            failed: Vec::new(),
-            ok_per_sec: Vec::new(),
-            elapsed: Duration::ZERO,
-            dropped: Instant::now(),
-            server: Counts::default(),
-        }
-    }
-
-    fn record(
-        &mut self,
-        since: Instant,
-        latency: Duration,
-        answered_id: Option<u64>,
-        outcome: Outcome,
-    ) {
-        let us = latency.as_micros().clamp(1, 600_000_000) as u64;
-        self.answered.extend(answered_id);
-        match outcome {
-            Outcome::Ok => {
-                self.ok.saturating_record(us);
-                let sec = since.elapsed().as_secs() as usize;
-                if self.ok_per_sec.len() <= sec {
-                    self.ok_per_sec.resize(sec + 1, 0);
-                }
-                self.ok_per_sec[sec] += 1;
-            }
-            Outcome::Refused => self.refused.saturating_record(us),
-            Outcome::Expired => self.expired += 1,
-            Outcome::Failed(why) => self.failed.push(why),
-        }
-    }
-
-    fn ms(h: &Histogram<u64>, q: f64) -> f64 {
-        h.value_at_quantile(q) as f64 / 1e3
+impl Phase {
+    fn count(&self, kind: &str) -> u64 {
+        self.report.errors.get(kind).copied().unwrap_or(0)
     }
 
     fn summary(&self) -> String {
+        let r = &self.report;
+        let refusal = |q| r.error_latency_ms(REFUSED, q);
+        let control = |q| r.error_latency_ms(CONTROL, q);
         format!(
             "{} sent, {} ok, {} refused, {} expired, {} failed; served {:.0}/s; \
              refusal p50 {:.2} ms p99 {:.2} ms max {:.2} ms \
              (control meanwhile: p50 {:.2} ms p99 {:.2} ms); \
-             admitted p50 {:.1} ms p99 {:.1} ms max {:.1} ms",
+             admitted p50 {:.1} ms p99 {:.1} ms max {:.1} ms; not ok, by kind: {:?}",
             self.sent,
-            self.ok.len(),
-            self.refused.len(),
-            self.expired,
-            self.failed.len(),
-            self.ok.len() as f64 / self.elapsed.as_secs_f64().max(1e-9),
-            Self::ms(&self.refused, 0.5),
-            Self::ms(&self.refused, 0.99),
-            self.refused.max() as f64 / 1e3,
-            Self::ms(&self.control, 0.5),
-            Self::ms(&self.control, 0.99),
-            Self::ms(&self.ok, 0.5),
-            Self::ms(&self.ok, 0.99),
-            self.ok.max() as f64 / 1e3,
+            r.ok,
+            self.count(REFUSED),
+            self.count(EXPIRED),
+            self.count(FAILED),
+            r.ok as f64 / self.duration.as_secs_f64().max(1e-9),
+            refusal(0.5),
+            refusal(0.99),
+            refusal(1.0),
+            control(0.5),
+            control(0.99),
+            r.latency_ms(0.5),
+            r.latency_ms(0.99),
+            r.latency_ms(1.0),
+            r.errors,
         )
     }
 
     /// How long after the phase began a whole 1 s bucket reached 75 % of
     /// `capacity` (the end of that bucket), if one did.
     fn recovered_within(&self, capacity: f64) -> Option<Duration> {
-        self.ok_per_sec
+        self.report
+            .ok_per_sec
             .iter()
             .position(|&n| n as f64 >= 0.75 * capacity)
             .map(|sec| Duration::from_secs(sec as u64 + 1))
-    }
-
-    fn summary_buckets(&self) -> String {
-        let buckets: Vec<String> = self.ok_per_sec.iter().map(u64::to_string).collect();
-        format!("{}/s per 1 s bucket", buckets.join(", "))
     }
 }
 
 /// The recovery phase's answers.
 struct Recovery {
-    tally: Tally,
+    phase: Phase,
     /// From the drop to the start of the recovery phase (the overload's
     /// last answers and the server's counts).
     since_drop: Duration,
 }
 
 impl Recovery {
-    /// How long after the drop goodput was back (see [`Tally::recovered_within`]).
+    /// How long after the drop goodput was back (see [`Phase::recovered_within`]).
     fn recovered_within(&self, capacity: f64) -> Option<Duration> {
-        Some(self.since_drop + self.tally.recovered_within(capacity)?)
+        Some(self.since_drop + self.phase.recovered_within(capacity)?)
     }
 
     fn summary(&self, capacity: f64) -> String {
+        let buckets: Vec<String> = self
+            .phase
+            .report
+            .ok_per_sec
+            .iter()
+            .map(u64::to_string)
+            .collect();
         format!(
-            "{} ({} refused); 75 % of capacity is {:.0}/s, reached in a bucket ending {:?} after the drop",
-            self.tally.summary_buckets(),
-            self.tally.refused.len(),
+            "{}/s per 1 s bucket ({} refused); 75 % of capacity is {:.0}/s, reached in a bucket ending {:?} after the drop",
+            buckets.join(", "),
+            self.phase.count(REFUSED),
             0.75 * capacity,
             self.recovered_within(capacity),
         )
@@ -473,6 +442,8 @@ struct Overload {
     client: HttpClient,
     /// What the requests under test travel by.
     wire: Wire,
+    /// The URI the load generator's configuration names (loopback).
+    uri: hyper::Uri,
     next_id: Arc<AtomicU64>,
     /// Requests per second served in the closed loop.
     capacity: f64,
@@ -484,28 +455,36 @@ impl Overload {
     /// Warms the server up and measures its capacity over `transport`
     /// (3 s closed loop).
     async fn prepare(server: ServerProcess, transport: Transport) -> Overload {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
-        let wire = match transport {
-            Transport::Rest => Wire::Rest {
-                client: client.clone(),
-                base: server.base.clone(),
-            },
+        let client = http_client(CLIENTS);
+        let (wire, uri) = match transport {
+            Transport::Rest => (
+                Wire::Rest {
+                    client: client.clone(),
+                    base: server.base().to_owned(),
+                },
+                format!("{}{ROUTE}", server.base()),
+            ),
             Transport::Grpc => {
-                let channel = Endpoint::from_shared(server.grpc.clone())
+                let grpc = server
+                    .grpc()
+                    .expect("the server announces its gRPC address");
+                let channel = Endpoint::from_shared(grpc.to_owned())
                     .expect("the gRPC address")
                     .tcp_nodelay(true)
                     .connect()
                     .await
                     .expect("the gRPC service accepts");
-                Wire::Grpc(GrpcInferenceServiceClient::new(channel))
+                (
+                    Wire::Grpc(GrpcInferenceServiceClient::new(channel)),
+                    grpc.to_owned(),
+                )
             }
         };
         let mut run = Overload {
             server,
             client,
             wire,
+            uri: uri.parse().expect("a URI"),
             next_id: Arc::new(AtomicU64::new(0)),
             capacity: 0.0,
             rss_before: 0,
@@ -514,28 +493,53 @@ impl Overload {
         run.closed(Duration::from_secs(1)).await;
         let measured = run.closed(Duration::from_secs(3)).await;
         assert!(
-            measured.failed.is_empty() && measured.refused.is_empty() && measured.expired == 0,
-            "the closed loop at {CLIENTS} clients was not all served: {}",
-            measured.summary()
+            measured.report.error_count() == 0,
+            "the closed loop at {CLIENTS} clients was not all served: {} {:?}",
+            measured.summary(),
+            measured.failures
         );
-        run.capacity = measured.ok.len() as f64 / measured.elapsed.as_secs_f64();
+        run.capacity = measured.report.items_per_sec();
         assert!(run.capacity > 0.0);
         run.rss_before = run.server.probe().rss();
         run.counts_before = run.counts().await;
         run
     }
 
-    /// Offers 3× capacity in an open loop (evenly spaced sends, each its
-    /// own task) for `duration`, sampling the server every `every`; returns
-    /// once every request is answered.
-    async fn offer(&self, duration: Duration, every: Duration) -> (Tally, Vec<Sample>) {
-        let tally = Arc::new(Mutex::new(Tally::new()));
+    /// Runs `config` (sending for `duration`) with the load generator,
+    /// the control request among the arrivals when `control`.
+    async fn phase(&self, config: LoadConfig, duration: Duration, control: bool) -> Phase {
+        let identity = Arc::new(Identity {
+            wire: self.wire.clone(),
+            next_id: Arc::clone(&self.next_id),
+            control,
+            sent: AtomicU64::new(0),
+            failures: Mutex::new(Vec::new()),
+        });
+        let start = Instant::now();
+        let report = run_target(Arc::new(Requests(Arc::clone(&identity))), &config)
+            .await
+            .expect("the load runs");
+        let failures = std::mem::take(&mut *identity.failures.lock());
+        Phase {
+            report,
+            sent: identity.sent.load(Ordering::Relaxed),
+            failures,
+            duration,
+            dropped: start + duration,
+            server: Counts::default(),
+        }
+    }
+
+    /// Offers 3× capacity in an open loop (Poisson arrivals, each its own
+    /// task, none dropped) for `duration`, sampling the server every
+    /// `every`; returns once every request is answered.
+    async fn offer(&self, duration: Duration, every: Duration) -> (Phase, Vec<Sample>) {
         let samples = Arc::new(Mutex::new(Vec::new()));
         let start = Instant::now();
         let sampling = {
             let samples = Arc::clone(&samples);
-            let (base, client) = (self.server.base.clone(), self.client.clone());
-            let server = self.server.probe();
+            let (base, client) = (self.server.base().to_owned(), self.client.clone());
+            let server: Probe = self.server.probe();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 loop {
@@ -552,117 +556,51 @@ impl Overload {
             })
         };
         // 3x capacity of requests to serve, plus the controls among them.
-        let per_sec = 3.0 * self.capacity * f64::from(CONTROL_EVERY) / f64::from(CONTROL_EVERY - 1);
-        let interval = Duration::from_secs_f64(1.0 / per_sec);
-        let mut tasks = Vec::new();
-        let mut n: u32 = 0;
-        loop {
-            let at = start + interval * n;
-            if at >= start + duration {
-                break;
-            }
-            tokio::time::sleep_until(at).await;
-            n += 1;
-            let (wire, tally) = (self.wire.clone(), Arc::clone(&tally));
-            if n.is_multiple_of(CONTROL_EVERY) {
-                tasks.push(tokio::spawn(async move {
-                    let sent = Instant::now();
-                    let refused = wire.control().await;
-                    let us = sent.elapsed().as_micros().clamp(1, 600_000_000) as u64;
-                    let mut tally = tally.lock();
-                    tally.control.saturating_record(us);
-                    if let Err(why) = refused {
-                        tally.failed.push(format!("control request: {why}"));
-                    }
-                }));
-                continue;
-            }
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            tally.lock().ids.push(id);
-            tasks.push(tokio::spawn(async move {
-                let sent = Instant::now();
-                let (answered, outcome) = wire.infer(id).await;
-                tally
-                    .lock()
-                    .record(start, sent.elapsed(), answered, outcome);
-            }));
-        }
-        let dropped = Instant::now();
-        for t in tasks {
-            t.await.expect("a request task panicked");
-        }
+        let per_sec = 3.0 * self.capacity * CONTROL_EVERY as f64 / (CONTROL_EVERY - 1) as f64;
+        let config = LoadConfig::new(self.uri.clone())
+            .open_loop(per_sec)
+            .max_outstanding(MAX_OUTSTANDING)
+            .duration(duration)
+            .request_timeout(DEADLINE * 3);
+        let mut phase = self.phase(config, duration, true).await;
         sampling.abort();
-        let mut tally = Arc::try_unwrap(tally)
-            .ok()
-            .expect("all tasks done")
-            .into_inner();
-        tally.sent = tally.ids.len() as u64;
-        tally.elapsed = dropped - start;
-        tally.dropped = dropped;
         // Every request is answered: the server's counts are final.
         let after = self.counts().await;
-        tally.server = Counts {
+        phase.server = Counts {
             admitted: after.admitted - self.counts_before.admitted,
             rejected: after.rejected - self.counts_before.rejected,
             ran: after.ran - self.counts_before.ran,
         };
         let samples = std::mem::take(&mut *samples.lock());
-        (tally, samples)
+        (phase, samples)
     }
 
     /// The closed loop after the drop of `overload`: 8 s, answers
     /// bucketed by second.
-    async fn recover(&self, overload: &Tally) -> Recovery {
+    async fn recover(&self, overload: &Phase) -> Recovery {
         let since_drop = overload.dropped.elapsed();
         Recovery {
-            tally: self.closed(Duration::from_secs(8)).await,
+            phase: self.closed(Duration::from_secs(8)).await,
             since_drop,
         }
     }
 
     /// `CLIENTS` clients each sending its next request when answered.
-    async fn closed(&self, duration: Duration) -> Tally {
-        let tally = Arc::new(Mutex::new(Tally::new()));
-        let start = Instant::now();
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|_| {
-                let (wire, tally, ids) = (
-                    self.wire.clone(),
-                    Arc::clone(&tally),
-                    Arc::clone(&self.next_id),
-                );
-                tokio::spawn(async move {
-                    while start.elapsed() < duration {
-                        let id = ids.fetch_add(1, Ordering::Relaxed);
-                        tally.lock().ids.push(id);
-                        let sent = Instant::now();
-                        let (answered, outcome) = wire.infer(id).await;
-                        tally
-                            .lock()
-                            .record(start, sent.elapsed(), answered, outcome);
-                    }
-                })
-            })
-            .collect();
-        for c in clients {
-            c.await.expect("a client panicked");
-        }
-        let mut tally = Arc::try_unwrap(tally)
-            .ok()
-            .expect("clients done")
-            .into_inner();
-        tally.sent = tally.ids.len() as u64;
-        tally.elapsed = start.elapsed();
-        tally
+    async fn closed(&self, duration: Duration) -> Phase {
+        let config = LoadConfig::new(self.uri.clone())
+            .concurrency(CLIENTS)
+            .duration(duration)
+            .request_timeout(DEADLINE * 3);
+        self.phase(config, duration, false).await
     }
 
     async fn metrics(&self) -> String {
-        get(&self.client, &format!("{}/metrics", self.server.base)).await
+        get(&self.client, &format!("{}/metrics", self.server.base())).await
     }
 
     async fn counts(&self) -> Counts {
         let models: serde_json::Value = serde_json::from_str(
-            &get(&self.client, &format!("{}/v1/models", self.server.base)).await,
+            &get(&self.client, &format!("{}/v1/models", self.server.base())).await,
         )
         .expect("/v1/models is JSON");
         let versions = models["models"][0]["versions"]
@@ -682,55 +620,63 @@ impl Overload {
     }
 
     /// The promises over one overload phase's answers.
-    async fn check(&self, tally: &Tally) {
+    async fn check(&self, phase: &Phase) {
+        let report = &phase.report;
         assert!(
-            tally.failed.is_empty(),
+            phase.failures.is_empty() && phase.count(FAILED) == 0,
             "{} requests failed, e.g. {:?}",
-            tally.failed.len(),
-            &tally.failed[..tally.failed.len().min(5)]
+            phase.count(FAILED),
+            phase.failures
         );
-        // Exactly one answer per request sent, each carrying its own id.
-        let mut answered = tally.answered.clone();
-        answered.sort_unstable();
-        let mut ids = tally.ids.clone();
-        ids.sort_unstable();
-        assert_eq!(tally.sent, ids.len() as u64);
-        assert!(
-            answered == ids,
-            "answers do not match the requests one to one"
+        // Exactly one answer per arrival (none dropped unsent), each
+        // identity answer carrying its own id and data (else FAILED).
+        let answers: u64 = report.ok + report.error_count();
+        assert_eq!(answers, report.scheduled, "{}", phase.summary());
+        let unexpected: Vec<&String> = report
+            .errors
+            .keys()
+            .filter(|k| ![REFUSED, EXPIRED, CONTROL].contains(&k.as_str()))
+            .collect();
+        assert!(unexpected.is_empty(), "unexpected answers {unexpected:?}");
+        assert_eq!(
+            report.ok + phase.count(REFUSED) + phase.count(EXPIRED),
+            phase.sent,
+            "one answer per request sent: {}",
+            phase.summary()
         );
         // Offered 3×: about two thirds refused, at once.
         assert!(
-            tally.refused.len() * 3 >= tally.sent,
+            phase.count(REFUSED) * 3 >= phase.sent,
             "too little refused at 3x capacity: {}",
-            tally.summary()
+            phase.summary()
         );
-        let p99 = Duration::from_micros(tally.refused.value_at_quantile(0.99));
-        let control = Duration::from_micros(tally.control.value_at_quantile(0.99));
+        let p99 = Duration::from_secs_f64(report.error_latency_ms(REFUSED, 0.99) / 1e3);
+        let control = Duration::from_secs_f64(report.error_latency_ms(CONTROL, 0.99) / 1e3);
+        assert!(phase.count(CONTROL) > 0, "no control request answered");
         let slack = REFUSAL_P99.max(control.mul_f64(REFUSAL_P99_SHARE));
         assert!(
             p99 < control + slack,
             "refusal p99 {p99:?}, not within {slack:?} of the control's {control:?}: {}",
-            tally.summary()
+            phase.summary()
         );
         // Admitted requests are answered within their deadline.
         assert_eq!(
-            tally.expired,
+            phase.count(EXPIRED),
             0,
             "admitted requests expired: {}",
-            tally.summary()
+            phase.summary()
         );
-        let worst = Duration::from_micros(tally.ok.max());
+        let worst = Duration::from_secs_f64(report.latency_ms(1.0) / 1e3);
         assert!(
             worst < DEADLINE,
             "an admitted request took {worst:?}: {}",
-            tally.summary()
+            phase.summary()
         );
         println!(
             "worst admitted latency {worst:?} (design bound {DESIGN_BOUND:?}, deadline {DEADLINE:?})"
         );
         // Overloaded, the server still serves what it can.
-        let served = tally.ok.len() as f64 / tally.elapsed.as_secs_f64();
+        let served = report.ok as f64 / phase.duration.as_secs_f64();
         assert!(
             served >= 0.5 * self.capacity,
             "served {served:.0}/s of a capacity of {:.0}/s",
@@ -739,46 +685,16 @@ impl Overload {
         // The server agrees: every request it admitted ran once and was
         // answered; every one it refused was answered as refused.
         let client = Counts {
-            admitted: tally.ok.len(),
-            rejected: tally.refused.len(),
-            ran: tally.ok.len(),
+            admitted: report.ok,
+            rejected: phase.count(REFUSED),
+            ran: report.ok,
         };
         assert_eq!(
-            tally.server, client,
+            phase.server, client,
             "the server's counts (left) against the client's (right)"
         );
     }
 }
-
-/// The server process as `/proc` shows it (Linux).
-#[derive(Debug, Clone, Copy)]
-struct Probe {
-    pid: u32,
-}
-
-impl Probe {
-    /// Resident memory, bytes (`VmRSS`).
-    fn rss(self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
-            .expect("the server's /proc/<pid>/status");
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().strip_suffix("kB"))
-            .and_then(|v| v.trim().parse().ok())
-            .expect("VmRSS in /proc/<pid>/status");
-        kib * 1024
-    }
-
-    /// Open file descriptors.
-    fn fds(self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid))
-            .expect("the server's /proc/<pid>/fd")
-            .count()
-    }
-}
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// Which of the server's transports a run loads.
 #[derive(Debug, Clone, Copy)]
@@ -798,8 +714,8 @@ enum Wire {
 
 impl Wire {
     /// Sends request `id` (its id also the data it carries) and checks
-    /// the answer: the id the answer carried, and how it was answered.
-    async fn infer(&self, id: u64) -> (Option<u64>, Outcome) {
+    /// the answer: how it was answered.
+    async fn infer(&self, id: u64) -> Outcome {
         match self {
             Wire::Rest { client, base } => rest_infer(client, base, id).await,
             Wire::Grpc(client) => grpc_infer(client.clone(), id).await,
@@ -818,7 +734,7 @@ impl Wire {
 }
 
 /// [`Wire::infer`] over REST: the id in `x-request-id`.
-async fn rest_infer(client: &HttpClient, base: &str, id: u64) -> (Option<u64>, Outcome) {
+async fn rest_infer(client: &HttpClient, base: &str, id: u64) -> Outcome {
     let req = Request::post(format!("{base}{ROUTE}"))
         .header("content-type", "application/json")
         .header("x-request-id", id.to_string())
@@ -844,26 +760,24 @@ async fn rest_infer(client: &HttpClient, base: &str, id: u64) -> (Option<u64>, O
     .await;
     let (status, answered, body) = match answer {
         Ok(Ok(a)) => a,
-        Ok(Err(e)) => return (None, Outcome::Failed(format!("request {id}: {e}"))),
-        Err(_) => {
-            return (
-                None,
-                Outcome::Failed(format!("request {id}: no answer in {:?}", DEADLINE * 3)),
-            )
-        }
+        Ok(Err(e)) => return Outcome::Failed(format!("request {id}: {e}")),
+        Err(_) => return Outcome::Failed(format!("request {id}: no answer in {:?}", DEADLINE * 3)),
     };
+    if answered != Some(id) {
+        return Outcome::Failed(format!(
+            "request {id} answered {status} with id {answered:?}"
+        ));
+    }
     let json: Option<serde_json::Value> = serde_json::from_slice(&body).ok();
-    let outcome = match status {
+    match status {
         StatusCode::OK => {
             let echoed = json
                 .as_ref()
                 .and_then(|j| j["outputs"][0]["data"][0].as_u64());
-            if echoed == Some(id) && answered == Some(id) {
+            if echoed == Some(id) {
                 Outcome::Ok
             } else {
-                Outcome::Failed(format!(
-                    "request {id} answered with id {answered:?} and data {echoed:?}"
-                ))
+                Outcome::Failed(format!("request {id} answered with data {echoed:?}"))
             }
         }
         StatusCode::SERVICE_UNAVAILABLE
@@ -876,8 +790,7 @@ async fn rest_infer(client: &HttpClient, base: &str, id: u64) -> (Option<u64>, O
             "request {id}: {status} {:?}",
             String::from_utf8_lossy(&body)
         )),
-    };
-    (answered, outcome)
+    }
 }
 
 /// [`Wire::control`] over REST: `x-convoy-version` names no version.
@@ -904,11 +817,8 @@ async fn rest_control(client: &HttpClient, base: &str) -> Result<(), String> {
 
 /// [`Wire::infer`] over gRPC: the id in the request's `id`, the deadline
 /// in `grpc-timeout`. A status carries no id: it ends its own call (an
-/// HTTP/2 stream), so it is counted as that call's answer.
-async fn grpc_infer(
-    mut client: GrpcInferenceServiceClient<Channel>,
-    id: u64,
-) -> (Option<u64>, Outcome) {
+/// HTTP/2 stream), so it is that call's answer.
+async fn grpc_infer(mut client: GrpcInferenceServiceClient<Channel>, id: u64) -> Outcome {
     let mut req = tonic::Request::new(grpc_body(id, ""));
     req.set_timeout(DEADLINE);
     // A generous bound, as over REST.
@@ -921,7 +831,7 @@ async fn grpc_infer(
                 .first()
                 .and_then(|o| o.contents.as_ref())
                 .map(|c| c.int64_contents.clone());
-            let outcome = if answered == Some(id) && echoed.as_deref() == Some(&[id as i64][..]) {
+            return if answered == Some(id) && echoed.as_deref() == Some(&[id as i64][..]) {
                 Outcome::Ok
             } else {
                 Outcome::Failed(format!(
@@ -929,23 +839,16 @@ async fn grpc_infer(
                     rsp.id
                 ))
             };
-            return (answered, outcome);
         }
         Ok(Err(status)) => status,
-        Err(_) => {
-            return (
-                None,
-                Outcome::Failed(format!("request {id}: no answer in {:?}", DEADLINE * 3)),
-            )
-        }
+        Err(_) => return Outcome::Failed(format!("request {id}: no answer in {:?}", DEADLINE * 3)),
     };
-    let outcome = match status.code() {
+    match status.code() {
         Code::ResourceExhausted if !status.message().is_empty() => Outcome::Refused,
         // tonic's own `grpc-timeout` answers CANCELLED at the deadline.
         Code::DeadlineExceeded | Code::Cancelled => Outcome::Expired,
-        _ => return (None, Outcome::Failed(format!("request {id}: {status:?}"))),
-    };
-    (Some(id), outcome)
+        _ => Outcome::Failed(format!("request {id}: {status:?}")),
+    }
 }
 
 /// [`Wire::control`] over gRPC: `model_version` names no version.
@@ -989,17 +892,11 @@ fn grpc_body(id: u64, version: &str) -> ModelInferRequest {
     }
 }
 
+/// The body of `GET uri`, which must answer 200.
 async fn get(client: &HttpClient, uri: &str) -> String {
-    let rsp = client
-        .request(
-            Request::get(uri)
-                .body(Full::new(Bytes::new()))
-                .expect("request"),
-        )
+    let body = get_body(client, &uri.parse().expect("a URI"))
         .await
-        .unwrap_or_else(|e| panic!("GET {uri}: {e}"));
-    assert_eq!(rsp.status(), StatusCode::OK, "GET {uri}");
-    let body = rsp.into_body().collect().await.expect("body").to_bytes();
+        .unwrap_or_else(|e| panic!("{e}"));
     String::from_utf8(body.to_vec()).expect("UTF-8")
 }
 

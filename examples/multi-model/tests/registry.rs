@@ -296,6 +296,11 @@ async fn promotions_rollbacks_refusals_and_outages_under_load() {
     let d = tiny(&server.models().await);
     assert_eq!(d["source"], "models:/tiny@champion");
     assert_eq!(d["versions"][0]["name"], "1");
+    // The version's weights were loaded into its own tenant.
+    assert!(
+        d["versions"][0]["tenant_bytes_in_use"].as_u64().unwrap() > 0,
+        "{d:#}"
+    );
     assert!(tmp.path().join("cache/tiny/1/model.pt").is_file());
     let load = Load::start(&server, 2);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -309,6 +314,19 @@ async fn promotions_rollbacks_refusals_and_outages_under_load() {
     let ev = events(&d);
     assert_eq!(d["rollout"]["state"], "promoted", "{d:#}");
     assert_eq!(d["versions"][0]["name"], "2");
+    // Loaded while serving, into its own tenant (tiny/2): its weights.
+    assert!(
+        d["versions"][0]["tenant_bytes_in_use"].as_u64().unwrap() > 0,
+        "{d:#}"
+    );
+    let page = String::from_utf8_lossy(&server.get("/metrics").await.body).into_owned();
+    assert!(
+        page.lines()
+            .any(|l| l.starts_with("convoy_gpu_pool_bytes_in_use{")
+                && l.contains("tenant=\"tiny/2\"")
+                && !l.ends_with(" 0")),
+        "tiny/2 in use on /metrics"
+    );
     let steps: Vec<f64> = ev
         .iter()
         .filter(|e| e.1 == "StepStarted")

@@ -33,8 +33,6 @@
 //! [`deploy::policy`]: example_multi_model::deploy::policy
 //! [`deploy::engine_config`]: example_multi_model::deploy::engine_config
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -52,6 +50,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use parking_lot::Mutex;
+use testkit::ServerProcess;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -387,9 +386,10 @@ fn after_lead(counts: Vec<(Duration, u32)>) -> Vec<(Duration, u32)> {
     out
 }
 
-/// The server as a child process; killed on drop.
+/// The server as a child process (killed on drop) and its configuration's
+/// folder.
 struct Server {
-    child: Child,
+    _process: ServerProcess,
     base: String,
     started: Instant,
     _dir: tempfile::TempDir,
@@ -400,41 +400,18 @@ impl Server {
         let dir = tempfile::tempdir().expect("a temporary folder");
         let path = dir.path().join("sim.toml");
         std::fs::write(&path, config_toml()).expect("write the configuration");
-        let started = Instant::now();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_multi-model"))
+        let process = ServerProcess::command(env!("CARGO_BIN_EXE_multi-model"))
             .arg("--config")
             .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("the multi-model binary starts");
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
-        let base = loop {
-            let mut line = String::new();
-            let read = stdout
-                .read_line(&mut line)
-                .expect("read the server's stdout");
-            assert!(read > 0, "the server exited before it listened");
-            if let Some(url) = line.trim().strip_prefix("listening on ") {
-                break url.to_owned();
-            }
-        };
-        // Nothing more is printed; the pipe may close.
-        drop(stdout);
+            .inherit_stderr()
+            .start()
+            .unwrap_or_else(|e| panic!("{e}"));
         Self {
-            child,
-            base,
-            started,
+            base: process.base().to_owned(),
+            started: process.started(),
+            _process: process,
             _dir: dir,
         }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

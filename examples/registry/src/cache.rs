@@ -91,6 +91,18 @@ impl ModelCache {
         self.root.join(name).join(version.to_string())
     }
 
+    /// The version whose folder `dir` is: a cached version's
+    /// (`<name>/<version>`) or one being verified (its staging folder, the
+    /// path the verification gets). `None` for any other folder.
+    pub fn version_of(dir: &Path) -> Option<u64> {
+        let name = dir.file_name()?.to_str()?;
+        let version = match name.strip_prefix(".staging-") {
+            Some(rest) => rest.split('-').next()?,
+            None => name,
+        };
+        version.parse().ok()
+    }
+
     /// Whether `name` at `version` is already downloaded and verified.
     pub fn contains(&self, name: &str, version: u64) -> bool {
         self.dir(name, version).join(VERIFIED).is_file()
@@ -256,5 +268,20 @@ impl ModelCache {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_of_a_cached_or_staging_folder() {
+        assert_eq!(ModelCache::version_of(Path::new("/c/tiny/3")), Some(3));
+        assert_eq!(
+            ModelCache::version_of(Path::new("/c/tiny/.staging-12-4242-0")),
+            Some(12)
+        );
+        assert_eq!(ModelCache::version_of(Path::new("/c/tiny/latest")), None);
     }
 }

@@ -8,10 +8,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use clap::Parser;
-use example_models::{synthetic_input, Device, LoadOptions, Model};
+use example_models::text::TextEncoder;
+use example_models::{synthetic_input, Device, Executor, LoadOptions, Model};
 use serde::Serialize;
 
 #[derive(Parser, Debug)]
@@ -41,6 +40,24 @@ struct Args {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Another model version directory to load (and warm up) in the same
+    /// process before measuring, left idle: shows what a neighbour costs a
+    /// model that shares the process with it. Repeatable.
+    #[arg(long)]
+    neighbour: Vec<PathBuf>,
+    /// Each model on a compute thread of its own (each its own OpenMP
+    /// team) instead of one executor sized to the cores for all of them, as
+    /// the server runs them: with `--neighbour`, shows what the shared
+    /// executor saves.
+    #[arg(long)]
+    own_threads: bool,
+    /// A text model's inputs: these texts (one per line), tokenized by the
+    /// model's tokenizer, one item per text, padded to the batch's longest
+    /// as the server pads them — the load generator's `--text-lines` file,
+    /// so raw and served throughput see the same sequences. Without it,
+    /// `--seq-len` tokens per row.
+    #[arg(long)]
+    text_lines: Option<PathBuf>,
 }
 
 #[derive(Serialize, Debug)]
@@ -90,33 +107,60 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("--batch-sizes must list positive sizes".into());
     }
     let max = args.batch_sizes.iter().copied().max().unwrap_or(1);
-    let model = Model::load(
-        &args.model_dir,
-        &LoadOptions {
-            device,
-            intra_op_threads: args.threads,
-            max_batch_size: max,
-            half: args.half,
-            queue_capacity: 1,
-        },
-    )?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let executor = if args.own_threads {
+        None
+    } else {
+        Some(Executor::for_cores(cores, args.threads)?)
+    };
+    let opts = LoadOptions {
+        device,
+        intra_op_threads: args.threads,
+        max_batch_size: max,
+        half: args.half,
+        queue_capacity: 1,
+        executor,
+        profile: false,
+    };
+    let model = Model::load(&args.model_dir, &opts)?;
+    // Idle neighbours: loaded and warmed up like the server loads every
+    // deployment, then never called. Kept alive until the end.
+    let _neighbours = args
+        .neighbour
+        .iter()
+        .map(|dir| Model::load(dir, &opts))
+        .collect::<Result<Vec<_>, _>>()?;
     let text = model
         .manifest()
         .inputs
         .iter()
         .any(|s| s.shape[1..].contains(&-1));
+    let texts = match &args.text_lines {
+        Some(path) if text => {
+            let encoder = TextEncoder::from_manifest(&args.model_dir, model.manifest())?;
+            let encoded = std::fs::read_to_string(path)?
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| encoder.encode(l))
+                .collect::<Result<Vec<_>, _>>()?;
+            if encoded.is_empty() {
+                return Err(format!("{}: no texts", path.display()).into());
+            }
+            Some(encoded)
+        }
+        _ => None,
+    };
+    // One batch of `b` rows: `b` items of one text each (cycling), or one
+    // synthetic item of `b` rows.
+    let batch_of = |b: usize| match &texts {
+        Some(texts) => texts.iter().cycle().take(b).cloned().collect::<Vec<_>>(),
+        None => vec![synthetic_input(model.manifest(), b, args.seq_len)],
+    };
     let mut results = Vec::new();
     for &b in &args.batch_sizes {
-        let item = synthetic_input(model.manifest(), b, args.seq_len);
-        model.forward_blocking(vec![item.clone()])?;
-        let budget = Duration::from_secs_f64(args.seconds);
-        let start = Instant::now();
-        let mut lat = Vec::new();
-        while start.elapsed() < budget || lat.is_empty() {
-            let t = Instant::now();
-            model.forward_blocking(vec![item.clone()])?;
-            lat.push(t.elapsed().as_secs_f64());
-        }
+        let batch = batch_of(b);
+        model.forward_blocking(batch.clone())?;
+        let mut lat = model.time_passes(&batch, Duration::from_secs_f64(args.seconds))?;
         let elapsed: f64 = lat.iter().sum();
         lat.sort_by(f64::total_cmp);
         let row = Row {
@@ -152,7 +196,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         device: model.device().to_string(),
         half: model.is_half(),
         threads: args.threads,
-        seq_len: text.then_some(args.seq_len),
+        seq_len: (text && texts.is_none()).then_some(args.seq_len),
         results,
         best,
     };

@@ -51,6 +51,8 @@ pub(crate) fn documented() -> OpenApiRouter<Arc<AppState>> {
         .routes(routes!(super::metrics_text))
         .routes(routes!(openapi_json))
         .routes(routes!(v1::models))
+        .routes(routes!(super::drift::drift_json))
+        .routes(routes!(super::drift::drift_html))
         .routes(routes!(v1::task))
 }
 

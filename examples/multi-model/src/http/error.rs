@@ -55,19 +55,41 @@ impl ApiError {
 
     /// A deployment's error, by the server's one classification
     /// ([`crate::error::classify`]); an internal error answers a short line
-    /// with `request_id` and is logged under it.
+    /// with `request_id` and is logged under it. A v1 task's own error (an
+    /// image it cannot decode, in its pre-processing) is answered as is.
     pub fn from_service(e: BoxError, request_id: &str) -> Self {
+        if let Some(own) = e.downcast_ref::<ApiError>() {
+            return own.clone();
+        }
         let status = crate::error::classify(&e).http_status();
         Self::new(status, crate::error::public_message(&e, request_id))
     }
 }
 
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
 impl IntoResponse for ApiError {
+    /// The status and `{"error": ...}`; a 503 (overloaded, not ready) also
+    /// says when to try again: `Retry-After: 1` (seconds), as HTTP clients
+    /// and proxies honour it.
     fn into_response(self) -> Response {
         let body = Json(example_kserve::ErrorBody {
             error: self.message,
         });
-        (self.status, body).into_response()
+        let mut response = (self.status, body).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 

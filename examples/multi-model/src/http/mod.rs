@@ -4,6 +4,7 @@
 //! body limit).
 
 mod docs;
+mod drift;
 mod error;
 mod limit;
 mod process;
@@ -42,6 +43,11 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The header that pins a request to a version (for testers).
 pub const VERSION_HEADER: &str = "x-convoy-version";
+
+/// The header of a v1 request's own deadline, in gRPC's format (`100m` is
+/// 100 ms, `2S` two seconds), as on KServe v2 REST: the request ends at the
+/// earlier of it and the server's request timeout.
+pub const DEADLINE_HEADER: &str = "grpc-timeout";
 
 /// What the handlers share.
 #[derive(Debug)]

@@ -15,18 +15,16 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use example_kserve::ErrorBody;
-use example_tensor::NamedTensor;
 use futures::future::join_all;
 use serde::{Deserialize, Serialize};
-use tower::ServiceExt;
 use utoipa::ToSchema;
 
 use super::docs::V1;
 use super::tasks::{self, ClassifyResponse, DetectResponse, EmbedResponse, Texts};
 use super::uploads::{self, Images, Upload, UploadForm};
-use super::{ApiError, AppState, TensorsRequest, TensorsResponse, VERSION_HEADER};
+use super::{ApiError, AppState, TensorsRequest, TensorsResponse, DEADLINE_HEADER, VERSION_HEADER};
 use crate::config::{Batching, Replicas};
-use crate::deploy::{Answer, BatchTotals, Deployment, Item};
+use crate::deploy::{BatchTotals, Deployment, Route, Served, Task, Tensors};
 use crate::http::JsonTensor;
 use crate::model::Kind;
 use crate::rollout::RolloutInfo;
@@ -95,8 +93,14 @@ pub struct VersionInfo {
     pub in_flight: u64,
     /// Its batchers together (mean batch size, current cap...).
     pub batch: BatchStatsInfo,
-    /// Pool memory of its tenant in use, bytes.
+    /// Memory of its tenant in use, bytes: pool buffers and, for a model
+    /// loaded with example-models' allocator hooks, what libtorch holds for
+    /// it (weights, a running batch's activations).
     pub tenant_bytes_in_use: u64,
+    /// Highest `tenant_bytes_in_use` so far.
+    pub tenant_bytes_peak: u64,
+    /// Its tenant's memory quota, bytes (enforced on every allocation).
+    pub tenant_bytes_quota: u64,
 }
 
 /// Batcher statistics of one version (see [`BatchTotals`]).
@@ -118,6 +122,11 @@ pub struct BatchStatsInfo {
     pub isolation_passes: u64,
     /// Requests that failed alone after isolation.
     pub isolated_failures: u64,
+    /// Batches that failed past the tenant's memory quota.
+    pub quota_failed_batches: u64,
+    /// The largest batch the replicas learned fits in the quota, once a
+    /// batch failed past it.
+    pub size_limit: Option<usize>,
 }
 
 impl From<BatchTotals> for BatchStatsInfo {
@@ -131,6 +140,8 @@ impl From<BatchTotals> for BatchStatsInfo {
             current_max_batch_size: t.current_max_batch_size,
             isolation_passes: t.isolation_passes,
             isolated_failures: t.isolated_failures,
+            quota_failed_batches: t.quota_failed_batches,
+            size_limit: t.size_limit,
         }
     }
 }
@@ -143,6 +154,7 @@ fn info(d: &Deployment) -> DeploymentInfo {
         .map(|v| {
             let b = snapshot.backends.iter().find(|b| b.name == *v.name);
             let counts = convoy_autoscale::Scaler::replicas(&v.replicas);
+            let tenant = v.tenant.stats();
             VersionInfo {
                 name: v.name.to_string(),
                 weight: b.map_or(0.0, |b| b.weight),
@@ -152,7 +164,9 @@ fn info(d: &Deployment) -> DeploymentInfo {
                 replicas: counts.current,
                 in_flight: v.observer.in_flight(),
                 batch: v.batch_stats().into(),
-                tenant_bytes_in_use: v.tenant.used(),
+                tenant_bytes_in_use: tenant.used_bytes,
+                tenant_bytes_peak: tenant.peak_bytes,
+                tenant_bytes_quota: tenant.quota_bytes,
             }
         })
         .collect();
@@ -189,40 +203,55 @@ pub(crate) async fn models(State(state): State<Arc<AppState>>) -> Json<ModelsRes
     })
 }
 
-/// Runs one request through `d`, within the server's request timeout.
-pub(crate) async fn run(
-    state: &AppState,
+/// Runs one request through `d` ([`Deployment::call`]): pinned by
+/// `x-convoy-version`, within the caller's `grpc-timeout` (as on KServe v2
+/// REST) and the server's request timeout, whichever ends first; errors
+/// answered by the server's one classification.
+pub(crate) async fn call<T: Task>(
     d: &Deployment,
-    inputs: Vec<NamedTensor>,
+    task: T,
     headers: &HeaderMap,
-) -> Result<Answer, ApiError> {
-    let timeout = state.server.config.server.request_timeout;
-    let mut item = Item::new(inputs, d.kind);
-    item.deadline = Some(tokio::time::Instant::now() + timeout);
-    if let Some(v) = headers.get(VERSION_HEADER) {
-        let v = v.to_str().unwrap_or_default();
-        if d.version(v).is_none() {
-            return Err(ApiError::bad_request(format!(
-                "{VERSION_HEADER}: {} has no version {v:?}",
-                d.config.name
-            )));
+) -> Result<Served<T::Output>, ApiError> {
+    call_sticky(d, task, headers, None).await
+}
+
+/// [`call`] with a sticky key: calls with equal keys go to one version
+/// while the weights stay (a request's parts, served alike).
+pub(crate) async fn call_sticky<T: Task>(
+    d: &Deployment,
+    task: T,
+    headers: &HeaderMap,
+    sticky: Option<u64>,
+) -> Result<Served<T::Output>, ApiError> {
+    let pinned = headers
+        .get(VERSION_HEADER)
+        .map(|v| v.to_str().unwrap_or_default().to_string());
+    let deadline = match headers.get(DEADLINE_HEADER) {
+        None => None,
+        Some(v) => {
+            let timeout = v
+                .to_str()
+                .ok()
+                .and_then(example_kserve::parse_grpc_timeout)
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "{DEADLINE_HEADER} {v:?} is not a timeout such as 100m"
+                    ))
+                })?;
+            Some(tokio::time::Instant::now() + timeout)
         }
-        item.pinned = Some(v.to_string());
-    }
-    d.check(&item.inputs, item.pinned.as_deref())
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    match tokio::time::timeout(timeout, d.split.clone().oneshot(item)).await {
-        Ok(answer) => answer.map_err(|e| {
-            let id = headers
-                .get(super::REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .map_or_else(crate::error::new_request_id, str::to_string);
-            ApiError::from_service(e, &id)
-        }),
-        Err(_) => Err(ApiError::deadline(format!(
-            "not answered within the request timeout ({timeout:?})"
-        ))),
-    }
+    };
+    let route = Route::new()
+        .pinned(pinned)
+        .deadline(deadline)
+        .sticky(sticky);
+    d.call(task, route).await.map_err(|e| {
+        let id = headers
+            .get(super::REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .map_or_else(crate::error::new_request_id, str::to_string);
+        ApiError::from_service(e, &id)
+    })
 }
 
 /// The request body of a task in JSON: tensors for `infer`, texts for
@@ -323,6 +352,9 @@ impl From<ApiError> for PartError {
         ("task" = String, Path, description = "Its route: `infer`, `classify`, `embed` or `detect`",
             example = "classify"),
         ("x-convoy-version" = Option<String>, Header, description = "Pins the request to a version"),
+        ("grpc-timeout" = Option<String>, Header, description = "The request's own deadline in \
+            gRPC's format (`100m` is 100 ms, `2S` two seconds); it ends at the earlier of this \
+            and the server's request timeout"),
     ),
     request_body(description = "Images for `classify` and `detect` (multipart parts, base64 JSON, \
         or one raw image), texts for `embed` (JSON or multipart parts), JSON tensors for `infer`",
@@ -340,7 +372,8 @@ impl From<ApiError> for PartError {
         (status = 415, description = "A multipart body for `infer`", body = ErrorBody),
         (status = 422, description = "Well formed, but not something the model takes", body = ErrorBody),
         (status = 503, description = "Overloaded or not ready", body = ErrorBody),
-        (status = 504, description = "Not answered within the request timeout", body = ErrorBody),
+        (status = 504, description = "Not answered within the request timeout or the request's \
+            grpc-timeout", body = ErrorBody),
     ))]
 pub(crate) async fn task(
     State(state): State<Arc<AppState>>,
@@ -360,7 +393,7 @@ pub(crate) async fn task(
     }
     let limits = server.config.server.uploads;
     let multipart = uploads::is_multipart(&request);
-    let state = &*state;
+    let state = &state;
     let headers = &headers;
     let answer = match d.kind {
         Kind::Identity if multipart => {
@@ -465,14 +498,15 @@ async fn infer(
             if req.inputs.is_empty() {
                 return Err(ApiError::unprocessable("inputs: at least one tensor"));
             }
-            // The model's contract (rows, shapes...) is checked in `run`.
+            // The model's contract (rows, shapes...) is checked by the
+            // version that serves the request.
             req.inputs.iter().map(JsonTensor::decode).collect()
         })
         .await?;
-    let answer = run(state, d, inputs, headers).await?;
+    let answer = call(d, Tensors::new(inputs), headers).await?;
     Ok(TensorsResponse {
         model_name: d.config.name.clone(),
         model_version: answer.version.to_string(),
-        outputs: answer.outputs.iter().map(JsonTensor::encode).collect(),
+        outputs: answer.output.iter().map(JsonTensor::encode).collect(),
     })
 }

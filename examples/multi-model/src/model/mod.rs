@@ -67,6 +67,18 @@ pub trait Forward: Send + Sync + fmt::Debug + 'static {
         batch: Vec<Vec<NamedTensor>>,
     ) -> BoxFuture<'static, Result<Vec<Vec<NamedTensor>>, BoxError>>;
 
+    /// Runs one batch with `stream` (the batch's lease stream on a GPU, a
+    /// `cudaStream_t` as an integer) as the framework's current stream; by
+    /// default the stream is not used.
+    fn forward_on(
+        &self,
+        batch: Vec<Vec<NamedTensor>>,
+        stream: Option<u64>,
+    ) -> BoxFuture<'static, Result<Vec<Vec<NamedTensor>>, BoxError>> {
+        let _ = stream;
+        self.forward(batch)
+    }
+
     /// The model's kind.
     fn kind(&self) -> Kind;
 
@@ -90,5 +102,12 @@ pub trait Forward: Send + Sync + fmt::Debug + 'static {
     /// The TorchScript model behind it, for its pre- and post-processing.
     fn torch(&self) -> Option<&TorchModel> {
         None
+    }
+
+    /// The fastest forward pass at each batch size measured while loading
+    /// (`batching.profile`), where the replicas' adaptive cap starts; empty
+    /// when not measured.
+    fn batch_profile(&self) -> &[(usize, std::time::Duration)] {
+        &[]
     }
 }

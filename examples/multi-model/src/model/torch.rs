@@ -4,8 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use convoy_gpu_pool::Tenant;
 use example_models::text::TextEncoder;
-use example_models::{Contract, Device, LoadOptions, Manifest, Model, ModelKind};
+use example_models::{Contract, Device, Executor, LoadOptions, Manifest, Model, ModelKind};
 use example_tensor::NamedTensor;
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -19,25 +20,41 @@ pub struct TorchModel {
     model: Model,
     encoder: Option<Arc<TextEncoder>>,
     contract: Arc<Contract>,
+    /// The gpu-pool tenant libtorch's allocations for this model are
+    /// charged to (its weights from loading on, each forward pass's
+    /// activations): the version's tenant.
+    tenant: Option<Tenant>,
 }
 
 impl TorchModel {
     /// Loads and warms up the package in `dir` (blocking: run it off the
-    /// async threads).
+    /// async threads). With a `tenant`, every byte libtorch allocates for
+    /// the model — its weights, the warm-up's and each forward pass's
+    /// activations — is charged to it (`Model::load_for_tenant`): weights
+    /// past its quota fail the load, a batch past it fails with
+    /// `QuotaExceeded`. The version built over the model uses that tenant.
     pub fn load(
         dir: &Path,
         on_gpu: bool,
         intra_op_threads: usize,
         max_batch_size: usize,
+        executor: Option<Executor>,
+        tenant: Option<Tenant>,
+        profile: bool,
     ) -> Result<Self, BoxError> {
         let opts = LoadOptions {
             device: if on_gpu { Device::Cuda(0) } else { Device::Cpu },
             intra_op_threads,
             max_batch_size,
             half: on_gpu,
+            executor,
+            profile,
             ..LoadOptions::default()
         };
-        let model = Model::load(dir, &opts)?;
+        let model = match &tenant {
+            Some(t) => Model::load_for_tenant(dir, &opts, t.clone())?,
+            None => Model::load(dir, &opts)?,
+        };
         let encoder = match model.manifest().kind {
             ModelKind::Embed => Some(Arc::new(TextEncoder::from_manifest(dir, model.manifest())?)),
             _ => None,
@@ -48,7 +65,13 @@ impl TorchModel {
             model,
             encoder,
             contract,
+            tenant,
         })
+    }
+
+    /// The tenant the model's memory is charged to (see [`TorchModel::load`]).
+    pub fn tenant(&self) -> Option<&Tenant> {
+        self.tenant.as_ref()
     }
 
     /// The package's manifest.
@@ -78,8 +101,22 @@ impl Forward for TorchModel {
         &self,
         batch: Vec<Vec<NamedTensor>>,
     ) -> BoxFuture<'static, Result<Vec<Vec<NamedTensor>>, BoxError>> {
+        self.forward_on(batch, None)
+    }
+
+    fn forward_on(
+        &self,
+        batch: Vec<Vec<NamedTensor>>,
+        stream: Option<u64>,
+    ) -> BoxFuture<'static, Result<Vec<Vec<NamedTensor>>, BoxError>> {
         let model = self.model.clone();
-        async move { model.forward(batch).await.map_err(BoxError::from) }.boxed()
+        async move {
+            model
+                .forward_on(batch, stream)
+                .await
+                .map_err(BoxError::from)
+        }
+        .boxed()
     }
 
     fn kind(&self) -> Kind {
@@ -108,5 +145,9 @@ impl Forward for TorchModel {
 
     fn torch(&self) -> Option<&TorchModel> {
         Some(self)
+    }
+
+    fn batch_profile(&self) -> &[(usize, std::time::Duration)] {
+        self.model.batch_profile()
     }
 }

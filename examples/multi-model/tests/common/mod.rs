@@ -143,6 +143,15 @@ impl Running {
     }
 }
 
+/// The value of `metric{tenant="<tenant>"}` on a Prometheus page.
+pub fn tenant_gauge(page: &str, metric: &str, tenant: &str) -> Option<f64> {
+    let label = format!("tenant=\"{tenant}\"");
+    page.lines()
+        .find(|l| l.starts_with(&format!("{metric}{{")) && l.contains(&label))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// An identity request with one FP32 row of `values`.
 pub fn fp32_row(values: &[f32]) -> String {
     serde_json::json!({

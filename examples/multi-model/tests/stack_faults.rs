@@ -1,8 +1,9 @@
 //! Fault injection across the crate stack: a `Balancer` over a `ReplicaSet`
-//! of batchers whose model runs under a GPU-pool tenant (host backend), as in
-//! the serving stack. One test per fault, each checking its expected outcome
-//! and that every caller gets exactly one answer (no caller hangs, the model
-//! sees an item at most once).
+//! of batchers whose model runs under a GPU-pool tenant (host backend), the
+//! pieces a deployment of this server is built from (`deploy`), here with
+//! models that fail on purpose. One test per fault, each checking its
+//! expected outcome and that every caller gets exactly one answer (no
+//! caller hangs, the model sees an item at most once).
 //!
 //! Design choices the tests pin down:
 //! - a hung model would keep its batch's lease (compute slot, stream and

@@ -1,8 +1,8 @@
-//! Overload of a crates-only stack in paused tokio time: a sticky 90/10
-//! `Split` over two versions, each a p2c `Balancer` over a `ReplicaSet` of
-//! rejecting batchers in front of a model with a known cost. A million
-//! requests arrive: first at three times the stack's capacity, then at half
-//! of it. The promises under overload:
+//! Overload of the crates alone, in paused tokio time (`overload.rs`
+//! loads the server binary in real time): a sticky 90/10 `Split` over two
+//! versions, each a p2c `Balancer` over a `ReplicaSet` of rejecting
+//! batchers in front of a model with a known cost. A million requests
+//! arrive: first at three times the stack's capacity, then at half of it. The promises under overload:
 //! - every request gets exactly one answer (none lost, none twice);
 //! - the excess is refused at once (`QueueFull`), not after queueing;
 //! - an admitted request finishes within its queue timeout plus one batch;
