@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 EXAMPLES := examples
 
-.PHONY: test test-root test-examples test-fuzz setup test-setup deny demo fmt bench fuzz soak sim-check
+.PHONY: test test-root test-examples test-fuzz setup test-setup deny demo fmt bench fuzz soak sim-check profile
 
 ## The whole suite: fmt, clippy -D warnings, tests + doc tests, docs with warnings denied,
 ## for the root workspace and the examples workspace. `setup` (the pinned .venv, several GB
@@ -42,13 +42,24 @@ setup:
 test-setup:
 	bash scripts/test_setup.sh
 
+EXAMPLES_FEATURES := --features example-multi-model/kubernetes
+
 test-examples: setup test-setup
 	cd $(EXAMPLES) && $(CARGO) fmt --all --check
-	cd $(EXAMPLES) && $(CARGO) clippy --workspace --all-targets -- -D warnings
-	cd $(EXAMPLES) && $(CARGO) test --workspace
+	# Everything with the front's Kubernetes wiring (feature kubernetes:
+	# convoy-kube, tests/front_kube.rs against a fake API server on loopback)
+	# in one build: the same features on every line, so the server is
+	# compiled once.
+	cd $(EXAMPLES) && $(CARGO) clippy --workspace --all-targets $(EXAMPLES_FEATURES) -- -D warnings
+	cd $(EXAMPLES) && $(CARGO) test --workspace $(EXAMPLES_FEATURES)
+	# The CUDA path (libtorch's CUDA allocator and streams inside each
+	# model's tenant), built against the venv's CUDA headers; its tests
+	# print "skipped: no GPU" without one (scripts/gpu_check.sh runs them on one).
+	cd $(EXAMPLES) && $(CARGO) clippy -p example-models -p example-multi-model --lib --bins --tests --features example-multi-model/cuda -- -D warnings
+	cd $(EXAMPLES) && $(CARGO) test -p example-models --features cuda --test hooks
 	# The simulator against the real server on a 2-minute step (after a
 	# 90 s warm-up): fails when a figure disagrees by more than 30 %.
-	cd $(EXAMPLES) && $(CARGO) test -p example-multi-model --test sim_check -- --ignored --exact short_step_agrees_with_the_simulator
+	cd $(EXAMPLES) && $(CARGO) test -p example-multi-model $(EXAMPLES_FEATURES) --test sim_check -- --ignored --exact short_step_agrees_with_the_simulator
 	cd $(EXAMPLES) && RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 	$(if $(FREE_DISK),cd $(EXAMPLES) && $(CARGO) clean)
 
@@ -76,7 +87,8 @@ fuzz:
 
 ## The server at 3x its capacity for SOAK_SECS (default 600): fails when its
 ## resident memory, open file descriptors or live tokio tasks grow between the
-## first and the last minutes (examples/multi-model/tests/overload.rs, `soak`).
+## first and the last minutes (examples/multi-model/tests/overload.rs, `soak`:
+## the binary started by testkit's ServerProcess, loaded by loadgen's open loop).
 SOAK_SECS ?= 600
 soak:
 	cd $(EXAMPLES) && SOAK_SECS=$(SOAK_SECS) $(CARGO) test -p example-multi-model --test overload -- --ignored --nocapture soak
@@ -99,6 +111,12 @@ deny: test-setup
 REGISTRY ?=
 demo:
 	bash scripts/demo.sh $(if $(REGISTRY),--registry=$(REGISTRY))
+
+## Where the served path spends its CPU: perf flame graphs of the release
+## server under each model's load (target/profile/flame-*.svg) and the
+## samples by thread group. Installs linux-perf and inferno when missing.
+profile:
+	bash scripts/profile.sh
 
 fmt:
 	$(CARGO) fmt --all

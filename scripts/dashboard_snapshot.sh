@@ -99,7 +99,7 @@ models_dir = "$root/models"
 body_limit = 1048576
 request_timeout = "10s"
 blocking_tasks = 2
-host_memory = 268435456
+host_memory = 2147483648  # 2 GiB: MiniLM's quota is its fraction (0.2) of it, weights (90 MB) and activations
 
 # Two versions; the rollout moves traffic from 1 to 2 step by step.
 [[deployment]]

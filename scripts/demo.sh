@@ -15,8 +15,11 @@
 #     throughput, p50/p99, mean batch size (from GET /v1/models); served
 #     throughput at N clients over the best raw throughput;
 #  6. an open-loop rate sweep of one model, plotted to DEMO_PLOT;
-#  7. the summary table; then exits, or keeps serving with --serve
-#     (`make demo DEMO_ARGS=--serve`).
+#  7. the summary table;
+#  8. drift (scripts/demo_drift.sh): in-distribution then shifted inputs to
+#     ResNet-50 and MiniLM, each closed window's verdict from
+#     /v1/models/<m>/drift as it turns; then exits, or keeps serving with
+#     --serve (`make demo DEMO_ARGS=--serve`).
 #
 # Knobs (environment), sized so the report comes within ~10 minutes on a
 # 2-core machine once setup is done:
@@ -71,6 +74,8 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 # shellcheck source=lib/server.sh
 source scripts/lib/server.sh
+# shellcheck source=lib/bodies.sh
+source scripts/lib/bodies.sh
 
 serve=0
 registry=""
@@ -149,31 +154,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Request bodies: a few JPEG photos-to-be (generated, as no image data set
-# ships with the repo) and a few sentences.
-mkdir -p "$work/images"
 python=.venv/bin/python3
 [[ -x "$python" ]] || python=python3
-"$python" - "$work/images" <<'EOF'
-import sys
-from PIL import Image, ImageDraw
-out = sys.argv[1]
-for i, (w, h) in enumerate([(640, 480), (480, 640), (800, 600), (512, 512)]):
-    img = Image.new("RGB", (w, h), (40 + 50 * i, 120, 200 - 40 * i))
-    d = ImageDraw.Draw(img)
-    for k in range(12):
-        d.ellipse([k * w // 14, k * h // 16, k * w // 14 + w // 5, k * h // 16 + h // 6],
-                  fill=((k * 40) % 255, (k * 90 + i * 30) % 255, (k * 20) % 255))
-    img.save(f"{out}/{i}.jpg", quality=90)
-EOF
-cat >"$work/texts.txt" <<'EOF'
-convoy batches requests so the accelerator sees fewer, larger forward passes.
-A quick brown fox jumps over the lazy dog near the river bank.
-Sentence embeddings map similar meanings to nearby vectors.
-The load generator measures latency from the intended send time.
-Batching trades a little latency for a lot of throughput under load.
-How many requests per second can one small machine serve?
-EOF
+# Request bodies: a few JPEG photos-to-be (generated, as no image data set
+# ships with the repo) and a few sentences.
+demo_bodies "$work"
 
 route_of() {
     case "$1" in
@@ -381,7 +366,7 @@ for m in "${present[@]}"; do
         --batched "/v1/models/$m/$r" --unbatched "/v1/models/$m-unbatched/$r" \
         --stats-deployment "$m" $(bodies_of "$m") \
         --concurrency "1,$CLIENTS" --duration-secs "$DURATION" --warmup-secs "$WARMUP" \
-        --json >"$work/served-$m.out"
+        --server-pid "$server_pid" --json >"$work/served-$m.out"
     grep -v '^\[' "$work/served-$m.out" | sed 's/^/    /'
     grep '^\[' "$work/served-$m.out" | tail -1 >"$work/served-$m.json"
 done
@@ -417,7 +402,20 @@ for m in "${present[@]}"; do
         + "\($n.unbatched.p50_ms | f1)/\($n.unbatched.p99_ms | f1) \($n.batched.p50_ms | f1)/\($n.batched.p99_ms | f1) | "
         + "\($n.mean_batch_size // 0 | f1) |"' "$work/served-$m.json"
 done
+echo
+echo "==> CPU per request at $CLIENTS clients (batched; /proc of the server's threads and of the load generator)"
+for m in "${present[@]}"; do
+    [[ -s "$work/served-$m.json" ]] || continue
+    jq -r --arg m "$m" '
+        def f2: . * 100 | round / 100 | tostring;
+        (.[-1].cpu // empty) as $c |
+        "    \($m): \($c.compute_ms + $c.server_other_ms + $c.loadgen_ms | f2) ms = forward passes \($c.compute_ms | f2)"
+        + " + rest of the server (HTTP, JSON, pre/post-processing, batching) \($c.server_other_ms | f2)"
+        + " + load generator \($c.loadgen_ms | f2)"' "$work/served-$m.json"
+done
 [[ -f "$PLOT" ]] && echo "sweep plot: $PLOT"
+echo
+bash scripts/demo_drift.sh "$base" "$bin/loadgen" "$work" || echo "demo: the drift phase failed" >&2
 echo "demo took $(($(date +%s) - started)) s"
 
 if [[ $serve == 1 ]]; then

@@ -28,6 +28,14 @@ if [[ ! -x "$venv/bin/python3" ]] || [[ "$(cat "$stamp" 2>/dev/null)" != "$want_
         echo "setup: creating $venv with $($python --version 2>&1)"
         "$python" -m venv "$venv"
     fi
+    # PyTorch's wheels with CUDA's unpack to ~6.5 GB: say so plainly
+    # rather than let pip fail half way with ENOSPC.
+    need_kb=$((8 * 1024 * 1024))
+    free_kb=$(df -Pk "$root" | awk 'NR == 2 { print $4 }')
+    if [[ -n "$free_kb" && "$free_kb" -lt "$need_kb" ]]; then
+        echo "setup: $((free_kb / 1024)) MiB free on $(df -P "$root" | awk 'NR == 2 { print $6 }'); installing $lock needs about 8 GiB (PyTorch and CUDA's wheels): free some disk and run again" >&2
+        exit 1
+    fi
     echo "setup: installing $lock into $venv (PyTorch is large: this takes minutes the first time)"
     # --no-cache-dir: the wheels (~3 GB with CUDA's) are not kept a second
     # time in pip's cache; a rerun with an unchanged lock never reaches pip.
@@ -53,6 +61,19 @@ if [[ $export_needed == 1 ]]; then
     echo "setup: exporting models to models/"
     "$venv/bin/python3" scripts/export_models.py --out models
 fi
+
+# Drift references (scripts/python/drift_reference.py): the features each
+# model's production traffic is compared with ([deployment.drift]), named in
+# its manifest; redone when the model or the script changes.
+drift_script=scripts/python/drift_reference.py
+for m in resnet50 minilm; do
+    dir="models/$m/1"
+    ref="$dir/drift_reference.json"
+    if [[ ! -f $ref || $ref -ot $drift_script || $ref -ot "$dir/model.pt" ]] || ! grep -q '"drift_reference"' "$dir/model.json"; then
+        echo "setup: drift reference for $m"
+        "$venv/bin/python3" "$drift_script" reference "$dir"
+    fi
+done
 
 end=$(date +%s.%N)
 printf 'setup: done in %.1f s\n' "$(echo "$end - $start" | bc)"

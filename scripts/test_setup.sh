@@ -8,6 +8,7 @@
 #   scripts/test_setup.sh          the packages and tools `make test` needs
 #   scripts/test_setup.sh --check  install nothing: list what is missing, exit 1 if any
 #   scripts/test_setup.sh fuzz     nightly's cargo-fuzz for `make fuzz`
+#   scripts/test_setup.sh profile  linux-perf and inferno (flame graphs) for `make profile`
 #
 # Idempotent: when everything is present it only looks (well under a second)
 # and runs no package manager. `make demo` does not call it.
@@ -19,8 +20,11 @@ CARGO=${CARGO:-cargo}
 # chromium: the /docs page test (examples/multi-model/tests/docs.rs).
 # prometheus: the rules and dashboard queries against a real Prometheus
 #   (examples/multi-model/tests/prometheus.rs, scripts/prometheus.sh).
+# etcd-server: convoy-remote's etcd endpoint source and registration, tested
+#   against a real etcd the tests start on loopback (remote/tests/etcd.rs).
 declare -A PACKAGES=(
     [chromium]=/usr/bin/chromium
+    [etcd-server]=/usr/bin/etcd
     [prometheus]=/usr/bin/promtool
 )
 
@@ -94,9 +98,19 @@ case ${1:-} in
         fi
         exit 0
         ;;
+    profile)
+        if ! command -v perf >/dev/null; then
+            PACKAGES=([linux-perf]=/usr/bin/perf)
+            install_packages linux-perf
+        fi
+        if ! command -v inferno-flamegraph >/dev/null; then
+            install_tools inferno
+        fi
+        exit 0
+        ;;
     "") ;;
     *)
-        echo "usage: scripts/test_setup.sh [--check|fuzz]" >&2
+        echo "usage: scripts/test_setup.sh [--check|fuzz|profile]" >&2
         exit 2
         ;;
 esac

@@ -288,7 +288,7 @@ fn noop(c: &mut Criterion) {
                 .expect("valid config");
             BatchLayer::<u64, u64>::new(config)
                 .priority_fn(|x: &u64| {
-                    if x % 2 == 0 {
+                    if x.is_multiple_of(2) {
                         Priority::High
                     } else {
                         Priority::Normal

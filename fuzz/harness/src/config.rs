@@ -1,5 +1,5 @@
 //! The multi-model server's TOML configuration
-//! ([`crate::multi_model_config`], the server's own `config.rs` compiled
+//! ([`crate::multi_model_config`], the server's own `config/` module compiled
 //! into this crate, since the server crate links libtorch) parsed from
 //! arbitrary text. Checked:
 //! - no panic;

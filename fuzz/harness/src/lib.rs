@@ -16,11 +16,21 @@ pub mod router;
 pub mod text;
 
 /// The multi-model server's configuration types and parser: its
-/// `config.rs` compiled into this crate as it is (the server crate itself
-/// links libtorch, which the harness must not need). Only serde, toml and
-/// std are used there.
-#[path = "../../../examples/multi-model/src/config.rs"]
+/// `config/` module compiled into this crate as it is (the server crate
+/// itself links libtorch, which the harness must not need). It uses serde,
+/// toml, convoy-drift and the registry client's types, and names the
+/// server's running drift monitor ([`drift::DriftMonitor`]).
+#[path = "../../../examples/multi-model/src/config/mod.rs"]
 pub mod multi_model_config;
+
+/// What `config/` names of the server's `drift` module: the type of the
+/// monitor a `[deployment.drift]` section holds once the server starts it.
+/// Parsing never starts one, so here it has no content.
+pub mod drift {
+    /// The server's running drift monitor (never started by the harness).
+    #[derive(Debug, Clone)]
+    pub struct DriftMonitor;
+}
 
 /// A target's check: panics when the input breaks one of convoy's promises.
 pub type Check = fn(&[u8]);
