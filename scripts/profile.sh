@@ -32,17 +32,8 @@ mkdir -p "$OUT"
 
 bash scripts/test_setup.sh profile
 bash scripts/setup.sh
-(cd examples && "$CARGO" build --release -p example-multi-model -p example-loadgen)
-target_dir=${CARGO_TARGET_DIR:-$(cd examples && "$CARGO" metadata --format-version 1 --no-deps | jq -r .target_directory)}
-bin="$target_dir/release"
-
-work=$(mktemp -d)
-server_pid=""
-cleanup() {
-    [[ -z "$server_pid" ]] || kill -TERM "$server_pid" 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
+release_server_bins
+server_workdir
 
 demo_bodies "$work"
 

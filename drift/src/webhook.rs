@@ -6,12 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::WebhookSettings;
 use crate::report::DriftReport;
+
+/// The most of a hook's answer read back (its status is what counts).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// First retry delay; doubled on every further attempt.
 pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(200);
@@ -95,8 +98,12 @@ impl Webhook {
         let send = async {
             let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
             let status = resp.status();
-            // Drain the (bounded by the timeout) body so the connection is reusable.
-            let _ = resp.into_body().collect().await;
+            // Drain a short body so the connection is reusable; a longer one
+            // is dropped unread (with its connection): the answer is only
+            // its status.
+            let _ = Limited::new(resp.into_body(), MAX_ANSWER_BYTES)
+                .collect()
+                .await;
             if status.is_success() {
                 Ok(())
             } else {

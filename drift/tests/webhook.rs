@@ -98,6 +98,10 @@ async fn wait_for(count: &AtomicUsize, want: usize) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    panic!(
+        "the hook was called {} times in 5 s, not {want}",
+        count.load(Ordering::SeqCst)
+    );
 }
 
 #[tokio::test]

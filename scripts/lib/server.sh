@@ -27,3 +27,23 @@ start_server() {
     echo "$label: the server was not ready in 180 s (address: ${base:-none})" >&2
     return 1
 }
+
+# release_server_bins: builds the server and the load generator in release
+# (with $CARGO, default cargo) and sets bin to the folder holding them.
+release_server_bins() {
+    (cd examples && "${CARGO:-cargo}" build --release -p example-multi-model -p example-loadgen)
+    local target_dir=${CARGO_TARGET_DIR:-$(cd examples && "${CARGO:-cargo}" metadata --format-version 1 --no-deps | jq -r .target_directory)}
+    bin="$target_dir/release"
+}
+
+# server_workdir: a temporary folder in work, removed on exit, when the
+# server started by start_server (server_pid) is stopped too.
+server_workdir() {
+    work=$(mktemp -d)
+    server_pid=""
+    trap server_workdir_cleanup EXIT
+}
+server_workdir_cleanup() {
+    [[ -z "$server_pid" ]] || kill -TERM "$server_pid" 2>/dev/null || true
+    rm -rf "$work"
+}

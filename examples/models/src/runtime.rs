@@ -472,11 +472,11 @@ impl Worker {
             return self.forward_batch(module, batch);
         };
         let scope = tenant.enter();
-        tenant.take_refusal();
+        let mark = tenant.refusal_mark();
         let result = self.forward_batch(module, batch);
         drop(scope);
         hooks::publish_metrics();
-        result.map_err(|e| tenant.take_refusal().map_or(e, ModelError::quota))
+        result.map_err(|e| tenant.refused_since(mark).map_or(e, ModelError::quota))
     }
 
     /// Makes `stream` libtorch's current one for the pass on a CUDA device

@@ -389,3 +389,44 @@ async fn a_rollout_to_failing_nodes_rolls_back() {
         assert_eq!((status, version.as_deref()), (200, Some("1")));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_the_limit_is_413_and_a_broken_body_is_400() {
+    use tower::ServiceExt;
+    let node = fake_node("a").await;
+    let text = format!(
+        "[server]\nbody_limit = 64\n\n[[deployment]]\nname = \"identity\"\n\n\
+         [deployment.remote]\nstatic = {{ \"1\" = [\"a={node}\"] }}\n"
+    );
+    let config = Config::parse(&text).unwrap();
+    let front = Front::from_config(&config, Scalers::new()).await.unwrap();
+    let router = front.router();
+    let call = |body: axum::body::Body| {
+        let router = router.clone();
+        async move {
+            let req = hyper::Request::post("/v1/models/identity/infer")
+                .body(body)
+                .unwrap();
+            let rsp = router.oneshot(req).await.unwrap();
+            let status = rsp.status();
+            let text = rsp.into_body().collect().await.unwrap().to_bytes();
+            (status.as_u16(), String::from_utf8_lossy(&text).into_owned())
+        }
+    };
+    // Within the limit: forwarded.
+    let (status, body) = call(axum::body::Body::from("{}")).await;
+    assert_eq!((status, body.as_str()), (200, "a"));
+    // Over it, even without a declared length: 413, naming the limit.
+    let chunks = (0..10).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b' '; 16])));
+    let (status, body) = call(axum::body::Body::from_stream(futures::stream::iter(chunks))).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("64 bytes"), "{body}");
+    // Broken off by the client: its error, 400, not "too large".
+    let chunks = vec![
+        Ok(Bytes::from_static(b"{\"inputs\"")),
+        Err(std::io::Error::other("the client went away")),
+    ];
+    let (status, body) = call(axum::body::Body::from_stream(futures::stream::iter(chunks))).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("cannot read the request body"), "{body}");
+}

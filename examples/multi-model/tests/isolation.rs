@@ -270,3 +270,82 @@ async fn one_poisonous_request_fails_alone_on_every_protocol() {
     grpc.shutdown().await;
     s.shutdown().await;
 }
+
+/// The cost of isolation under load (a measurement, not run by `make
+/// test`): 32 closed-loop gRPC clients send 3 200 requests, one in a
+/// hundred poisonous, once with failure isolation and once without, and
+/// print what each costs (extra passes and batches) and what each loses
+/// (good requests that failed). Asserts only what holds on any machine:
+/// with isolation no good request fails.
+///
+/// `cargo test --release -p example-multi-model --test isolation --
+/// --ignored --nocapture one_percent`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: run by hand, figures in examples/README.md"]
+async fn one_percent_poisonous_under_load() {
+    const CLIENTS: usize = 32;
+    const PER_CLIENT: usize = 100;
+    let tmp = tempfile::tempdir().unwrap();
+    export_poison(tmp.path());
+    for isolation in [true, false] {
+        let config = config(tmp.path()).replace(
+            "queue_timeout = \"60s\"\n",
+            &format!("queue_timeout = \"60s\"\nfailure_isolation = {isolation}\n"),
+        );
+        let s = start(&config).await;
+        let grpc = s.serve_grpc().await;
+        let uri = format!("http://{}", grpc.addr);
+        let stats = || s.server.deployment("poison").unwrap().versions()[0].batch_stats();
+        let client = GrpcInferenceServiceClient::connect(uri).await.unwrap();
+        let before = stats();
+        let started = tokio::time::Instant::now();
+        // Request j of client c is number c * PER_CLIENT + j; every
+        // hundredth (number % 100 == 50) carries the marker.
+        let outcomes = join_all((0..CLIENTS).map(|c| {
+            let mut client = client.clone();
+            async move {
+                let mut good_failed = 0u64;
+                let mut bad_failed = 0u64;
+                for j in 0..PER_CLIENT {
+                    let n = c * PER_CLIENT + j;
+                    let poison = n % 100 == 50;
+                    let failed = grpc_call(&mut client, values(n, poison)).await.is_err();
+                    match (poison, failed) {
+                        (false, true) => good_failed += 1,
+                        (true, true) => bad_failed += 1,
+                        _ => {}
+                    }
+                }
+                (good_failed, bad_failed)
+            }
+        }))
+        .await;
+        let elapsed = started.elapsed().as_secs_f64();
+        let after = stats();
+        let good_failed: u64 = outcomes.iter().map(|o| o.0).sum();
+        let bad_failed: u64 = outcomes.iter().map(|o| o.1).sum();
+        let total = CLIENTS * PER_CLIENT;
+        let batches = after.batches - before.batches;
+        let passes = after.isolation_passes - before.isolation_passes;
+        eprintln!(
+            "isolation {}: {total} requests ({} poisonous) in {elapsed:.2} s ({:.0}/s): \
+             {good_failed} good failed, {bad_failed} poisonous failed; {batches} batches \
+             (mean {:.1} items), {passes} extra passes, {} isolated failures",
+            if isolation { "on " } else { "off" },
+            total / 100,
+            total as f64 / elapsed,
+            total as f64 / batches.max(1) as f64,
+            after.isolated_failures - before.isolated_failures,
+        );
+        assert_eq!(
+            bad_failed,
+            (total / 100) as u64,
+            "every poisonous request fails"
+        );
+        if isolation {
+            assert_eq!(good_failed, 0, "with isolation no good request fails");
+        }
+        grpc.shutdown().await;
+        s.shutdown().await;
+    }
+}

@@ -153,6 +153,14 @@ async fn shed_fast_and_recover(transport: Transport, label: &str, default_secs: 
         "goodput back only {back:?} after the drop: {}",
         recovery.summary(run.capacity)
     );
+    // The drift monitor (config/overload.toml) sampled the overload's
+    // requests and kept its bound: at most `sample_size` rows a window.
+    let drift_rows = samples.iter().map(|s| s.drift_rows).max().unwrap_or(0);
+    println!("{label}: drift monitor: at most {drift_rows} rows sampled in a window");
+    assert!(
+        (1..=200).contains(&drift_rows),
+        "the drift monitor's windows held {drift_rows} rows"
+    );
     // The gauges a soak watches are on /metrics.
     let metrics = run.metrics().await;
     for gauge in [
@@ -424,6 +432,8 @@ struct Sample {
     rss: u64,
     fds: usize,
     tasks: u64,
+    /// Rows the drift monitor sampled in its last closed window.
+    drift_rows: u64,
 }
 
 /// The server's own counts: admitted and refused by its batchers, items
@@ -550,6 +560,7 @@ impl Overload {
                         rss: server.rss(),
                         fds: server.fds(),
                         tasks: metric_sum(&text, "convoy_runtime_alive_tasks") as u64,
+                        drift_rows: metric_sum(&text, "convoy_drift_window_samples") as u64,
                     };
                     samples.lock().push(sample);
                 }

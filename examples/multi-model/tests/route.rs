@@ -311,9 +311,10 @@ fn assert_timed_out(t: &Timed, protocol: &str, what: &str) {
         t.status == expected || (tonic_won && what.contains("deadline 300m")),
         "{protocol} {what}: {t:?}"
     );
-    // The model takes 3 s: the answer came at the limit, not after it.
+    // The model takes 3 s: the answer came at the limit, not after it
+    // (the limits are 300 ms and 1 s; a loaded runner may add a second).
     assert!(
-        t.took < Duration::from_millis(2500),
+        t.took < Duration::from_millis(2900),
         "{protocol} {what}: {t:?}"
     );
 }

@@ -52,7 +52,7 @@ pub(super) fn alloc(key: u64, bytes: u64, _device: i32, _stream: u64) -> Result<
         Err(err) => {
             let message = err.to_string();
             if let Some(q) = err.downcast_ref::<QuotaExceeded>() {
-                *e.refusal.lock() = Some(q.clone());
+                e.refuse(q.clone());
             }
             Err(message)
         }

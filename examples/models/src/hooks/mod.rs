@@ -64,6 +64,17 @@ struct Entry {
     charged: AtomicU64,
     /// The last refusal, for the forward pass that hit it.
     refusal: Mutex<Option<QuotaExceeded>>,
+    /// Refusals so far: a pass compares the count before and after it, so
+    /// passes of one tenant running at once never take each other's
+    /// refusal away.
+    refusals: AtomicU64,
+}
+
+impl Entry {
+    fn refuse(&self, q: QuotaExceeded) {
+        *self.refusal.lock() = Some(q);
+        self.refusals.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 static REGISTRY: LazyLock<RwLock<HashMap<u64, Arc<Entry>>>> = LazyLock::new(Default::default);
@@ -94,7 +105,7 @@ pub(crate) fn charge(key: u64, bytes: u64) -> Charge {
         }
         Err(q) => {
             let message = q.to_string();
-            *e.refusal.lock() = Some(q);
+            e.refuse(q);
             Charge::Refused(message)
         }
     }
@@ -154,6 +165,7 @@ pub fn register(tenant: Tenant) -> Result<Registration, HookError> {
         tenant,
         charged: AtomicU64::new(0),
         refusal: Mutex::new(None),
+        refusals: AtomicU64::new(0),
     });
     REGISTRY.write().insert(key, Arc::clone(&entry));
     Ok(Registration { key, entry })
@@ -192,9 +204,21 @@ impl Registration {
         BlockBytes { in_use, cached }
     }
 
-    /// The refusal of the last allocation refused for this tenant, taken.
-    pub fn take_refusal(&self) -> Option<QuotaExceeded> {
-        self.entry.refusal.lock().take()
+    /// Where this tenant's refusals stand now: give it to
+    /// [`refused_since`](Self::refused_since) after a forward pass.
+    pub fn refusal_mark(&self) -> RefusalMark {
+        RefusalMark(self.entry.refusals.load(Ordering::Acquire))
+    }
+
+    /// The last allocation refused for this tenant since `mark`, if any
+    /// was: what failed a forward pass that started at `mark`. Passes of
+    /// the tenant running at the same time each see it (none takes it from
+    /// the others).
+    pub fn refused_since(&self, mark: RefusalMark) -> Option<QuotaExceeded> {
+        if self.entry.refusals.load(Ordering::Acquire) == mark.0 {
+            return None;
+        }
+        self.entry.refusal.lock().clone()
     }
 }
 
@@ -214,9 +238,18 @@ pub struct Scope<'a> {
     _registration: PhantomData<(&'a Registration, *const ())>,
 }
 
+/// How many refusals a tenant had when a forward pass started
+/// ([`Registration::refusal_mark`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefusalMark(u64);
+
 impl Drop for Scope<'_> {
     fn drop(&mut self) {
         ffi::enter(self.previous);
+        // The OpenMP workers were tagged with this scope's tenant: give
+        // them back the previous one, so that a later pass on this thread
+        // with no tenant (or another) is not charged to this one.
+        ffi::tag_workers(self.previous);
     }
 }
 

@@ -386,7 +386,9 @@ impl Front {
         }
     }
 
-    /// Stops the autoscalers and the rollouts.
+    /// Stops the autoscalers: no scale write after this returns. A rollout
+    /// in progress runs on until it ends (it only moves the split's
+    /// weights) or the process exits.
     pub fn shutdown(&self) {
         for d in self.deployments.iter() {
             for (_, a) in &d.autoscalers {
@@ -866,6 +868,27 @@ fn unavailable(message: String) -> Response {
     rsp
 }
 
+/// A body that could not be read: 413 when it is over `limit`, 400 when
+/// the client broke it off or framed it wrongly.
+fn body_error(e: &axum::Error, limit: usize) -> Response {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body over the front's limit of {limit} bytes"),
+            )
+                .into_response();
+        }
+        source = s.source();
+    }
+    (
+        StatusCode::BAD_REQUEST,
+        format!("cannot read the request body: {e}"),
+    )
+        .into_response()
+}
+
 async fn forward(State(front): State<Arc<Front>>, req: Request) -> Response {
     let Some(deployment) = front.deployment_for(req.uri().path()) else {
         return (
@@ -877,13 +900,7 @@ async fn forward(State(front): State<Arc<Front>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, front.body_limit).await {
         Ok(b) => b,
-        Err(e) => {
-            return (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("request body: {e} (limit {} bytes)", front.body_limit),
-            )
-                .into_response()
-        }
+        Err(e) => return body_error(&e, front.body_limit),
     };
     let req = http::Request::from_parts(parts, Full::new(bytes));
     if let Some(v) = PinVersion.backend(&req).filter(|_| !front.catch_all) {
