@@ -299,8 +299,9 @@ async fn one_percent_poisonous_under_load() {
         let client = GrpcInferenceServiceClient::connect(uri).await.unwrap();
         let before = stats();
         let started = tokio::time::Instant::now();
-        // Request j of client c is number c * PER_CLIENT + j; every
-        // hundredth (number % 100 == 50) carries the marker.
+        // Request j of client c is number c * PER_CLIENT + j; one in a
+        // hundred of each client's carries the marker, at a step of its
+        // own (clients do not send theirs at once).
         let outcomes = join_all((0..CLIENTS).map(|c| {
             let mut client = client.clone();
             async move {
@@ -308,7 +309,7 @@ async fn one_percent_poisonous_under_load() {
                 let mut bad_failed = 0u64;
                 for j in 0..PER_CLIENT {
                     let n = c * PER_CLIENT + j;
-                    let poison = n % 100 == 50;
+                    let poison = (c * 37 + j) % 100 == 50;
                     let failed = grpc_call(&mut client, values(n, poison)).await.is_err();
                     match (poison, failed) {
                         (false, true) => good_failed += 1,
