@@ -23,9 +23,7 @@ CLIENTS=${AB_CLIENTS:-32}
 SECS=${AB_SECS:-8}
 ROUNDS=${AB_ROUNDS:-3}
 case $MODEL in
-minilm) route=embed ;;
-resnet50) route=classify ;;
-yolov8n) route=detect ;;
+minilm | resnet50 | yolov8n) ;;
 *) echo "ab: MODEL is minilm, resnet50 or yolov8n, not $MODEL" >&2; exit 2 ;;
 esac
 # shellcheck source=lib/server.sh
@@ -37,7 +35,8 @@ bash scripts/setup.sh
 release_server_bins
 server_workdir
 demo_bodies "$work"
-if [[ $MODEL == minilm ]]; then bodies=(--text-lines "$work/texts.txt"); else bodies=(--body-dir "$work/images"); fi
+route=$(model_route "$MODEL")
+read -ra bodies <<<"$(model_bodies "$MODEL" "$work")"
 
 deployment() { # NAME TEXT
     cat <<TOML

@@ -160,22 +160,6 @@ python=.venv/bin/python3
 # ships with the repo) and a few sentences.
 demo_bodies "$work"
 
-route_of() {
-    case "$1" in
-    resnet50) echo classify ;;
-    minilm) echo embed ;;
-    yolov8n) echo detect ;;
-    *) echo infer ;;
-    esac
-}
-bodies_of() {
-    if [[ "$1" == minilm ]]; then
-        echo "--text-lines $work/texts.txt${DEMO_TEXT_KEY:+ --text-key $DEMO_TEXT_KEY}"
-    else
-        echo "--body-dir $work/images"
-    fi
-}
-
 if [[ -n "$registry" ]]; then
     MODELS="minilm resnet50"
 fi
@@ -359,12 +343,12 @@ if [[ -n "$registry" ]]; then
 fi
 
 for m in "${present[@]}"; do
-    r=$(route_of "$m")
+    r=$(model_route "$m")
     echo "==> $m: unbatched ($m-unbatched) then batched, 1 and $CLIENTS clients, ${DURATION}s each"
     # shellcheck disable=SC2046 # the body options are words on purpose
     "$bin/loadgen" demo --base "$base" \
         --batched "/v1/models/$m/$r" --unbatched "/v1/models/$m-unbatched/$r" \
-        --stats-deployment "$m" $(bodies_of "$m") \
+        --stats-deployment "$m" $(model_bodies "$m" "$work") \
         --concurrency "1,$CLIENTS" --duration-secs "$DURATION" --warmup-secs "$WARMUP" \
         --server-pid "$server_pid" --json >"$work/served-$m.out"
     grep -v '^\[' "$work/served-$m.out" | sed 's/^/    /'
@@ -378,7 +362,7 @@ if [[ "$SWEEP_MODEL" != none && -s "$work/served-$SWEEP_MODEL.json" ]]; then
         '[$f | split(",")[] | tonumber * $s | if . < 1 then 1 else . end | . * 10 | round / 10] | map(tostring) | join(",")' <<<null)
     echo "==> open-loop sweep of $m at $rates requests/s (${SWEEP_SECS}s each; latency from intended send time)"
     # shellcheck disable=SC2046
-    "$bin/loadgen" sweep --url "$base/v1/models/$m/$(route_of "$m")" $(bodies_of "$m") \
+    "$bin/loadgen" sweep --url "$base/v1/models/$m/$(model_route "$m")" $(model_bodies "$m" "$work") \
         --rates "$rates" --duration-secs "$SWEEP_SECS" --warmup-secs 1 \
         --max-outstanding 256 --plot "$PLOT" --title "$m" 2>&1 | sed 's/^/    /'
 fi

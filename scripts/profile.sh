@@ -42,11 +42,11 @@ start_server profile "$bin" "$work" --config examples/multi-model/config/demo.to
 
 for m in $MODELS; do
     case $m in
-    minilm) route=embed bodies=(--text-lines "$work/texts.txt") ;;
-    resnet50) route=classify bodies=(--body-dir "$work/images") ;;
-    yolov8n) route=detect bodies=(--body-dir "$work/images") ;;
+    minilm | resnet50 | yolov8n) ;;
     *) echo "profile: unknown model $m" >&2; exit 2 ;;
     esac
+    route=$(model_route "$m")
+    read -ra bodies <<<"$(model_bodies "$m" "$work")"
     echo "==> $m: $CLIENTS clients, perf record -g for ${SECS}s"
     # Load for the recording plus a second on each side.
     "$bin/loadgen" run --url "$base/v1/models/$m/$route" "${bodies[@]}" \

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tower::BoxError;
 use tracing::Span;
 
-use crate::adaptive::{Adaptive, AdaptiveConfig};
+use crate::adaptive::AdaptiveConfig;
 use crate::config::BatchConfig;
 use crate::error::Closed;
 use crate::future::ResponseFuture;
@@ -126,14 +126,6 @@ pub(crate) struct Control {
     pub(crate) telemetry: Telemetry,
 }
 
-/// The cap batches start under: `max_batch_size`, or where an adaptive
-/// profile says the model is fastest (the worker starts from the same).
-fn starting_cap(config: &BatchConfig) -> usize {
-    config.adaptive.map_or(config.max_batch_size, |adaptive| {
-        Adaptive::seeded(adaptive, config.max_batch_size, &config.adaptive_profile).chosen()
-    })
-}
-
 impl Control {
     pub(crate) fn new(config: &BatchConfig) -> Self {
         let name: Arc<str> = Arc::from(config.name.as_str());
@@ -142,7 +134,9 @@ impl Control {
             permit_debt: AtomicUsize::new(0),
             queue_capacity: AtomicUsize::new(config.queue_capacity),
             max_batch_size: AtomicUsize::new(config.max_batch_size),
-            batch_size_cap: AtomicUsize::new(starting_cap(config)),
+            // The worker, built beside this, publishes where a profile
+            // starts the adaptive cap.
+            batch_size_cap: AtomicUsize::new(config.max_batch_size),
             adaptive: config.adaptive,
             size_limit: AtomicUsize::new(usize::MAX),
             adaptive_profile: config.adaptive_profile.clone(),

@@ -29,3 +29,25 @@ Batching trades a little latency for a lot of throughput under load.
 How many requests per second can one small machine serve?
 EOF
 }
+
+# model_route MODEL: the v1 route of a demo model (classify, embed, detect;
+# infer for any other).
+model_route() {
+    case "$1" in
+    resnet50) echo classify ;;
+    minilm) echo embed ;;
+    yolov8n) echo detect ;;
+    *) echo infer ;;
+    esac
+}
+
+# model_bodies MODEL DIR: the load generator's body arguments for MODEL,
+# from the bodies demo_bodies wrote in DIR (MiniLM: its texts, wrapped as
+# {"$DEMO_TEXT_KEY": [...]} when that is set; the others: the images).
+model_bodies() {
+    if [[ "$1" == minilm ]]; then
+        echo "--text-lines $2/texts.txt${DEMO_TEXT_KEY:+ --text-key $DEMO_TEXT_KEY}"
+    else
+        echo "--body-dir $2/images"
+    fi
+}
