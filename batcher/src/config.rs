@@ -31,6 +31,27 @@ pub enum OverflowPolicy {
     Reject,
 }
 
+/// What a batch waits for while its oldest item may still wait
+/// ([`max_wait`](BatchConfigBuilder::max_wait)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitFor {
+    /// A full batch (`max_batch_size`, or the adaptive cap when it is
+    /// lower), or the largest preferred size the queue can fill.
+    #[default]
+    Full,
+    /// As many callers as the batcher held at once lately, queued or in
+    /// running batches (the peak over its last eight batches), at most a
+    /// full batch. The callers a batch has just answered are expected
+    /// back: N callers that each send their next request when the last
+    /// is answered (a pipeline's workers, a closed-loop client) are
+    /// batched N at a time instead of splitting into two halves that
+    /// alternate, while a lone caller never waits, since it is all the
+    /// load there was. Needs `max_wait` above zero, which bounds the wait
+    /// when fewer come back.
+    RecentLoad,
+}
+
 /// How a batcher forms and dispatches batches.
 ///
 /// Build one with [`BatchConfig::builder`]; every value is checked there, so
@@ -44,6 +65,7 @@ pub enum OverflowPolicy {
 /// | `max_batch_size` | 32 | most items in one batch |
 /// | `max_batch_cost` | none | most total cost in one batch (with a cost function) |
 /// | `max_wait` | 0 | how long the oldest queued item may wait for a fuller batch |
+/// | `wait_for` | `full` | what a batch waits for within `max_wait`: a full batch, or the recent load |
 /// | `preferred_batch_sizes` | none | sizes to dispatch when the oldest item may still wait |
 /// | `max_concurrent_batches` | 1 | batches running in the batch service at once |
 /// | `queue_capacity` | 1024 | most items queued (admitted but not dispatched) |
@@ -59,6 +81,7 @@ pub struct BatchConfig {
     pub(crate) max_batch_size: usize,
     pub(crate) max_batch_cost: Option<u64>,
     pub(crate) max_wait: Duration,
+    pub(crate) wait_for: WaitFor,
     pub(crate) preferred_batch_sizes: Vec<usize>,
     pub(crate) max_concurrent_batches: usize,
     pub(crate) queue_capacity: usize,
@@ -78,6 +101,7 @@ impl Default for BatchConfig {
             max_batch_size: 32,
             max_batch_cost: None,
             max_wait: Duration::ZERO,
+            wait_for: WaitFor::Full,
             preferred_batch_sizes: Vec::new(),
             max_concurrent_batches: 1,
             queue_capacity: 1024,
@@ -116,6 +140,11 @@ impl BatchConfig {
     /// How long the oldest queued item may wait for a fuller batch.
     pub fn max_wait(&self) -> Duration {
         self.max_wait
+    }
+
+    /// What a batch waits for while its oldest item may still wait.
+    pub fn wait_for(&self) -> WaitFor {
+        self.wait_for
     }
 
     /// Batch sizes preferred while the oldest item may still wait (sorted).
@@ -179,6 +208,13 @@ impl BatchConfig {
         self.preferred_batch_sizes.sort_unstable();
         self.preferred_batch_sizes.dedup();
         check_preferred(&self.preferred_batch_sizes, self.max_batch_size)?;
+        if self.wait_for == WaitFor::RecentLoad && self.max_wait.is_zero() {
+            return Err(ConfigError::new(
+                ConfigErrorKind::MaxWait,
+                "wait_for = recent_load needs max_wait above zero: it is the longest a batch \
+                 waits for the callers it expects back",
+            ));
+        }
         if self.max_batch_cost == Some(0) {
             return Err(ConfigError::new(
                 ConfigErrorKind::MaxBatchCost,
@@ -295,6 +331,16 @@ impl BatchConfigBuilder {
     /// free slot, so a lone request at low load pays no timer).
     pub fn max_wait(mut self, wait: Duration) -> Self {
         self.config.max_wait = wait;
+        self
+    }
+
+    /// What a batch waits for while its oldest item may still wait
+    /// (default [`WaitFor::Full`]). [`WaitFor::RecentLoad`] waits only for
+    /// as many callers as the batcher held at once lately, so that callers
+    /// who send again as soon as they are answered share one batch, and a
+    /// lone caller never waits; it needs `max_wait` above zero.
+    pub fn wait_for(mut self, wait_for: WaitFor) -> Self {
+        self.config.wait_for = wait_for;
         self
     }
 
@@ -416,6 +462,7 @@ struct ConfigFields {
     #[serde(skip_serializing_if = "Option::is_none")]
     max_batch_cost: Option<u64>,
     max_wait_us: u64,
+    wait_for: WaitFor,
     preferred_batch_sizes: Vec<usize>,
     max_concurrent_batches: usize,
     queue_capacity: usize,
@@ -450,6 +497,7 @@ impl From<BatchConfig> for ConfigFields {
             max_batch_size: c.max_batch_size,
             max_batch_cost: c.max_batch_cost,
             max_wait_us: micros(c.max_wait),
+            wait_for: c.wait_for,
             preferred_batch_sizes: c.preferred_batch_sizes,
             max_concurrent_batches: c.max_concurrent_batches,
             queue_capacity: c.queue_capacity,
@@ -477,6 +525,7 @@ impl TryFrom<ConfigFields> for BatchConfig {
             max_batch_size: f.max_batch_size,
             max_batch_cost: f.max_batch_cost,
             max_wait: Duration::from_micros(f.max_wait_us),
+            wait_for: f.wait_for,
             preferred_batch_sizes: f.preferred_batch_sizes,
             max_concurrent_batches: f.max_concurrent_batches,
             queue_capacity: f.queue_capacity,
@@ -642,5 +691,28 @@ mod tests {
 
         let err = serde_json::from_str::<BatchConfig>(r#"{"max_batch_size": 0}"#).unwrap_err();
         assert!(err.to_string().contains("max_batch_size"), "{err}");
+    }
+
+    #[test]
+    fn waiting_for_the_recent_load_needs_a_wait() {
+        let err = BatchConfig::builder()
+            .wait_for(WaitFor::RecentLoad)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.kind(), ConfigErrorKind::MaxWait);
+        assert!(err.to_string().contains("max_wait"), "{err}");
+        let c = BatchConfig::builder()
+            .wait_for(WaitFor::RecentLoad)
+            .max_wait(Duration::from_millis(3))
+            .build()
+            .unwrap();
+        assert_eq!(c.wait_for(), WaitFor::RecentLoad);
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains(r#""wait_for":"recent_load""#), "{json}");
+        assert_eq!(serde_json::from_str::<BatchConfig>(&json).unwrap(), c);
+        let err =
+            serde_json::from_str::<BatchConfig>(r#"{"wait_for": "recent_load"}"#).unwrap_err();
+        assert!(err.to_string().contains("max_wait"), "{err}");
+        assert_eq!(BatchConfig::default().wait_for(), WaitFor::Full);
     }
 }

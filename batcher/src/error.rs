@@ -180,6 +180,9 @@ pub enum ConfigErrorKind {
     MaxBatchCost,
     /// `queue_timeout` was zero.
     QueueTimeout,
+    /// `max_wait` was zero where the setting needs a wait
+    /// ([`WaitFor::RecentLoad`](crate::WaitFor::RecentLoad)).
+    MaxWait,
     /// An [`AdaptiveConfig`](crate::AdaptiveConfig) value was out of range,
     /// or an adaptive profile was invalid (a zero size or duration, or no
     /// adaptive cap to start).

@@ -77,6 +77,13 @@
 //!   trades latency for fuller batches; **`preferred_batch_sizes`** dispatch
 //!   the largest preferred size the queue can fill until the oldest item's
 //!   wait runs out.
+//! - **Waiting for the callers just answered** ([`WaitFor::RecentLoad`]):
+//!   within `max_wait`, a batch waits only until the batcher holds as many
+//!   callers (queued or running) as it held at once lately. N callers that
+//!   each send again when answered then share batches of N, where
+//!   dispatching at once splits them into two halves that take turns (one
+//!   forms while the other runs); a lone caller, all the load there was,
+//!   never waits.
 //! - **Cost cap:** with [`BatchLayer::cost_fn`] and `max_batch_cost`, a
 //!   batch also stops at a total cost (tokens, pixels). An item costing more
 //!   than the cap alone goes in a batch of its own.
@@ -304,7 +311,7 @@ mod telemetry;
 mod worker;
 
 pub use adaptive::AdaptiveConfig;
-pub use config::{BatchConfig, BatchConfigBuilder, OverflowPolicy};
+pub use config::{BatchConfig, BatchConfigBuilder, OverflowPolicy, WaitFor};
 pub use error::{
     BatchFailed, BatchPanicked, Closed, ConfigError, ConfigErrorKind, DeadlineExceeded, QueueFull,
 };

@@ -64,6 +64,19 @@ pub(crate) struct Policy {
     pub(crate) max_wait: Duration,
     pub(crate) preferred: Vec<usize>,
     pub(crate) max_cost: Option<u64>,
+    /// With [`WaitFor::RecentLoad`](crate::WaitFor::RecentLoad): the
+    /// callers the batcher holds now (queued or running) and its recent
+    /// peak; a batch stops waiting once the first reaches the second.
+    pub(crate) load: Option<Load>,
+}
+
+/// The batcher's callers now and at their recent peak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Load {
+    pub(crate) now: usize,
+    pub(crate) peak: usize,
+    /// When the latest batch finished.
+    pub(crate) since: Option<Instant>,
 }
 
 impl Policy {
@@ -71,13 +84,22 @@ impl Policy {
     fn decide<Req, Resp>(&self, group: &Group<Req, Resp>, now: Instant) -> Result<usize, Instant> {
         let n = group.len;
         let cap = self.max_batch_size.min(self.cap);
-        let oldest = group.oldest().unwrap_or(now);
+        let mut oldest = group.oldest().unwrap_or(now);
+        if let Some(load) = &self.load {
+            // Items queued while the last batch ran have waited for room,
+            // not for company: the wait for the callers expected back
+            // starts when that batch finished.
+            oldest = load.since.map_or(oldest, |since| oldest.max(since));
+        }
         // An unreachable instant means "wait for a full batch"; a far
         // deadline stands in for it.
         let expires = oldest
             .checked_add(self.max_wait)
             .unwrap_or_else(|| far_future(now));
-        let waited_out = self.max_wait.is_zero() || now >= expires;
+        // Under `RecentLoad` the callers expected back are back (a lone
+        // caller is its own peak): no reason to wait longer.
+        let back = self.load.is_some_and(|l| l.now >= l.peak.min(cap));
+        let waited_out = self.max_wait.is_zero() || now >= expires || back;
         if waited_out {
             return Ok(n.min(cap));
         }

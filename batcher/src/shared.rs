@@ -13,7 +13,7 @@ use tower::BoxError;
 use tracing::Span;
 
 use crate::adaptive::AdaptiveConfig;
-use crate::config::BatchConfig;
+use crate::config::{BatchConfig, WaitFor};
 use crate::error::Closed;
 use crate::future::ResponseFuture;
 use crate::limit::SizeLimitConfig;
@@ -114,6 +114,7 @@ pub(crate) struct Control {
     /// Where the adaptive cap starts: service times measured before serving.
     pub(crate) adaptive_profile: Vec<(usize, Duration)>,
     pub(crate) max_wait_nanos: AtomicU64,
+    pub(crate) wait_for: WaitFor,
     pub(crate) preferred: Mutex<Vec<usize>>,
     pub(crate) settings_changed: AtomicBool,
     /// Serialises the setters.
@@ -141,6 +142,7 @@ impl Control {
             size_limit: AtomicUsize::new(usize::MAX),
             adaptive_profile: config.adaptive_profile.clone(),
             max_wait_nanos: AtomicU64::new(nanos(config.max_wait)),
+            wait_for: config.wait_for,
             preferred: Mutex::new(config.preferred_batch_sizes.clone()),
             settings_changed: AtomicBool::new(false),
             settings_lock: Mutex::new(()),

@@ -18,10 +18,11 @@ use tracing::instrument::Instrumented;
 use tracing::Instrument;
 
 use crate::adaptive::Adaptive;
+use crate::config::WaitFor;
 use crate::error::{BatchFailed, BatchPanicked, LengthMismatch};
 use crate::isolate::{Kept, Retries, Retry};
 use crate::limit::SizeLimit;
-use crate::queue::{PendingQueue, Pick, Policy, Removed};
+use crate::queue::{Load, PendingQueue, Pick, Policy, Removed};
 use crate::results::IntoItemResults;
 use crate::shared::{Control, Item, RequestFn, Sender, Shared, TooLargeFn};
 use crate::stats::{Outcome, Rejection};
@@ -70,6 +71,10 @@ where
     yielded: bool,
     /// Callers answered by the most recently finished batch.
     last_fanout: usize,
+    /// Under `WaitFor::RecentLoad`: the most callers held at once (queued
+    /// or running) since each of the last batches went out, and since the
+    /// latest one.
+    load: Option<LoadWindow>,
     /// Last published (queue depth, in-flight batches) and when.
     gauges: ((usize, usize), Option<Instant>),
     /// The adaptive batch-size cap, when configured.
@@ -132,7 +137,9 @@ where
             max_wait: control.max_wait(),
             preferred: control.preferred.lock().clone(),
             max_cost,
+            load: None,
         };
+        let load = (control.wait_for == WaitFor::RecentLoad).then(LoadWindow::default);
         let mut worker = Self {
             shared,
             service,
@@ -151,6 +158,7 @@ where
             waits: Vec::new(),
             yielded: false,
             last_fanout: 0,
+            load,
             gauges: ((0, 0), None),
             adaptive,
             limit,
@@ -198,7 +206,17 @@ where
         self.next_sweep = earliest;
         let stats = &self.shared.control.stats;
         stats.admitted.fetch_add(n as u64, Ordering::Relaxed);
+        let held = self.held();
+        if let Some(load) = &mut self.load {
+            load.current = load.current.max(held);
+        }
         closing
+    }
+
+    /// Callers the batcher holds: queued, or in running batches (retried
+    /// parts included).
+    fn held(&self) -> usize {
+        self.queue.len() + self.control().stats.in_flight_items.load(Ordering::Relaxed)
     }
 
     fn refresh_policy(&mut self) {
@@ -367,6 +385,10 @@ where
         self.shared.control.release_permits(taken);
         span.record("size", taken);
         self.record_dispatch(taken, true);
+        let held = self.held();
+        if let Some(load) = &mut self.load {
+            load.close(held);
+        }
         self.start(slot, batch, span, now, cx);
         taken
     }
@@ -558,6 +580,9 @@ where
 
     fn record_done(&mut self, mut done: Done<Req, Resp>) {
         self.last_fanout = done.size;
+        if let Some(load) = &mut self.load {
+            load.finished = Some(Instant::now());
+        }
         let stats = &self.shared.control.stats;
         stats
             .completed
@@ -717,6 +742,12 @@ where
                         this.publish_cap();
                     }
                 }
+                let held = this.held();
+                this.policy.load = this.load.as_ref().map(|w| Load {
+                    now: held,
+                    peak: w.peak(),
+                    since: w.finished,
+                });
                 let (gi, target) = match this.queue.pick(t, &this.policy) {
                     Pick::Go { group, target } => (group, target),
                     Pick::WaitUntil(at) => {
@@ -791,6 +822,40 @@ where
         // Out of budget: let other tasks run, then carry on.
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+}
+
+/// Batches whose peak load a [`WaitFor::RecentLoad`] batch waits for.
+const LOAD_WINDOWS: usize = 8;
+
+/// The most callers held at once since each of the last
+/// [`LOAD_WINDOWS`] batches went out. Old peaks roll off one batch at a
+/// time, so after load falls a batch waits (at most `max_wait`) for callers
+/// that are gone for nine batches at most: eight windows, and the one that
+/// opened while the last of them still ran.
+#[derive(Debug, Default)]
+struct LoadWindow {
+    /// Peaks of the last windows, oldest overwritten first.
+    peaks: [usize; LOAD_WINDOWS],
+    next: usize,
+    /// The peak since the latest batch went out.
+    current: usize,
+    /// When the latest batch finished: the callers it answered are
+    /// expected back from then.
+    finished: Option<Instant>,
+}
+
+impl LoadWindow {
+    fn peak(&self) -> usize {
+        self.peaks.iter().copied().fold(self.current, usize::max)
+    }
+
+    /// A batch went out: the current window ends and the next starts at
+    /// `held`, the callers held now.
+    fn close(&mut self, held: usize) {
+        self.peaks[self.next] = self.current;
+        self.next = (self.next + 1) % LOAD_WINDOWS;
+        self.current = held;
     }
 }
 

@@ -3,9 +3,10 @@
 
 mod support;
 
+use std::task::Poll;
 use std::time::Duration;
 
-use convoy_batcher::{BatchConfig, BatchLayer};
+use convoy_batcher::{BatchConfig, BatchLayer, WaitFor};
 use support::*;
 use tokio_test::{assert_pending, assert_ready};
 
@@ -188,4 +189,149 @@ async fn the_worker_ends_when_every_handle_is_gone_and_the_queue_is_drained() {
     echo(b, s);
     assert_ready!(drive(&mut worker));
     assert_eq!(answer(&mut a).unwrap(), 7);
+}
+
+fn recent_load(max_batch_size: usize, max_wait: Duration) -> BatchConfig {
+    BatchConfig::builder()
+        .max_batch_size(max_batch_size)
+        .max_wait(max_wait)
+        .wait_for(WaitFor::RecentLoad)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_recent_load_a_lone_caller_never_waits() {
+    let (mut svc, mut worker, mut handle) = batcher(recent_load(8, Duration::from_secs(1)));
+    for i in 0..20 {
+        let mut a = call(&mut svc, i);
+        assert_pending!(drive(&mut worker));
+        // No time passes: the batch went without a timer.
+        let (batch, send) = next_batch(&mut handle).expect("a lone caller goes at once");
+        assert_eq!(batch, vec![i]);
+        echo(batch, send);
+        assert_pending!(drive(&mut worker));
+        assert_eq!(answer(&mut a).unwrap(), i);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn under_recent_load_a_batch_waits_for_the_callers_just_answered() {
+    let wait = Duration::from_millis(5);
+    let (mut svc, mut worker, mut handle) = batcher(recent_load(8, wait));
+    // Four callers at once: that is the load, so they go at once.
+    let mut calls: Vec<_> = (1..=4).map(|i| call(&mut svc, i)).collect();
+    assert_pending!(drive(&mut worker));
+    let (batch, send) = next_batch(&mut handle).unwrap();
+    assert_eq!(batch, vec![1, 2, 3, 4]);
+    echo(batch, send);
+    assert_pending!(drive(&mut worker));
+    for (i, c) in calls.iter_mut().enumerate() {
+        assert_eq!(answer(c).unwrap(), i as u32 + 1);
+    }
+
+    // Three come back: the fourth is expected, so the batch waits...
+    let mut calls: Vec<_> = (5..=7).map(|i| call(&mut svc, i)).collect();
+    assert_pending!(drive(&mut worker));
+    assert!(next_batch(&mut handle).is_none(), "waits for the fourth");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    // ...and goes the moment it is back, without waiting out max_wait.
+    calls.push(call(&mut svc, 8));
+    assert_pending!(drive(&mut worker));
+    let (batch, send) = next_batch(&mut handle).unwrap();
+    assert_eq!(batch, vec![5, 6, 7, 8]);
+    echo(batch, send);
+    assert_pending!(drive(&mut worker));
+    for c in &mut calls {
+        answer(c).unwrap();
+    }
+
+    // Only three come back: max_wait bounds the wait for the fourth.
+    let mut calls: Vec<_> = (9..=11).map(|i| call(&mut svc, i)).collect();
+    assert_pending!(drive(&mut worker));
+    tokio::time::advance(wait - Duration::from_millis(1)).await;
+    assert_pending!(drive(&mut worker));
+    assert!(next_batch(&mut handle).is_none());
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(worker.is_woken());
+    assert_pending!(drive(&mut worker));
+    let (batch, send) = next_batch(&mut handle).unwrap();
+    assert_eq!(batch, vec![9, 10, 11]);
+    echo(batch, send);
+    assert_pending!(drive(&mut worker));
+    for c in &mut calls {
+        answer(c).unwrap();
+    }
+
+    // Load falls to one caller: it waits for callers that are gone only
+    // until the peak has rolled off: eight windows, and the one that
+    // opened while the last three still ran.
+    let mut waited = 0;
+    let mut at_once = 0;
+    for i in 100..120 {
+        let mut a = call(&mut svc, i);
+        assert_pending!(drive(&mut worker));
+        let (batch, send) = match next_batch(&mut handle) {
+            Some(ready) => {
+                at_once += 1;
+                ready
+            }
+            None => {
+                assert_eq!(at_once, 0, "waited again after going at once");
+                waited += 1;
+                tokio::time::advance(wait).await;
+                assert_pending!(drive(&mut worker));
+                next_batch(&mut handle).expect("dispatched by max_wait at the latest")
+            }
+        };
+        assert_eq!(batch, vec![i]);
+        echo(batch, send);
+        assert_pending!(drive(&mut worker));
+        assert_eq!(answer(&mut a).unwrap(), i);
+    }
+    assert!(
+        (1..=9).contains(&waited),
+        "a lone caller waited {waited} times: the peak rolls off within nine batches"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn closed_loop_callers_split_in_turns_without_waiting_and_share_under_recent_load() {
+    // Four callers that send again as soon as they are answered, one batch
+    // at a time, each batch running 10 ms (longer than `max_wait`: those
+    // queued meanwhile have waited for room, not for company). The first
+    // caller arrives alone, the other three while it runs.
+    for (wait_for, expected) in [
+        (None, [1, 3, 1, 3]),
+        (Some(WaitFor::RecentLoad), [1, 4, 4, 4]),
+    ] {
+        let mut builder = BatchConfig::builder().max_batch_size(8);
+        if let Some(w) = wait_for {
+            builder = builder.wait_for(w).max_wait(Duration::from_millis(5));
+        }
+        let (mut svc, mut worker, mut handle) = batcher(builder.build().unwrap());
+        let mut callers = vec![call(&mut svc, 0)];
+        assert_pending!(drive(&mut worker));
+        callers.extend((1..=3).map(|i| call(&mut svc, i)));
+        assert_pending!(drive(&mut worker));
+        let mut next = 3;
+        let mut sizes = [0; 4];
+        for size in &mut sizes {
+            let (batch, send) = next_batch(&mut handle).expect("a batch runs");
+            *size = batch.len();
+            tokio::time::advance(Duration::from_millis(10)).await;
+            echo(batch, send);
+            assert_pending!(drive(&mut worker));
+            // Those answered send again; no time passes.
+            for caller in &mut callers {
+                if let Poll::Ready(r) = caller.poll() {
+                    r.unwrap();
+                    next += 1;
+                    *caller = call(&mut svc, next);
+                }
+            }
+            assert_pending!(drive(&mut worker));
+        }
+        assert_eq!(sizes, expected, "{wait_for:?}");
+    }
 }

@@ -13,7 +13,8 @@ use std::task::Poll;
 use std::time::Duration;
 
 use convoy_batcher::{
-    BatchConfig, BatchFailed, BatchLayer, BatchPanicked, DeadlineExceeded, Priority, ResponseFuture,
+    BatchConfig, BatchFailed, BatchLayer, BatchPanicked, DeadlineExceeded, Priority,
+    ResponseFuture, WaitFor,
 };
 use convoy_batcher_scripted::{Ending, ItemError, Log, Scripted, PANIC_MESSAGE};
 use proptest::prelude::*;
@@ -81,6 +82,7 @@ struct Setup {
     max_cost: Option<u64>,
     max_concurrent: usize,
     max_wait_ms: u64,
+    recent_load: bool,
     attrs: Vec<Attrs>,
     ops: Vec<Op>,
 }
@@ -91,17 +93,22 @@ fn setup() -> impl Strategy<Value = Setup> {
         proptest::option::of(4u64..12),
         1usize..3,
         prop_oneof![3 => Just(0u64), 1 => 1u64..5],
+        any::<bool>(),
         proptest::collection::vec(attrs(), 64),
         proptest::collection::vec(op(), 1..60),
     )
         .prop_map(
-            |(max_batch_size, max_cost, max_concurrent, max_wait_ms, attrs, ops)| Setup {
-                max_batch_size,
-                max_cost,
-                max_concurrent,
-                max_wait_ms,
-                attrs,
-                ops,
+            |(max_batch_size, max_cost, max_concurrent, max_wait_ms, recent_load, attrs, ops)| {
+                Setup {
+                    max_batch_size,
+                    max_cost,
+                    max_concurrent,
+                    max_wait_ms,
+                    // Waiting for the recent load needs a wait.
+                    recent_load: recent_load && max_wait_ms > 0,
+                    attrs,
+                    ops,
+                }
             },
         )
 }
@@ -129,6 +136,9 @@ async fn run_case(s: Setup) -> Result<(), TestCaseError> {
         .max_concurrent_batches(s.max_concurrent)
         .max_wait(Duration::from_millis(s.max_wait_ms))
         .queue_capacity(64);
+    if s.recent_load {
+        config = config.wait_for(WaitFor::RecentLoad);
+    }
     if let Some(c) = s.max_cost {
         config = config.max_batch_cost(c);
     }
@@ -244,7 +254,7 @@ async fn run_case(s: Setup) -> Result<(), TestCaseError> {
     }
 
     // Wind down: let every deadline pass, finish every batch.
-    let mut rounds = 0;
+    let (mut rounds, mut idle) = (0, 0);
     loop {
         tokio::time::advance(Duration::from_millis(50)).await;
         for &bi in &running {
@@ -258,7 +268,11 @@ async fn run_case(s: Setup) -> Result<(), TestCaseError> {
         step += 1;
         check_new_batches(&mut seen, &mut running, &mut dispatched, &callers, step)?;
         rounds += 1;
-        if running.is_empty() || rounds > 200 {
+        // Two rounds with nothing dispatched: a batch that waits for
+        // callers expected back (`RecentLoad`) starts its wait when the
+        // batch before it finished, so it may go a round later.
+        idle = if running.is_empty() { idle + 1 } else { 0 };
+        if idle >= 2 || rounds > 200 {
             break;
         }
     }

@@ -270,3 +270,33 @@ fn a_profile_needs_the_adaptive_cap_and_starts_it() {
         .adaptive_profile()
         .is_empty());
 }
+
+/// `batching.wait_for = "recent_load"` needs a `max_wait`, and reaches the
+/// batcher.
+#[test]
+fn waiting_for_the_recent_load_needs_a_wait_and_reaches_the_batcher() {
+    use convoy_batcher::WaitFor;
+    use example_multi_model::deploy::batch_config;
+    let e = error(&format!(
+        "{HEAD}[deployment.batching]\nwait_for = \"recent_load\"\n"
+    ));
+    assert!(e.contains("wait_for") && e.contains("max_wait"), "{e}");
+    let e = error(&format!(
+        "{HEAD}[deployment.batching]\nwait_for = \"whenever\"\nmax_wait = \"2ms\"\n"
+    ));
+    assert!(e.contains("whenever") && e.contains("recent_load"), "{e}");
+    let on = Config::parse(&format!(
+        "{HEAD}[deployment.batching]\nwait_for = \"recent_load\"\nmax_wait = \"2ms\"\n"
+    ))
+    .unwrap();
+    let d = on.deployments().next().unwrap();
+    let b = batch_config("a", &d.batching, &[]).unwrap();
+    assert_eq!(b.wait_for(), WaitFor::RecentLoad);
+    assert_eq!(b.max_wait(), std::time::Duration::from_millis(2));
+    let plain = Config::parse(HEAD).unwrap();
+    let d = plain.deployments().next().unwrap();
+    assert_eq!(
+        batch_config("a", &d.batching, &[]).unwrap().wait_for(),
+        WaitFor::Full
+    );
+}

@@ -234,3 +234,72 @@ async fn the_texts_of_one_request_go_to_one_version() {
     // 16 requests at 50/50: both versions serve (all on one: p = 2^-15).
     assert!(served_by.iter().all(|&n| n > 0), "{served_by:?}");
 }
+
+/// Short texts of different lengths share a batch (`shortest_bucket`,
+/// default 32 tokens), each padded to the batch's longest, and get the
+/// embeddings they get batched by length; with `shortest_bucket = 1` every
+/// power-of-two length has batches of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_texts_of_different_lengths_share_a_batch() {
+    let deployment = |name: &str, extra: &str| {
+        format!(
+            "[[deployment]]\nname = \"{name}\"\nmodel = \"minilm\"\n\
+             [deployment.batching]\nmax_batch_size = 8\nadaptive = false\n\
+             max_wait = \"300ms\"\n{extra}\n\
+             [deployment.device]\nkind = \"cpu\"\nintra_op_threads = 1\nfraction = 0.1\n\n"
+        )
+    };
+    let config = format!(
+        "[server]\naddr = \"127.0.0.1:0\"\nmodels_dir = {:?}\nblocking_tasks = 2\n\
+         host_memory = 4294967296\n\n{}{}",
+        models_dir().display().to_string(),
+        deployment("shared", ""),
+        deployment("by-length", "shortest_bucket = 1")
+    );
+    let s = start(&config).await;
+    let batches = |metrics: &str, name: &str| -> u64 {
+        let prefix = format!("convoy_batcher_batch_size_count{{batcher=\"{name}/1\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0, |v| v.trim().parse().unwrap())
+    };
+    // 3 and 15 tokens with [CLS] and [SEP]: power-of-two buckets 4 and 16.
+    let texts = [
+        "hi",
+        "a longer sentence with quite a few more words in it than that",
+    ];
+    let body = serde_json::json!({ "texts": texts }).to_string();
+    let mut answers = Vec::new();
+    for name in ["shared", "by-length"] {
+        let before = String::from_utf8_lossy(&s.get("/metrics").await.body).into_owned();
+        let r = s
+            .post(&format!("/v1/models/{name}/embed"), body.clone())
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+        let after = String::from_utf8_lossy(&s.get("/metrics").await.body).into_owned();
+        let ran = batches(&after, name) - batches(&before, name);
+        // Both texts wait (max_wait) in the queue together: one batch when
+        // they share a key, one per key otherwise.
+        let want = if name == "shared" { 1 } else { 2 };
+        assert_eq!(ran, want, "{name}: {ran} batches for two texts");
+        let embeddings: Vec<Vec<f64>> = r.json()["embeddings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                e.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_f64().unwrap())
+                    .collect()
+            })
+            .collect();
+        answers.push(embeddings);
+    }
+    // Padding the short text to the long one's length changes nothing the
+    // attention mask lets through.
+    for (a, b) in answers[0].iter().zip(&answers[1]) {
+        assert!(cosine(a, b) > 0.9999, "cosine {}", cosine(a, b));
+    }
+}

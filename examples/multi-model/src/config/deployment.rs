@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use convoy_batcher::WaitFor;
 use example_registry::ModelSource;
 use serde::{Deserialize, Serialize};
 
@@ -184,6 +185,13 @@ impl TryFrom<RawDeployment> for DeploymentConfig {
                     .into(),
             );
         }
+        if raw.batching.wait_for == WaitFor::RecentLoad && raw.batching.max_wait.is_zero() {
+            return Err(
+                "batching.wait_for = \"recent_load\": needs batching.max_wait above zero (the \
+                 longest a batch waits for the requests it expects back)"
+                    .into(),
+            );
+        }
         if raw.identity_delay > Duration::ZERO && model != IDENTITY {
             return Err("identity_delay: only for model = \"identity\"".into());
         }
@@ -258,9 +266,24 @@ pub struct Batching {
     /// How long the oldest queued request may wait for a fuller batch.
     #[serde(deserialize_with = "duration", serialize_with = "ser_duration")]
     pub max_wait: Duration,
+    /// What a batch waits for within `max_wait`: `full` (default) waits for
+    /// a full batch; `recent_load` only for as many requests as the replica
+    /// held at once lately (queued or running), so that clients that send
+    /// again as soon as they are answered share one batch, and a lone
+    /// client never waits. `recent_load` needs `max_wait` above zero.
+    pub wait_for: WaitFor,
     /// Batches running at once per replica.
     #[serde(deserialize_with = "positive_usize")]
     pub max_concurrent_batches: usize,
+    /// Text models: requests share a batch when their token counts fall in
+    /// the same power-of-two bucket (each batch is padded to its longest
+    /// text), and every text up to this many tokens falls in the smallest
+    /// bucket. A forward pass over short texts costs mostly per pass, not
+    /// per token, so splitting them by length costs more than the padding
+    /// saves (see examples/README.md, "Text batches by length"). Default
+    /// 32; 1 gives every power of two its own bucket.
+    #[serde(deserialize_with = "positive_usize")]
+    pub shortest_bucket: usize,
     /// Requests queued per replica; beyond it requests are refused (503).
     #[serde(deserialize_with = "positive_usize")]
     pub queue_capacity: usize,
@@ -288,7 +311,9 @@ impl Default for Batching {
         Self {
             max_batch_size: 16,
             max_wait: Duration::ZERO,
+            wait_for: WaitFor::Full,
             max_concurrent_batches: 1,
+            shortest_bucket: 32,
             queue_capacity: 256,
             queue_timeout: Duration::from_secs(10),
             adaptive: true,

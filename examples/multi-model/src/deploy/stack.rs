@@ -46,6 +46,7 @@ pub fn batch_config(
         .max_batch_size(b.max_batch_size)
         .max_batch_cost(b.max_batch_size as u64)
         .max_wait(b.max_wait)
+        .wait_for(b.wait_for)
         .max_concurrent_batches(b.max_concurrent_batches)
         .queue_capacity(b.queue_capacity)
         .queue_timeout(b.queue_timeout)
@@ -63,8 +64,11 @@ pub(super) fn replica(
     tenant: Tenant,
 ) -> Result<Replica, BoxError> {
     let config = batch_config(label, cfg, model.batch_profile())?;
+    // Keys are power-of-two length buckets (0 for other models); short
+    // texts share the smallest.
+    let shortest = cfg.shortest_bucket.next_power_of_two() as u64;
     let layer = BatchLayer::<Item, Vec<NamedTensor>>::new(config)
-        .key_fn(|i: &Item| i.key)
+        .key_fn(move |i: &Item| if i.key == 0 { 0 } else { i.key.max(shortest) })
         .cost_fn(|i: &Item| i.cost)
         .deadline_fn(|i: &Item| i.deadline)
         // One bad request fails alone: a batch the model fails as a whole
