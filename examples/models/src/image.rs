@@ -227,15 +227,18 @@ pub fn letterbox(img: &DynamicImage, manifest: &Manifest) -> (NamedTensor, Lette
     let side = size as usize;
     let plane = side * side;
     let mut data = vec![f32::from(*pad_value) / 255.0; 3 * plane];
-    for y in 0..nh {
-        for x in 0..nw {
-            let (dx, dy) = ((left + x) as usize, (top + y) as usize);
-            if dx >= side || dy >= side {
-                continue;
-            }
-            let px = resized.get_pixel(x, y).0;
-            for c in 0..3 {
-                data[c * plane + dy * side + dx] = f32::from(px[c]) / 255.0;
+    // Row by row into each channel's plane: contiguous writes.
+    let (left, top) = (left as usize, top as usize);
+    let width = (nw as usize).min(side.saturating_sub(left));
+    let rows = resized.as_raw().chunks_exact(3 * nw as usize);
+    for (y, row) in rows.enumerate().take(side.saturating_sub(top)) {
+        for (c, channel) in data.chunks_exact_mut(plane).enumerate() {
+            let start = (top + y) * side + left;
+            for (d, px) in channel[start..start + width]
+                .iter_mut()
+                .zip(row.chunks_exact(3))
+            {
+                *d = f32::from(px[c]) / 255.0;
             }
         }
     }

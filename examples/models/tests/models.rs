@@ -611,3 +611,40 @@ async fn async_forward_splits_rows_back_per_item() {
     assert!(c > 0.9999, "padding changed the embedding: cosine {c}");
     assert!(model.forward(Vec::new()).await.unwrap().is_empty());
 }
+
+/// The letterbox puts every pixel of the scaled image at its place in each
+/// channel's plane, and the manifest's grey everywhere else.
+#[test]
+fn letterbox_places_each_pixel_and_pads_with_grey() {
+    let manifest = example_models::Manifest::load(&model_dir("yolov8n")).unwrap();
+    // 640 × 320: no scaling at size 640, 160 grey rows above and below.
+    let img = ::image::RgbImage::from_fn(640, 320, |x, y| {
+        ::image::Rgb([
+            (x % 256) as u8,
+            (y % 256) as u8,
+            if y < 160 { 255 } else { 0 },
+        ])
+    });
+    let (input, lb) = image::letterbox(&::image::DynamicImage::ImageRgb8(img), &manifest);
+    assert_eq!((lb.pad_x, lb.pad_y, lb.scale), (0.0, 160.0, 1.0));
+    let data = fp32(&input);
+    let plane = 640 * 640;
+    let at = |c: usize, y: usize, x: usize| data[c * plane + y * 640 + x];
+    let grey = 114.0 / 255.0;
+    for (y, x) in [(0, 0), (159, 639), (480, 0), (639, 639)] {
+        for c in 0..3 {
+            assert_eq!(at(c, y, x), grey, "pad at ({y}, {x}) channel {c}");
+        }
+    }
+    for (y, x) in [(160, 0), (160, 639), (319, 300), (320, 5), (479, 639)] {
+        let src_y = y - 160;
+        let want = [
+            (x % 256) as f32 / 255.0,
+            (src_y % 256) as f32 / 255.0,
+            if src_y < 160 { 1.0 } else { 0.0 },
+        ];
+        for (c, w) in want.iter().enumerate() {
+            assert_eq!(at(c, y, x), *w, "pixel ({y}, {x}) channel {c}");
+        }
+    }
+}
