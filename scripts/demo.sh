@@ -27,7 +27,9 @@
 #   DEMO_CLIENTS           the N of "1 and N clients" (default 32)
 #   DEMO_DURATION_SECS     measured seconds per load run (default 5)
 #   DEMO_WARMUP_SECS       unmeasured seconds before each load run (default 1)
-#   DEMO_RAW_SECS          raw-bench seconds per batch size (default 2)
+#   DEMO_RAW_SECS          raw-bench seconds per batch size and round (default 1)
+#   DEMO_RAW_ROUNDS        raw-bench rounds over the batch sizes; each size's
+#                          figure is its median over them (default 3)
 #   DEMO_RAW_BATCH_SIZES   raw-bench batch sizes (default 1,2,4,8,16,32)
 #   DEMO_THREADS           raw-bench intra-op threads (default 2)
 #   DEMO_SWEEP_MODEL       model of the rate sweep (default minilm; "none" skips)
@@ -96,7 +98,8 @@ MODELS=${DEMO_MODELS:-resnet50 minilm yolov8n}
 CLIENTS=${DEMO_CLIENTS:-32}
 DURATION=${DEMO_DURATION_SECS:-5}
 WARMUP=${DEMO_WARMUP_SECS:-1}
-RAW_SECS=${DEMO_RAW_SECS:-2}
+RAW_SECS=${DEMO_RAW_SECS:-1}
+RAW_ROUNDS=${DEMO_RAW_ROUNDS:-3}
 RAW_BATCHES=${DEMO_RAW_BATCH_SIZES:-1,2,4,8,16,32}
 THREADS=${DEMO_THREADS:-2}
 SWEEP_MODEL=${DEMO_SWEEP_MODEL:-minilm}
@@ -317,15 +320,22 @@ registry_promotion() {
 
 if [[ -n "$registry" ]]; then
     registry_prepare
-else
-    echo "==> raw offline throughput (raw-bench, no server, $THREADS threads, ${RAW_SECS}s per batch size)"
-    for m in "${present[@]}"; do
-        "$bin/raw-bench" --model-dir "models/$m/1" --batch-sizes "$RAW_BATCHES" \
-            --seconds "$RAW_SECS" --threads "$THREADS" --json >"$work/raw-$m.json"
-        jq -r '"    \(.model): " + ([.results[] | "b\(.batch_size) \(.items_per_s * 10 | round / 10)/s"] | join("  "))
-            + "   best \((.best.items_per_s // 0) * 10 | round / 10)/s at batch \(.best.batch_size // "-")"' "$work/raw-$m.json"
-    done
 fi
+
+# raw_bench MODEL: the model's raw offline throughput at each batch size
+# (raw-bench in a process of its own, the same inputs as the load
+# generator's), into $work/raw-MODEL.json. Run right before the model's
+# served runs: this machine's speed drifts over minutes, and raw and served
+# are compared.
+raw_bench() {
+    echo "==> $1: raw offline throughput (raw-bench, its own process, $THREADS threads, median of $RAW_ROUNDS rounds of ${RAW_SECS}s per batch size)"
+    # shellcheck disable=SC2046 # the text option is words on purpose
+    "$bin/raw-bench" --model-dir "models/$1/1" --batch-sizes "$RAW_BATCHES" \
+        --seconds "$RAW_SECS" --rounds "$RAW_ROUNDS" --threads "$THREADS" \
+        $(raw_inputs "$1" "$work") --json >"$work/raw-$1.json"
+    jq -r '"    \(.model): " + ([.results[] | "b\(.batch_size) \(.items_per_s * 10 | round / 10)/s"] | join("  "))
+        + "   best \((.best.items_per_s // 0) * 10 | round / 10)/s at batch \(.best.batch_size // "-")"' "$work/raw-$1.json"
+}
 
 echo "==> starting the server ($CONFIG) on free loopback ports"
 start_server demo "$bin" "$work" --config "$CONFIG" --addr 127.0.0.1:0 --grpc-addr 127.0.0.1:0 || exit 1
@@ -343,6 +353,7 @@ if [[ -n "$registry" ]]; then
 fi
 
 for m in "${present[@]}"; do
+    raw_bench "$m"
     r=$(model_route "$m")
     echo "==> $m: unbatched ($m-unbatched) then batched, 1 and $CLIENTS clients, ${DURATION}s each"
     # shellcheck disable=SC2046 # the body options are words on purpose

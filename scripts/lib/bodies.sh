@@ -1,5 +1,5 @@
 # Sourced by the scripts that load the multi-model server with the demo's
-# request bodies (demo.sh, profile.sh).
+# request bodies (demo.sh, profile.sh, ab.sh).
 
 # demo_bodies DIR: writes DIR/images/{0..3}.jpg (generated photos-to-be, as
 # no image data set ships with the repo) and DIR/texts.txt (a few sentences,
@@ -49,5 +49,15 @@ model_bodies() {
         echo "--text-lines $2/texts.txt${DEMO_TEXT_KEY:+ --text-key $DEMO_TEXT_KEY}"
     else
         echo "--body-dir $2/images"
+    fi
+}
+
+# raw_inputs MODEL DIR: raw-bench's input arguments for MODEL, the same
+# inputs model_bodies gives the load generator (MiniLM: its texts, padded
+# per batch as the server pads them; the image models take tensors of the
+# shape their pre-processing makes, whatever the photo).
+raw_inputs() {
+    if [[ "$1" == minilm ]]; then
+        echo "--text-lines $2/texts.txt"
     fi
 }

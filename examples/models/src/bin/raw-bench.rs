@@ -22,9 +22,14 @@ struct Args {
     /// Comma-separated batch sizes.
     #[arg(long, default_value = "1,2,4,8,16,32", value_delimiter = ',')]
     batch_sizes: Vec<usize>,
-    /// Seconds of forward passes per batch size.
+    /// Seconds of forward passes per batch size (per round).
     #[arg(long, default_value_t = 3.0)]
     seconds: f64,
+    /// Rounds over all batch sizes, one size after the other in each: a
+    /// size's items/s is the median over the rounds, so one slow or fast
+    /// spell of a shared machine does not pick the best size.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// libtorch intra-op threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -64,6 +69,7 @@ struct Args {
 struct Row {
     batch_size: usize,
     iterations: usize,
+    /// The median over the rounds.
     items_per_s: f64,
     p50_batch_ms: f64,
     min_batch_ms: f64,
@@ -156,17 +162,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(texts) => texts.iter().cycle().take(b).cloned().collect::<Vec<_>>(),
         None => vec![synthetic_input(model.manifest(), b, args.seq_len)],
     };
+    if args.rounds == 0 {
+        return Err("--rounds must be at least 1".into());
+    }
+    // Each size's batch, warmed up once; then the rounds, interleaved.
+    let batches = args
+        .batch_sizes
+        .iter()
+        .map(|&b| {
+            let batch = batch_of(b);
+            model.forward_blocking(batch.clone())?;
+            Ok(batch)
+        })
+        .collect::<Result<Vec<_>, Box<dyn std::error::Error>>>()?;
+    let mut passes: Vec<Vec<f64>> = vec![Vec::new(); batches.len()];
+    let mut rates: Vec<Vec<f64>> = vec![Vec::new(); batches.len()];
+    for _ in 0..args.rounds {
+        for (i, batch) in batches.iter().enumerate() {
+            let lat = model.time_passes(batch, Duration::from_secs_f64(args.seconds))?;
+            let elapsed: f64 = lat.iter().sum();
+            rates[i].push((args.batch_sizes[i] * lat.len()) as f64 / elapsed);
+            passes[i].extend(lat);
+        }
+    }
     let mut results = Vec::new();
-    for &b in &args.batch_sizes {
-        let batch = batch_of(b);
-        model.forward_blocking(batch.clone())?;
-        let mut lat = model.time_passes(&batch, Duration::from_secs_f64(args.seconds))?;
-        let elapsed: f64 = lat.iter().sum();
+    for ((&b, mut lat), mut rate) in args.batch_sizes.iter().zip(passes).zip(rates) {
         lat.sort_by(f64::total_cmp);
+        rate.sort_by(f64::total_cmp);
         let row = Row {
             batch_size: b,
             iterations: lat.len(),
-            items_per_s: (b * lat.len()) as f64 / elapsed,
+            items_per_s: rate[rate.len() / 2],
             p50_batch_ms: lat[lat.len() / 2] * 1e3,
             min_batch_ms: lat[0] * 1e3,
         };
