@@ -206,17 +206,10 @@ where
         self.next_sweep = earliest;
         let stats = &self.shared.control.stats;
         stats.admitted.fetch_add(n as u64, Ordering::Relaxed);
-        let held = self.held();
         if let Some(load) = &mut self.load {
-            load.current = load.current.max(held);
+            load.current = load.current.max(held(&self.queue, &self.shared.control));
         }
         closing
-    }
-
-    /// Callers the batcher holds: queued, or in running batches (retried
-    /// parts included).
-    fn held(&self) -> usize {
-        self.queue.len() + self.control().stats.in_flight_items.load(Ordering::Relaxed)
     }
 
     fn refresh_policy(&mut self) {
@@ -385,9 +378,8 @@ where
         self.shared.control.release_permits(taken);
         span.record("size", taken);
         self.record_dispatch(taken, true);
-        let held = self.held();
         if let Some(load) = &mut self.load {
-            load.close(held);
+            load.close(held(&self.queue, &self.shared.control));
         }
         self.start(slot, batch, span, now, cx);
         taken
@@ -742,9 +734,8 @@ where
                         this.publish_cap();
                     }
                 }
-                let held = this.held();
                 this.policy.load = this.load.as_ref().map(|w| Load {
-                    now: held,
+                    now: held(&this.queue, &this.shared.control),
                     peak: w.peak(),
                     since: w.finished,
                 });
@@ -823,6 +814,12 @@ where
         cx.waker().wake_by_ref();
         Poll::Pending
     }
+}
+
+/// Callers a batcher holds: queued, or in running batches (retried parts
+/// included).
+fn held<Req, Resp>(queue: &PendingQueue<Req, Resp>, control: &Control) -> usize {
+    queue.len() + control.stats.in_flight_items.load(Ordering::Relaxed)
 }
 
 /// Batches whose peak load a [`WaitFor::RecentLoad`] batch waits for.

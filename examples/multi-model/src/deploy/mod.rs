@@ -39,7 +39,7 @@ mod version;
 
 pub use self::counted::Counted;
 pub use self::deployment::{rollout_config, Deployment, Served};
-pub use self::item::{Answer, Item};
+pub use self::item::{length_key, Answer, Item};
 pub use self::route::{NoSuchVersion, Route, TimedOut};
 pub use self::stack::{
     batch_config, engine_config, host_quota, model_share, model_tenant, policy, wants_gpu, Backend,

@@ -15,7 +15,7 @@ use convoy_router::Balancer;
 use example_tensor::NamedTensor;
 use tower::{BoxError, Layer};
 
-use super::{Call, Counted, Item, Reply};
+use super::{length_key, Call, Counted, Item, Reply};
 use crate::config::{Batching, DeploymentConfig, DeviceKind, Policy};
 use crate::model::Forward;
 
@@ -64,11 +64,9 @@ pub(super) fn replica(
     tenant: Tenant,
 ) -> Result<Replica, BoxError> {
     let config = batch_config(label, cfg, model.batch_profile())?;
-    // Keys are power-of-two length buckets (0 for other models); short
-    // texts share the smallest.
-    let shortest = cfg.shortest_bucket.next_power_of_two() as u64;
+    let shortest = cfg.shortest_bucket;
     let layer = BatchLayer::<Item, Vec<NamedTensor>>::new(config)
-        .key_fn(move |i: &Item| if i.key == 0 { 0 } else { i.key.max(shortest) })
+        .key_fn(move |i: &Item| length_key(i.seq_len, shortest))
         .cost_fn(|i: &Item| i.cost)
         .deadline_fn(|i: &Item| i.deadline)
         // One bad request fails alone: a batch the model fails as a whole
